@@ -1,0 +1,72 @@
+"""Training objective of the paper (Eq. 10-11): position MSE + lambda * MMD."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+
+
+def position_mse(predicted: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Mean over nodes and coordinates of the squared error; (N, 3), (N, 3) -> scalar.
+
+    This is the paper's reported MSE (length unit squared, e.g. Å^2).
+    """
+    return ((predicted - target) ** 2).mean()
+
+
+def rbf_kernel(a: torch.Tensor, b: torch.Tensor, sigma: float) -> torch.Tensor:
+    """k(a, b) = exp(-|a - b|^2 / (2 sigma^2)) for all pairs: (..., P, 3), (..., Q, 3) -> (..., P, Q)."""
+    sq = ((a.unsqueeze(-2) - b.unsqueeze(-3)) ** 2).sum(-1)
+    return torch.exp(-sq / (2.0 * sigma * sigma))
+
+
+def sample_nodes_per_graph(
+    graph_sizes: torch.Tensor, samples: int, generator: Optional[torch.Generator] = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pick up to ``samples`` distinct nodes of every graph, uniformly at random.
+
+    Returns (node_index (B, S), valid (B, S) bool) where S = min(samples, largest graph);
+    graphs smaller than S have their extra slots marked invalid.
+    """
+    device = graph_sizes.device
+    num_graphs = graph_sizes.shape[0]
+    width = int(min(samples, int(graph_sizes.max())))
+    offsets = torch.cumsum(graph_sizes, 0) - graph_sizes
+    # A random key per (graph, slot) ranks the nodes; slots beyond a graph's size sort last.
+    max_size = int(graph_sizes.max())
+    keys = torch.rand((num_graphs, max_size), generator=generator, device=device)
+    keys = keys.masked_fill(torch.arange(max_size, device=device) >= graph_sizes.unsqueeze(1), 2.0)
+    local = keys.argsort(dim=1)[:, :width]
+    valid = local < graph_sizes.unsqueeze(1)
+    return (local + offsets.unsqueeze(1)).clamp(max=int(graph_sizes.sum()) - 1), valid
+
+
+def mmd_loss(
+    real_positions: torch.Tensor,
+    virtual_positions: torch.Tensor,
+    graph_sizes: torch.Tensor,
+    sigma: float,
+    samples: int = 100,
+    generator: Optional[torch.Generator] = None,
+) -> torch.Tensor:
+    """The paper's MMD term (Eq. 10), averaged over the graphs of a batch.
+
+        L = 1/C^2 sum_{c,c'} k(z_c, z_c') - 1/(S C) sum_{i in sample} sum_c k(x_i, z_c)
+
+    ``real_positions`` are the coordinates the virtual nodes are pulled towards. Following
+    Eq. 11 of the paper, the trainer passes the *ground-truth* target positions X_GT (not the
+    model's predicted positions) and the virtual coordinates Z^(L) of the last layer. For each
+    graph a random subset of at most ``samples`` real nodes is used (Sec. 4.3), so every graph
+    counts equally however many nodes it has.
+
+    Shapes: real_positions (N, 3), virtual_positions (B, C, 3), graph_sizes (B,).
+    """
+    index, valid = sample_nodes_per_graph(graph_sizes, samples, generator)
+    x = real_positions[index]  # (B, S, 3)
+    z = virtual_positions
+    virtual_term = rbf_kernel(z, z, sigma).mean(dim=(1, 2))  # (B,)
+    cross = rbf_kernel(x, z, sigma).mean(dim=2)  # (B, S)
+    weights = valid.to(cross.dtype)
+    cross_term = (cross * weights).sum(1) / weights.sum(1)
+    return (virtual_term - cross_term).mean()

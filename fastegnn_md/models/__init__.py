@@ -1,0 +1,20 @@
+"""The FastEGNN family and its baselines; see `base` for the contract every model follows."""
+
+from .base import JumpModel, ModelOutput
+from .egnn import EGNN, LinearDynamics, RadialField
+from .fastegnn import FastEGNN, GlobalNodesFastEGNN
+from .registry import available_models, build_model, model_class, model_hparams
+
+__all__ = [
+    "JumpModel",
+    "ModelOutput",
+    "EGNN",
+    "LinearDynamics",
+    "RadialField",
+    "FastEGNN",
+    "GlobalNodesFastEGNN",
+    "available_models",
+    "build_model",
+    "model_class",
+    "model_hparams",
+]

@@ -1,0 +1,125 @@
+"""Predictor: numpy in, numpy out. The one way adapters (rollout, ASE, OpenMM) use a model."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional, Union
+
+import numpy as np
+import torch
+
+from .checkpoint import Checkpoint, DataSpec, load_checkpoint
+from .errors import DataError
+from .graph import FramePair, collate
+from .models import JumpModel
+
+
+@dataclass
+class Jump:
+    """Result of one learned jump.
+
+    positions : (N, 3) or (B, N, 3) positions after ``dt``, same length unit as the input.
+    velocities : predicted velocities of the same shape, or None if the model does not predict them.
+    virtual_positions : (C, 3) or (B, C, 3) virtual-node coordinates, or None.
+    dt : jump length in the checkpoint's time unit.
+    """
+
+    positions: np.ndarray
+    velocities: Optional[np.ndarray]
+    virtual_positions: Optional[np.ndarray]
+    dt: float
+
+
+class Predictor:
+    """Applies a trained model to coordinates given as numpy arrays.
+
+    Units are the checkpoint's (``predictor.spec.units``): Å and Å/ps for molecular models.
+    """
+
+    def __init__(
+        self,
+        model: JumpModel,
+        spec: DataSpec,
+        model_name: str = "",
+        device: Union[str, torch.device] = "cpu",
+        dtype: torch.dtype = torch.float32,
+        checkpoint: Optional[Checkpoint] = None,
+    ) -> None:
+        self.device = torch.device(device)
+        self.dtype = dtype
+        self.model = model.to(device=self.device, dtype=dtype).eval()
+        self.spec = spec
+        self.model_name = model_name
+        self.checkpoint = checkpoint
+
+    @classmethod
+    def from_checkpoint(
+        cls,
+        path_or_name: Union[str, Path],
+        device: Union[str, torch.device] = "cpu",
+        dtype: torch.dtype = torch.float32,
+    ) -> "Predictor":
+        ckpt = load_checkpoint(path_or_name)
+        return cls(ckpt.build_model(), ckpt.data_spec, ckpt.model_name, device, dtype, ckpt)
+
+    @property
+    def dt(self) -> float:
+        return float(self.spec.dt)
+
+    def default_node_attrs(self, num_nodes: int) -> np.ndarray:
+        stored = self.spec.extra.get("node_attrs")
+        if stored is not None:
+            attrs = np.asarray(stored, dtype=np.float64)
+            if attrs.shape[0] == num_nodes:
+                return attrs.reshape(num_nodes, -1)
+        if self.spec.num_node_attrs == 0:
+            return np.zeros((num_nodes, 0))
+        raise DataError(
+            f"node_attrs: the checkpoint needs {self.spec.num_node_attrs} attributes per node "
+            f"and stores none for {num_nodes} nodes; pass node_attrs"
+        )
+
+    def predict(
+        self,
+        positions: np.ndarray,
+        velocities: np.ndarray,
+        node_attrs: Optional[np.ndarray] = None,
+    ) -> Jump:
+        """One learned jump for one frame (N, 3) or a batch of frames (B, N, 3).
+
+        positions in the checkpoint's length unit, velocities in length/time following the
+        checkpoint's velocity convention; node_attrs (N, F) defaults to the ones stored in the
+        checkpoint. Graphs are built with the checkpoint's cutoff and drop rate.
+        """
+        positions = np.asarray(positions, dtype=np.float64)
+        velocities = np.asarray(velocities, dtype=np.float64)
+        single = positions.ndim == 2
+        if single:
+            positions, velocities = positions[None], velocities[None]
+        if positions.ndim != 3 or positions.shape[-1] != 3:
+            raise DataError(f"positions: expected shape (N, 3) or (B, N, 3), got {positions.shape}")
+        if velocities.shape != positions.shape:
+            raise DataError(f"velocities: shape {velocities.shape} does not match positions {positions.shape}")
+        num_nodes = positions.shape[1]
+        attrs = self.default_node_attrs(num_nodes) if node_attrs is None else np.asarray(node_attrs, np.float64)
+        if attrs.ndim == 1:
+            attrs = attrs[:, None]
+        if attrs.shape[0] != num_nodes:
+            raise DataError(f"node_attrs: has {attrs.shape[0]} rows for {num_nodes} nodes")
+        self.spec.check_fits(attrs.shape[1], num_nodes, where="input")
+        if not (np.isfinite(positions).all() and np.isfinite(velocities).all()):
+            raise DataError("positions/velocities: contain NaN or infinite values")
+
+        pairs = [FramePair(x, v, x, attrs) for x, v in zip(positions, velocities)]
+        batch = collate(pairs, cutoff=self.spec.cutoff, drop_rate=self.spec.drop_rate, dtype=self.dtype)
+        with torch.inference_mode():
+            out = self.model(batch.to(self.device))
+        jumped = out.positions.double().cpu().numpy().reshape(positions.shape)
+        new_v = None if out.velocities is None else out.velocities.double().cpu().numpy().reshape(positions.shape)
+        virtual = None if out.virtual_positions is None else out.virtual_positions.double().cpu().numpy()
+        if single:
+            jumped = jumped[0]
+            new_v = None if new_v is None else new_v[0]
+            virtual = None if virtual is None else virtual[0]
+        return Jump(positions=jumped, velocities=new_v, virtual_positions=virtual, dt=self.dt)

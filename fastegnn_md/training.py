@@ -1,0 +1,353 @@
+"""Training and evaluation: epochs, early stopping, checkpoints, resume, metrics log.
+
+A run directory holds
+    best.pt        checkpoint with the lowest validation MSE so far
+    last.pt        checkpoint after the last finished epoch, with the trainer state to resume
+    metrics.jsonl  one JSON object per finished epoch
+An interrupted run started again with the same directory continues after the last finished
+epoch and ends with the same weights as an uninterrupted run (same seed, CPU).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Iterator, Optional, Sequence
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from .checkpoint import DataSpec, load_checkpoint, save_checkpoint
+from .errors import FastEGNNError
+from .graph import FramePair, GraphBatch, collate, feature_dims
+from .losses import mmd_loss, position_mse
+from .models import JumpModel, build_model, model_hparams
+
+DTYPES = {"float32": torch.float32, "float64": torch.float64}
+BEST, LAST, METRICS = "best.pt", "last.pt", "metrics.jsonl"
+
+
+@dataclass
+class TrainConfig:
+    """Everything that decides a training run (stored in every checkpoint it writes).
+
+    sigma is in the data's length unit; mmd_weight is lambda of Eq. 11 (0 disables MMD, the
+    paper's "w/o MMD" ablation); patience is the number of epochs without a better validation
+    MSE before early stopping.
+    """
+
+    model: str = "fastegnn"
+    hidden: int = 64
+    layers: int = 4
+    virtual_nodes: int = 3
+    cutoff: Optional[float] = None
+    drop_rate: float = 0.0
+    sigma: float = 1.5
+    mmd_weight: float = 0.03
+    mmd_samples: int = 100
+    lr: float = 5e-4
+    weight_decay: float = 1e-12
+    batch_size: int = 50
+    epochs: int = 100
+    patience: int = 50
+    seed: int = 0
+    dtype: str = "float32"
+    device: str = "cpu"
+
+    def __post_init__(self) -> None:
+        if self.dtype not in DTYPES:
+            raise ValueError(f"dtype must be one of {list(DTYPES)}, got {self.dtype!r}")
+        if not 0.0 <= self.drop_rate <= 1.0:
+            raise ValueError(f"drop_rate must be in [0, 1], got {self.drop_rate}")
+        for name in ("batch_size", "epochs", "patience", "mmd_samples"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+
+
+def make_model(config: TrainConfig, num_node_attrs: int, dt: float = 1.0) -> tuple[JumpModel, dict[str, Any]]:
+    """Build the configured model (seeded) and return it with its constructor hparams."""
+    node_features, edge_features = feature_dims(num_node_attrs)
+    hparams = model_hparams(
+        config.model,
+        node_features=node_features,
+        edge_features=edge_features,
+        hidden=config.hidden,
+        layers=config.layers,
+        virtual_nodes=config.virtual_nodes,
+        dt=dt,
+    )
+    torch.manual_seed(config.seed)
+    return build_model(config.model, **hparams), hparams
+
+
+def batches(
+    pairs: Sequence[FramePair],
+    batch_size: int,
+    cutoff: Optional[float],
+    drop_rate: float,
+    dtype: torch.dtype,
+    order: Optional[Sequence[int]] = None,
+) -> Iterator[GraphBatch]:
+    """Collated GraphBatches over ``pairs`` (in ``order`` if given)."""
+    order = range(len(pairs)) if order is None else order
+    order = list(order)
+    for start in range(0, len(order), batch_size):
+        chunk = [pairs[i] for i in order[start : start + batch_size]]
+        yield collate(chunk, cutoff=cutoff, drop_rate=drop_rate, dtype=dtype)
+
+
+@torch.no_grad()
+def evaluate_mse(
+    model: JumpModel,
+    pairs: Sequence[FramePair],
+    cutoff: Optional[float],
+    drop_rate: float,
+    batch_size: int = 50,
+    dtype: torch.dtype = torch.float32,
+    device: str = "cpu",
+) -> float:
+    """Position MSE over all nodes and coordinates of ``pairs`` (the paper's test metric)."""
+    model.eval()
+    total, count = 0.0, 0
+    for batch in batches(pairs, batch_size, cutoff, drop_rate, dtype):
+        batch = batch.to(device)
+        out = model(batch)
+        total += float(((out.positions - batch.target_positions) ** 2).sum())
+        count += batch.target_positions.numel()
+    return total / max(count, 1)
+
+
+def time_inference(
+    model: JumpModel,
+    pairs: Sequence[FramePair],
+    cutoff: Optional[float],
+    drop_rate: float,
+    batch_size: int = 50,
+    dtype: torch.dtype = torch.float32,
+    repeats: int = 3,
+) -> float:
+    """Median over ``repeats`` of the forward time (s) to traverse ``pairs``; graph building excluded."""
+    model.eval()
+    totals = []
+    with torch.inference_mode():
+        for _ in range(repeats):
+            total = 0.0
+            for batch in batches(pairs, batch_size, cutoff, drop_rate, dtype):
+                start = time.perf_counter()
+                model(batch)
+                total += time.perf_counter() - start
+            totals.append(total)
+    return float(np.median(totals))
+
+
+@dataclass
+class TrainState:
+    epoch: int = 0  # epochs finished
+    best_valid_mse: float = math.inf
+    best_epoch: int = -1
+    epochs_since_best: int = 0
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
+class Trainer:
+    """Trains one model on FramePairs; see the module docstring for what it writes."""
+
+    def __init__(
+        self,
+        config: TrainConfig,
+        train_pairs: Sequence[FramePair],
+        valid_pairs: Sequence[FramePair],
+        out_dir: str | Path,
+        spec_fields: dict[str, Any],
+        dataset_name: str = "",
+        progress: bool = True,
+    ) -> None:
+        if not train_pairs or not valid_pairs:
+            raise FastEGNNError("training needs at least one training and one validation example")
+        self.config = config
+        self.train_pairs, self.valid_pairs = train_pairs, valid_pairs
+        self.out_dir = Path(out_dir)
+        self.dtype = DTYPES[config.dtype]
+        self.progress = progress
+        self.dataset_name = dataset_name
+        num_attrs = train_pairs[0].node_attrs.shape[1]
+        fields = dict(spec_fields)
+        fields.update(cutoff=config.cutoff, drop_rate=config.drop_rate, num_node_attrs=num_attrs)
+        self.spec = DataSpec.from_dict(fields)
+        self.model, self.hparams = make_model(config, num_attrs, dt=self.spec.dt)
+        self.model.to(device=config.device, dtype=self.dtype)
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+        self.shuffle_rng = torch.Generator().manual_seed(config.seed)
+        self.mmd_rng = torch.Generator(device=config.device).manual_seed(config.seed + 1)
+        self.state = TrainState()
+        self.uses_mmd = config.mmd_weight > 0
+
+    # ----------------------------------------------------------------- persistence
+    def summary(self) -> dict[str, Any]:
+        return {
+            "dataset": self.dataset_name,
+            "train_examples": len(self.train_pairs),
+            "valid_examples": len(self.valid_pairs),
+            "epochs": self.state.epoch,
+            "best_epoch": self.state.best_epoch,
+            "best_valid_mse": self.state.best_valid_mse,
+            "config": asdict(self.config),
+        }
+
+    def _resume_state(self) -> dict[str, Any]:
+        return {
+            "optimizer": self.optimizer.state_dict(),
+            "shuffle_rng": self.shuffle_rng.get_state(),
+            "mmd_rng": self.mmd_rng.get_state(),
+            "epoch": self.state.epoch,
+            "best_valid_mse": self.state.best_valid_mse,
+            "best_epoch": self.state.best_epoch,
+            "epochs_since_best": self.state.epochs_since_best,
+            "config": asdict(self.config),
+        }
+
+    def _save(self, name: str, with_resume: bool) -> None:
+        save_checkpoint(
+            self.out_dir / name,
+            self.config.model,
+            self.hparams,
+            self.model,
+            self.spec,
+            training=self.summary(),
+            resume=self._resume_state() if with_resume else None,
+        )
+
+    def _try_resume(self) -> bool:
+        last = self.out_dir / LAST
+        if not last.exists():
+            return False
+        ckpt = load_checkpoint(last)
+        if ckpt.resume is None:
+            return False
+        saved = ckpt.resume["config"]
+        if saved != asdict(self.config):
+            changed = sorted(k for k in saved if saved.get(k) != asdict(self.config).get(k))
+            raise FastEGNNError(
+                f"{last}: run was started with different settings ({', '.join(changed)}); "
+                "use another --out directory or the same settings"
+            )
+        self.model.load_state_dict(ckpt.state_dict)
+        self.optimizer.load_state_dict(ckpt.resume["optimizer"])
+        self.shuffle_rng.set_state(ckpt.resume["shuffle_rng"])
+        self.mmd_rng.set_state(ckpt.resume["mmd_rng"])
+        self.state = TrainState(
+            epoch=int(ckpt.resume["epoch"]),
+            best_valid_mse=float(ckpt.resume["best_valid_mse"]),
+            best_epoch=int(ckpt.resume["best_epoch"]),
+            epochs_since_best=int(ckpt.resume["epochs_since_best"]),
+        )
+        self._truncate_metrics(self.state.epoch)
+        return True
+
+    def _truncate_metrics(self, epochs_done: int) -> None:
+        """Drop log lines of epochs that were not checkpointed (they will be run again)."""
+        path = self.out_dir / METRICS
+        if not path.exists():
+            return
+        kept = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line)["epoch"] <= epochs_done]
+        self.state.history = [json.loads(line) for line in kept]
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text("".join(line + "\n" for line in kept))
+        os.replace(tmp, path)
+
+    def _log(self, record: dict[str, Any]) -> None:
+        self.state.history.append(record)
+        with open(self.out_dir / METRICS, "a") as handle:
+            handle.write(json.dumps(record) + "\n")
+            handle.flush()
+
+    # ----------------------------------------------------------------- training
+    def _train_epoch(self, epoch: int) -> dict[str, float]:
+        config = self.config
+        self.model.train()
+        order = torch.randperm(len(self.train_pairs), generator=self.shuffle_rng).tolist()
+        num_batches = math.ceil(len(order) / config.batch_size)
+        sums = {"loss": 0.0, "mse": 0.0, "mmd": 0.0}
+        bar = tqdm(
+            batches(self.train_pairs, config.batch_size, config.cutoff, config.drop_rate, self.dtype, order),
+            total=num_batches,
+            desc=f"epoch {epoch + 1}/{config.epochs}",
+            leave=False,
+            disable=not self.progress,
+        )
+        for batch in bar:
+            batch = batch.to(config.device)
+            out = self.model(batch)
+            mse = position_mse(out.positions, batch.target_positions)
+            loss = mse
+            mmd = torch.zeros((), dtype=mse.dtype)
+            if self.uses_mmd and out.virtual_positions is not None:
+                mmd = mmd_loss(
+                    batch.target_positions,
+                    out.virtual_positions,
+                    batch.graph_sizes.to(config.device),
+                    config.sigma,
+                    config.mmd_samples,
+                    generator=self.mmd_rng,
+                )
+                loss = mse + config.mmd_weight * mmd
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self.optimizer.step()
+            sums["loss"] += float(loss)
+            sums["mse"] += float(mse)
+            sums["mmd"] += float(mmd)
+            bar.set_postfix(mse=f"{float(mse):.4g}")
+        return {k: v / num_batches for k, v in sums.items()}
+
+    def fit(self, resume: bool = True) -> dict[str, Any]:
+        """Train until ``epochs`` or early stopping; returns the training summary."""
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        if resume:
+            self._try_resume()
+        elif (self.out_dir / METRICS).exists():
+            (self.out_dir / METRICS).unlink()
+        config = self.config
+        epochs = tqdm(
+            range(self.state.epoch, config.epochs),
+            initial=self.state.epoch,
+            total=config.epochs,
+            desc="training",
+            disable=not self.progress,
+        )
+        for epoch in epochs:
+            if self.state.epochs_since_best >= config.patience:
+                break
+            start = time.perf_counter()
+            train = self._train_epoch(epoch)
+            valid_mse = evaluate_mse(
+                self.model, self.valid_pairs, config.cutoff, config.drop_rate, config.batch_size, self.dtype, config.device
+            )
+            improved = valid_mse < self.state.best_valid_mse
+            self.state.epoch = epoch + 1
+            if improved:
+                self.state.best_valid_mse, self.state.best_epoch = valid_mse, epoch + 1
+                self.state.epochs_since_best = 0
+            else:
+                self.state.epochs_since_best += 1
+            self._log(
+                {
+                    "epoch": epoch + 1,
+                    "train_loss": train["loss"],
+                    "train_mse": train["mse"],
+                    "train_mmd": train["mmd"],
+                    "valid_mse": valid_mse,
+                    "best_valid_mse": self.state.best_valid_mse,
+                    "seconds": time.perf_counter() - start,
+                }
+            )
+            if improved:
+                self._save(BEST, with_resume=False)
+            self._save(LAST, with_resume=True)
+            epochs.set_postfix(valid_mse=f"{valid_mse:.4g}", best=f"{self.state.best_valid_mse:.4g}")
+        return self.summary()

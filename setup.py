@@ -1,0 +1,31 @@
+"""Install fastegnn-md. `adapters/` is installed as the subpackage `fastegnn_md.adapters`."""
+
+from setuptools import setup
+
+setup(
+    name="fastegnn-md",
+    version="0.1.0",
+    description="Learned E(3)-equivariant jumps for molecular dynamics (FastEGNN, ICML 2024)",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.10",
+    packages=[
+        "fastegnn_md",
+        "fastegnn_md.models",
+        "fastegnn_md.data",
+        "fastegnn_md.pretrained",
+        "fastegnn_md.adapters",
+    ],
+    package_dir={"fastegnn_md.adapters": "adapters"},
+    package_data={"fastegnn_md.pretrained": ["*.pt", "*.json", "*.md"]},
+    install_requires=[
+        # The CPU build of torch 2.13.0 is what this project is tested with; an unpinned torch
+        # would pull a multi-GB CUDA build.
+        "torch==2.13.0",
+        "numpy>=1.24",
+        "scipy>=1.10",
+        "tqdm>=4.60",
+    ],
+    extras_require={"test": ["pytest>=7"]},
+    entry_points={"console_scripts": ["fastegnn-md = fastegnn_md.cli:main"]},
+)
