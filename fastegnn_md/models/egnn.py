@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from ..graph import GraphBatch
-from .base import EdgeContext, JumpModel, ModelOutput, PairMessage, ScalarHead, mlp
+from .base import EdgeBlock, EdgeContext, JumpModel, ModelOutput, NodeUpdate, mlp
 
 
 class EGNNLayer(nn.Module):
@@ -22,24 +22,22 @@ class EGNNLayer(nn.Module):
 
     def __init__(self, hidden: int, edge_features: int) -> None:
         super().__init__()
-        self.message = PairMessage(hidden, 1 + edge_features, hidden)
-        self.coord_head = ScalarHead(hidden)
+        self.edges = EdgeBlock(hidden, edge_features)
         self.velocity_head = mlp(hidden, hidden, 1)
-        self.node_update = mlp(2 * hidden, hidden, hidden)
+        self.node_update = NodeUpdate(hidden)
 
     def forward(
-        self, h: torch.Tensor, x: torch.Tensor, v: torch.Tensor, e: torch.Tensor, ctx: EdgeContext
+        self, h: torch.Tensor, x: torch.Tensor, v: torch.Tensor, e: torch.Tensor, ctx: EdgeContext, final: bool = False
     ) -> tuple[torch.Tensor, torch.Tensor]:
+        """One layer; with ``final`` the h update nobody reads is skipped."""
         x_new = x + self.velocity_head(h) * v
+        m_agg = None
         if ctx.has_edges:
-            diff, r2 = ctx.relative(x)
-            m = self.message(h, torch.cat([r2, e], dim=1), ctx.receivers, ctx.senders)
-            x_new = x_new + ctx.mean_over_neighbours(diff * self.coord_head(m))
-            m_agg = ctx.mean_over_neighbours(m)
-        else:
-            m_agg = h.new_zeros(h.shape)
-        h_new = h + self.node_update(torch.cat([h, m_agg], dim=1))
-        return h_new, x_new
+            dx, m_agg = self.edges(h, x, e, ctx, need_messages=not final)
+            x_new = x_new + dx
+        if final:
+            return h, x_new
+        return self.node_update(h, neighbours=m_agg), x_new
 
 
 class EGNN(JumpModel):
@@ -59,8 +57,9 @@ class EGNN(JumpModel):
         ctx = EdgeContext(batch)
         h = self.embedding(batch.node_features)
         x, v, e = batch.positions, batch.velocities, batch.edge_features
-        for layer in self.layers:
-            h, x = layer(h, x, v, e, ctx)
+        last = len(self.layers) - 1
+        for index, layer in enumerate(self.layers):
+            h, x = layer(h, x, v, e, ctx, final=index == last)
         return ModelOutput(positions=x)
 
 

@@ -23,29 +23,9 @@ from __future__ import annotations
 
 import torch
 from torch import nn
-from torch.nn import functional as F
 
 from ..graph import GraphBatch
-from .base import EdgeContext, GraphPool, JumpModel, ModelOutput, PairMessage, ScalarHead, mlp
-
-
-class ScalarHeads(nn.Module):
-    """k independent ScalarHeads on the same input, computed with one (H -> kH) matmul.
-
-    Output (..., k). Equivalent to k separate Linear(H,H)-SiLU-Linear(H,1) heads.
-    """
-
-    def __init__(self, hidden: int, count: int) -> None:
-        super().__init__()
-        self.count, self.width = count, hidden
-        self.hidden = nn.Linear(hidden, count * hidden)
-        self.out = nn.Parameter(torch.empty(count, hidden))
-        for k in range(count):
-            nn.init.xavier_uniform_(self.out.data[k : k + 1], gain=0.001)
-
-    def forward(self, m: torch.Tensor) -> torch.Tensor:
-        a = F.silu(self.hidden(m)).unflatten(-1, (self.count, self.width))
-        return (a * self.out).sum(-1)
+from .base import EdgeBlock, EdgeContext, GraphPool, JumpModel, ModelOutput, NodeUpdate, ScalarHeads, act, mlp
 
 
 class VirtualMessage(nn.Module):
@@ -71,20 +51,19 @@ class VirtualMessage(nn.Module):
         pre = per_channel.index_select(0, batch)  # (N, C, H)
         pre += self.real(h).unsqueeze(1)
         pre += d2.unsqueeze(-1) * self.distance.weight.view(1, 1, -1)
-        return F.silu(self.second(F.silu(pre)))
+        return act(self.second(act(pre)))
 
 
 class FastEGNNLayer(nn.Module):
     def __init__(self, hidden: int, edge_features: int, virtual_nodes: int, ordered: bool = True) -> None:
         super().__init__()
         self.ordered = ordered
-        self.message = PairMessage(hidden, 1 + edge_features, hidden)  # phi_1
-        self.coord_head = ScalarHead(hidden)  # phi_x^r
+        self.edges = EdgeBlock(hidden, edge_features)  # phi_1 and phi_x^r
         self.virtual_message = VirtualMessage(hidden, virtual_nodes if ordered else 2)  # phi_2
         self.virtual_heads = ScalarHeads(hidden, 2)  # phi_x^v and phi_Z
         self.velocity_head = mlp(hidden, hidden, 1)  # phi_v
         virtual_width = virtual_nodes * hidden if ordered else hidden
-        self.node_update = mlp(2 * hidden + virtual_width, hidden, hidden)  # phi_h
+        self.node_update = NodeUpdate(hidden, virtual_width)  # phi_h
         self.virtual_update = mlp(2 * hidden, hidden, hidden)  # phi_S
 
     def channel_geometry(self, z: torch.Tensor, xbar: torch.Tensor) -> torch.Tensor:
@@ -106,7 +85,9 @@ class FastEGNNLayer(nn.Module):
         s: torch.Tensor,
         ctx: EdgeContext,
         pool: GraphPool,
+        final: bool = False,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """One layer; with ``final`` the feature updates nobody reads (h, s) are skipped."""
         num_nodes, num_channels = x.shape[0], z.shape[1]
         num_graphs = z.shape[0]
 
@@ -118,19 +99,18 @@ class FastEGNNLayer(nn.Module):
 
         # Real nodes (Eq. 6-7).
         x_new = x + self.velocity_head(h) * v + (to_virtual * heads[..., 0:1]).mean(dim=1)
+        m_agg = None
         if ctx.has_edges:
-            diff, r2 = ctx.relative(x)
-            m = self.message(h, torch.cat([r2, e], dim=1), ctx.receivers, ctx.senders)
-            x_new = x_new + ctx.mean_over_neighbours(diff * self.coord_head(m))
-            m_agg = ctx.mean_over_neighbours(m)
-        else:
-            m_agg = h.new_zeros(h.shape)
-        virtual_part = m_v.flatten(1) if self.ordered else m_v.mean(dim=1)
-        h_new = h + self.node_update(torch.cat([h, virtual_part, m_agg], dim=1))
+            dx, m_agg = self.edges(h, x, e, ctx, need_messages=not final)
+            x_new = x_new + dx
 
         # Virtual nodes (Eq. 8-9).
         shift = pool.mean((-to_virtual * heads[..., 1:2]).reshape(num_nodes, num_channels * 3))
         z_new = z + shift.view(num_graphs, num_channels, 3)
+        if final:
+            return h, x_new, z_new, s
+        virtual_part = m_v.flatten(1) if self.ordered else m_v.mean(dim=1)
+        h_new = self.node_update(h, virtual_part, m_agg)
         m_v_mean = pool.mean(m_v.reshape(num_nodes, -1)).view(num_graphs, num_channels, -1)
         s_new = s + self.virtual_update(torch.cat([s, m_v_mean], dim=-1))
         return h_new, x_new, z_new, s_new
@@ -168,8 +148,9 @@ class FastEGNN(JumpModel):
         com = pool.mean(x)  # Eq. 2: every channel starts at the centre of mass
         z = com.unsqueeze(1).expand(pool.num_graphs, self.virtual_nodes, 3)
         s = self.virtual_features.to(x.dtype).expand(pool.num_graphs, self.virtual_nodes, -1)
-        for layer in self.layers:
-            h, x, z, s = layer(h, x, v, e, z, s, ctx, pool)
+        last = len(self.layers) - 1
+        for index, layer in enumerate(self.layers):
+            h, x, z, s = layer(h, x, v, e, z, s, ctx, pool, final=index == last)
         return ModelOutput(positions=x, virtual_positions=z)
 
 
