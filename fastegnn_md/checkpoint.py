@@ -19,6 +19,7 @@ save never leaves a truncated checkpoint behind.
 from __future__ import annotations
 
 import os
+import pickle
 import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -123,12 +124,16 @@ class Checkpoint:
 
     def build_model(self) -> JumpModel:
         """The model with these weights, in eval mode, float32 on CPU."""
-        model = build_model(self.model_name, **self.hparams)
+        where = self.path or "checkpoint"
+        try:
+            model = build_model(self.model_name, **self.hparams)
+        except (ValueError, TypeError) as exc:
+            raise CheckpointError(f"{where}: cannot build model {self.model_name!r} ({exc})") from None
         try:
             model.load_state_dict(self.state_dict)
         except RuntimeError as exc:
             first = str(exc).strip().splitlines()[0]
-            raise CheckpointError(f"{self.path or 'checkpoint'}: weights do not fit model {self.model_name!r}: {first}")
+            raise CheckpointError(f"{where}: weights do not fit model {self.model_name!r}: {first}") from None
         return model.eval()
 
 
@@ -193,9 +198,14 @@ def load_checkpoint(name_or_path: Union[str, Path]) -> Checkpoint:
         raise CheckpointError(f"{path}: is a directory, not a checkpoint file")
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises many types for foreign files
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(f"{path}: not a fastegnn-md checkpoint ({reason[:120]})") from None
+    except pickle.UnpicklingError as exc:
+        if "Weights only load failed" in str(exc):
+            reason = "it holds Python objects other than tensors and plain data"
+        else:
+            reason = "torch.load cannot read it"
+        raise CheckpointError(f"{path}: not a fastegnn-md checkpoint ({reason})") from None
+    except Exception:  # torch raises many types for foreign files (zip errors, EOF, ...)
+        raise CheckpointError(f"{path}: not a fastegnn-md checkpoint (torch.load cannot read it)") from None
     if not isinstance(payload, dict) or payload.get(KEY_KIND) != CHECKPOINT_KIND:
         raise CheckpointError(f"{path}: not a fastegnn-md checkpoint (no '{KEY_KIND}' marker)")
     version = payload.get(KEY_FORMAT)

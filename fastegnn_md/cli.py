@@ -203,6 +203,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except (UsageError, FastEGNNError) as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:  # unwritable output, a file where a directory should be, disk full...
+        where = exc.filename if exc.filename is not None else "I/O"
+        print(f"{PROG}: error: {where}: {exc.strerror or exc}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)
         return 130

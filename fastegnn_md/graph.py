@@ -151,9 +151,11 @@ def radius_edges(positions: np.ndarray, cutoff: float) -> np.ndarray:
     Uses a KD-tree (O(N log N), never an N x N matrix). Returns (2, E) int64 with both
     directions of each pair, no self loops.
     """
-    if cutoff <= 0:
+    if not cutoff > 0:
         raise ValueError(f"cutoff must be positive, got {cutoff}")
-    pairs = cKDTree(positions).query_pairs(cutoff, output_type="ndarray")
+    # query_pairs keeps d <= r; the largest float below the cutoff makes it strict (d < cutoff).
+    radius = float(np.nextafter(cutoff, 0.0))
+    pairs = cKDTree(positions).query_pairs(radius, output_type="ndarray")
     if pairs.size == 0:
         return np.zeros((2, 0), dtype=np.int64)
     pairs = pairs.astype(np.int64)
@@ -166,14 +168,18 @@ def drop_longest_edges(edge_index: np.ndarray, lengths: np.ndarray, drop_rate: f
     Ties are broken by the original edge order (stable sort), so the result is deterministic.
     Returns the kept edges sorted by (receiver, sender).
     """
-    if not 0.0 <= drop_rate <= 1.0:
-        raise ValueError(f"drop_rate must be in [0, 1], got {drop_rate}")
+    check_drop_rate(drop_rate)
     num_edges = edge_index.shape[1]
     keep = int(np.floor((1.0 - drop_rate) * num_edges + 1e-9))
     if keep < num_edges:
         order = np.argsort(lengths, kind="stable")[:keep]
         edge_index = edge_index[:, order]
     return sort_by_receiver(edge_index)
+
+
+def check_drop_rate(drop_rate: float) -> None:
+    if not 0.0 <= drop_rate <= 1.0:  # also rejects NaN
+        raise ValueError(f"drop_rate must be in [0, 1], got {drop_rate}")
 
 
 def sort_by_receiver(edge_index: np.ndarray) -> np.ndarray:
@@ -183,6 +189,7 @@ def sort_by_receiver(edge_index: np.ndarray) -> np.ndarray:
 
 def build_edges(positions: np.ndarray, cutoff: Optional[float], drop_rate: float = 0.0) -> np.ndarray:
     """Edges of one graph: full (``cutoff=None``) or radius graph, then edge dropping."""
+    check_drop_rate(drop_rate)
     n = positions.shape[0]
     edges = _full_edges(n) if cutoff is None else radius_edges(positions, cutoff)
     if drop_rate > 0.0 and edges.shape[1] > 0:

@@ -64,9 +64,17 @@ class TrainConfig:
             raise ValueError(f"dtype must be one of {list(DTYPES)}, got {self.dtype!r}")
         if not 0.0 <= self.drop_rate <= 1.0:
             raise ValueError(f"drop_rate must be in [0, 1], got {self.drop_rate}")
-        for name in ("batch_size", "epochs", "patience", "mmd_samples"):
+        for name in ("batch_size", "epochs", "patience", "mmd_samples", "hidden", "layers", "virtual_nodes"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.cutoff is not None and not (math.isfinite(self.cutoff) and self.cutoff > 0):
+            raise ValueError(f"cutoff must be a positive length, got {self.cutoff}")
+        if not (math.isfinite(self.sigma) and self.sigma > 0):
+            raise ValueError(f"sigma must be a positive length, got {self.sigma}")
+        for name in ("lr", "weight_decay", "mmd_weight"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value >= 0):
+                raise ValueError(f"{name} must be a finite number >= 0, got {value}")
 
 
 def make_model(config: TrainConfig, num_node_attrs: int, dt: float = 1.0) -> tuple[JumpModel, dict[str, Any]]:
@@ -143,6 +151,10 @@ def time_inference(
                 total += time.perf_counter() - start
             totals.append(total)
     return float(np.median(totals))
+
+
+class TrainingDiverged(FastEGNNError):
+    """The loss became NaN or infinite."""
 
 
 @dataclass
@@ -296,13 +308,19 @@ class Trainer:
                     generator=self.mmd_rng,
                 )
                 loss = mse + config.mmd_weight * mmd
+            if not torch.isfinite(loss):
+                # Stop before the weights are poisoned; last.pt still holds the last good epoch.
+                raise TrainingDiverged(
+                    f"{self.out_dir}: training loss became {float(loss)} in epoch {epoch + 1}; "
+                    "lower --lr or check the data (last.pt keeps the last finished epoch)"
+                )
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             self.optimizer.step()
-            sums["loss"] += float(loss)
-            sums["mse"] += float(mse)
-            sums["mmd"] += float(mmd)
-            bar.set_postfix(mse=f"{float(mse):.4g}")
+            sums["loss"] += loss.item()
+            sums["mse"] += mse.item()
+            sums["mmd"] += mmd.item()
+            bar.set_postfix(mse=f"{mse.item():.4g}")
         return {k: v / num_batches for k, v in sums.items()}
 
     def fit(self, resume: bool = True) -> dict[str, Any]:

@@ -112,7 +112,8 @@ class EdgeContext:
         return diff, (diff * diff).sum(dim=1, keepdim=True)
 
     def chunks(self) -> list[slice]:
-        return [slice(s, min(s + EDGE_CHUNK, self.num_edges)) for s in range(0, self.num_edges, EDGE_CHUNK)]
+        step = EDGE_CHUNK
+        return [slice(s, min(s + step, self.num_edges)) for s in range(0, self.num_edges, step)]
 
 
 class EdgeBlock(nn.Module):

@@ -25,11 +25,12 @@ import torch
 from torch import nn
 
 from ..graph import GraphBatch
+from . import base
 from .base import EdgeBlock, EdgeContext, GraphPool, JumpModel, ModelOutput, NodeUpdate, ScalarHeads, act, mlp
 
 
 class VirtualMessage(nn.Module):
-    """phi_2: m_ic = MLP([h_i, s_c, |x_i - z_c|^2, g_c]) -> (N, C, H), SiLU after both layers.
+    """phi_2: m_ic = MLP([h_i, s_c, |x_i - z_c|^2, g_c]) -> (n, C, H), SiLU after both layers.
 
     g_c is the invariant description of channel c from the Gram matrix m^v. The first linear
     layer is split so the per-node part (N x H) and the per-channel part (B x C x H) are computed
@@ -44,14 +45,22 @@ class VirtualMessage(nn.Module):
         self.distance = nn.Linear(1, hidden, bias=False)
         self.second = nn.Linear(hidden, hidden)
 
-    def forward(
-        self, h: torch.Tensor, s: torch.Tensor, gram: torch.Tensor, d2: torch.Tensor, batch: torch.Tensor
-    ) -> torch.Tensor:
-        per_channel = self.virtual(s) + self.gram(gram)  # (B, C, H)
-        pre = per_channel.index_select(0, batch)  # (N, C, H)
-        pre += self.real(h).unsqueeze(1)
+    def per_channel(self, s: torch.Tensor, gram: torch.Tensor) -> torch.Tensor:
+        """First-layer contribution of (s_c, g_c): (B, C, H)."""
+        return self.virtual(s) + self.gram(gram)
+
+    def messages(self, channel_part: torch.Tensor, real_part: torch.Tensor, d2: torch.Tensor) -> torch.Tensor:
+        """m_ic for n nodes: channel_part (n, C, H) gathered per node, real_part = real(h) (n, H),
+        d2 = |x_i - z_c|^2 (n, C)."""
+        pre = channel_part + real_part.unsqueeze(1)
         pre += d2.unsqueeze(-1) * self.distance.weight.view(1, 1, -1)
         return act(self.second(act(pre)))
+
+
+def node_chunks(num_nodes: int, channels: int) -> list[slice]:
+    """Node ranges whose (nodes x channels) message rows fit one cache-sized chunk."""
+    step = max(1, base.EDGE_CHUNK // channels)
+    return [slice(i, min(i + step, num_nodes)) for i in range(0, num_nodes, step)]
 
 
 class FastEGNNLayer(nn.Module):
@@ -87,33 +96,49 @@ class FastEGNNLayer(nn.Module):
         pool: GraphPool,
         final: bool = False,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """One layer; with ``final`` the feature updates nobody reads (h, s) are skipped."""
-        num_nodes, num_channels = x.shape[0], z.shape[1]
-        num_graphs = z.shape[0]
+        """One layer; with ``final`` the feature updates nobody reads (h, s) are skipped.
 
-        gram = self.channel_geometry(z, pool.mean(x))
-        to_virtual = x.unsqueeze(1) - z.index_select(0, pool.index)  # (N, C, 3): x_i - z_c
-        d2 = (to_virtual * to_virtual).sum(-1)  # (N, C)
-        m_v = self.virtual_message(h, s, gram, d2, pool.index)  # (N, C, H)
-        heads = self.virtual_heads(m_v)  # (N, C, 2): phi_x^v, phi_Z
+        Shapes: h (N, H), x and v (N, 3), e (E, F_edge), z (B, C, 3), s (B, C, H).
+        """
+        num_nodes, hidden = h.shape
+        num_graphs, num_channels = z.shape[0], z.shape[1]
 
-        # Real nodes (Eq. 6-7).
-        x_new = x + self.velocity_head(h) * v + (to_virtual * heads[..., 0:1]).mean(dim=1)
+        channel_part = self.virtual_message.per_channel(s, self.channel_geometry(z, pool.mean(x)))
+        real_part = self.virtual_message.real(h)
+
+        # Real-real messages (Eq. 3 and the edge term of Eq. 6).
+        x_new = x + self.velocity_head(h) * v
         m_agg = None
         if ctx.has_edges:
             dx, m_agg = self.edges(h, x, e, ctx, need_messages=not final)
             x_new = x_new + dx
 
-        # Virtual nodes (Eq. 8-9).
-        shift = pool.mean((-to_virtual * heads[..., 1:2]).reshape(num_nodes, num_channels * 3))
-        z_new = z + shift.view(num_graphs, num_channels, 3)
+        # Real-virtual messages (Eq. 5), in node chunks so each chunk's MLPs run in cache.
+        z_shift = x.new_zeros((num_graphs, num_channels * 3))
+        m_v_sum = h.new_zeros((num_graphs, num_channels * hidden))
+        x_parts, h_parts = [], []
+        for part in node_chunks(num_nodes, num_channels):
+            graph = pool.index[part]
+            to_virtual = x[part].unsqueeze(1) - z.index_select(0, graph)  # (n, C, 3): x_i - z_c
+            m_v = self.virtual_message.messages(
+                channel_part.index_select(0, graph), real_part[part], (to_virtual * to_virtual).sum(-1)
+            )  # (n, C, H)
+            heads = self.virtual_heads(m_v)  # (n, C, 2): phi_x^v, phi_Z
+            x_parts.append((to_virtual * heads[..., 0:1]).mean(dim=1))  # Eq. 6, 1/C sum_c
+            z_shift.index_add_(0, graph, (-to_virtual * heads[..., 1:2]).flatten(1))  # Eq. 8
+            if not final:
+                m_v_sum.index_add_(0, graph, m_v.flatten(1))
+                virtual_part = m_v.flatten(1) if self.ordered else m_v.mean(dim=1)
+                neighbours = None if m_agg is None else m_agg[part]
+                h_parts.append(self.node_update(h[part], virtual_part, neighbours))  # Eq. 7
+
+        x_new = x_new + torch.cat(x_parts)
+        z_new = z + (z_shift * pool.inv_size).view(num_graphs, num_channels, 3)
         if final:
             return h, x_new, z_new, s
-        virtual_part = m_v.flatten(1) if self.ordered else m_v.mean(dim=1)
-        h_new = self.node_update(h, virtual_part, m_agg)
-        m_v_mean = pool.mean(m_v.reshape(num_nodes, -1)).view(num_graphs, num_channels, -1)
-        s_new = s + self.virtual_update(torch.cat([s, m_v_mean], dim=-1))
-        return h_new, x_new, z_new, s_new
+        m_v_mean = (m_v_sum * pool.inv_size).view(num_graphs, num_channels, hidden)
+        s_new = s + self.virtual_update(torch.cat([s, m_v_mean], dim=-1))  # Eq. 9
+        return torch.cat(h_parts), x_new, z_new, s_new
 
 
 class FastEGNN(JumpModel):

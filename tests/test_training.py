@@ -1,0 +1,213 @@
+"""Trainer: run directory contents, exact resume, early stopping, seeding, the MMD switch.
+
+Uses a tiny charged N-body dataset generated once per session (12/6/6 systems, 8 particles,
+41 frames) and FastEGNN with hidden=8, layers=2.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from fastegnn_md.checkpoint import load_checkpoint
+from fastegnn_md.data.nbody import generate_dataset, load_nbody
+from fastegnn_md.data.sources import open_dataset
+from fastegnn_md.errors import FastEGNNError
+from fastegnn_md.training import BEST, LAST, METRICS, TrainConfig, Trainer, evaluate_mse
+
+LOG_KEYS = {"epoch", "train_loss", "train_mse", "train_mmd", "valid_mse", "best_valid_mse"}
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny models run fastest on one thread (and do not stall when the other core is busy)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="session")
+def nbody(tmp_path_factory):
+    """(train pairs, valid pairs, spec fields) of a tiny generated N-body dataset."""
+    root = tmp_path_factory.mktemp("nbody")
+    kwargs = dict(num_train=12, num_valid=6, num_test=6, num_particles=8, num_frames=41, seed=0, progress=False)
+    if "use_compile" in inspect.signature(generate_dataset).parameters:
+        kwargs["use_compile"] = False  # compiling the force kernel costs ~10 s; eager is exact too
+    generate_dataset(root, **kwargs)
+    dataset = open_dataset(root, frame_in=30, frame_out=40)
+    train = load_nbody(root, "train", 30, 40)
+    valid = load_nbody(root, "valid", 30, 40)
+    assert len(train) == 12 and len(valid) == 6
+    return train, valid, dataset.spec_fields
+
+
+def config(**overrides) -> TrainConfig:
+    values = dict(model="fastegnn", hidden=8, layers=2, virtual_nodes=3, batch_size=4, epochs=3, lr=1e-3,
+                  mmd_samples=4, seed=0)
+    values.update(overrides)
+    return TrainConfig(**values)
+
+
+def trainer(nbody, out: Path, **overrides) -> Trainer:
+    train, valid, spec_fields = nbody
+    return Trainer(config(**overrides), train, valid, out, spec_fields, dataset_name="tiny", progress=False)
+
+
+def read_log(out: Path) -> list[dict]:
+    return [json.loads(line) for line in (out / METRICS).read_text().splitlines() if line.strip()]
+
+
+def without_seconds(records: list[dict]) -> list[dict]:
+    return [{k: v for k, v in r.items() if k != "seconds"} for r in records]
+
+
+def assert_same_weights(a: dict, b: dict) -> None:
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), f"{key} differs"
+
+
+# ----------------------------------------------------------------------------- run directory
+def test_short_run_writes_checkpoints_and_log(nbody, tmp_path):
+    """3 epochs: best.pt, last.pt, one log line per epoch; best.pt holds the best validation model."""
+    t = trainer(nbody, tmp_path, epochs=3)
+    summary = t.fit()
+    assert (tmp_path / BEST).is_file() and (tmp_path / LAST).is_file()
+    log = read_log(tmp_path)
+    assert [r["epoch"] for r in log] == [1, 2, 3]
+    for record in log:
+        assert LOG_KEYS <= record.keys()
+        assert record["train_mmd"] != 0.0  # MMD is on by default for FastEGNN
+        assert record["train_loss"] == pytest.approx(record["train_mse"] + 0.03 * record["train_mmd"], rel=1e-6)
+    best_mse = min(r["valid_mse"] for r in log)
+    assert [r["best_valid_mse"] for r in log] == [min(r["valid_mse"] for r in log[: i + 1]) for i in range(3)]
+
+    best = load_checkpoint(tmp_path / BEST)
+    assert best.training["best_valid_mse"] == best_mse
+    assert best.training["best_epoch"] == min(log, key=lambda r: r["valid_mse"])["epoch"]
+    assert best.resume is None
+    # The stored weights really are the ones that scored best_mse on the validation set.
+    _, valid, _ = nbody
+    spec = best.data_spec
+    assert evaluate_mse(best.build_model(), valid, spec.cutoff, spec.drop_rate, 4) == pytest.approx(best_mse, rel=1e-6)
+
+    last = load_checkpoint(tmp_path / LAST)
+    assert last.training["epochs"] == 3 and last.resume is not None and last.resume["epoch"] == 3
+    assert_same_weights(last.state_dict, {k: v for k, v in t.model.state_dict().items()})
+    assert summary["epochs"] == 3 and summary["best_valid_mse"] == best_mse
+    assert last.data_spec.extra["frame_in"] == 30 and last.data_spec.num_node_attrs == 1
+
+
+# ----------------------------------------------------------------------------- resume
+def interrupt_mid_epoch(monkeypatch):
+    """Interrupt epoch index 2 after one optimizer step (weights in memory already changed)."""
+    original = Trainer._train_epoch
+
+    def wrapper(self, epoch):
+        if epoch == 2:
+            real_step = self.optimizer.step
+
+            def step_then_interrupt(*args, **kwargs):
+                real_step(*args, **kwargs)
+                raise KeyboardInterrupt
+
+            monkeypatch.setattr(self.optimizer, "step", step_then_interrupt)
+        return original(self, epoch)
+
+    monkeypatch.setattr(Trainer, "_train_epoch", wrapper)
+
+
+def interrupt_before_last_save(monkeypatch):
+    """Interrupt after epoch 3 was logged (and best.pt maybe written) but before last.pt was."""
+    original = Trainer._save
+
+    def wrapper(self, name, with_resume):
+        if name == LAST and self.state.epoch == 3:
+            raise KeyboardInterrupt
+        return original(self, name, with_resume)
+
+    monkeypatch.setattr(Trainer, "_save", wrapper)
+
+
+@pytest.mark.parametrize("interrupt", [interrupt_mid_epoch, interrupt_before_last_save], ids=["mid_epoch", "before_save"])
+def test_resume_matches_uninterrupted_run(nbody, tmp_path, monkeypatch, interrupt):
+    """An interrupted run resumed by a fresh Trainer ends bitwise equal to an uninterrupted one."""
+    run_a = trainer(nbody, tmp_path / "a", epochs=4)
+    run_a.fit()
+
+    interrupt(monkeypatch)
+    with pytest.raises(KeyboardInterrupt):
+        trainer(nbody, tmp_path / "b", epochs=4).fit()
+    monkeypatch.undo()
+    assert len(read_log(tmp_path / "b")) < 4
+
+    run_b = trainer(nbody, tmp_path / "b", epochs=4)
+    summary = run_b.fit(resume=True)
+    assert summary["epochs"] == 4
+    assert_same_weights(run_a.model.state_dict(), run_b.model.state_dict())
+    for name in (BEST, LAST):
+        assert_same_weights(load_checkpoint(tmp_path / "a" / name).state_dict, load_checkpoint(tmp_path / "b" / name).state_dict)
+    log_a, log_b = read_log(tmp_path / "a"), read_log(tmp_path / "b")
+    assert [r["epoch"] for r in log_b] == [1, 2, 3, 4]
+    assert without_seconds(log_b) == without_seconds(log_a)
+    assert load_checkpoint(tmp_path / "b" / BEST).training["best_valid_mse"] == summary["best_valid_mse"]
+
+
+def test_resume_refuses_different_settings(nbody, tmp_path):
+    trainer(nbody, tmp_path, epochs=1).fit()
+    with pytest.raises(FastEGNNError, match="different settings.*lr"):
+        trainer(nbody, tmp_path, epochs=1, lr=0.5).fit(resume=True)
+
+
+def test_finished_run_is_not_trained_again_and_no_resume_starts_over(nbody, tmp_path):
+    """Resuming a finished run changes nothing; resume=False restarts the log from epoch 1."""
+    first = trainer(nbody, tmp_path, epochs=2)
+    first.fit()
+    again = trainer(nbody, tmp_path, epochs=2)
+    again.fit(resume=True)
+    assert len(read_log(tmp_path)) == 2
+    assert_same_weights(first.model.state_dict(), again.model.state_dict())
+    fresh = trainer(nbody, tmp_path, epochs=1)
+    fresh.fit(resume=False)
+    assert [r["epoch"] for r in read_log(tmp_path)] == [1]
+
+
+# ----------------------------------------------------------------------------- early stopping
+@pytest.mark.parametrize("patience", [1, 2])
+def test_early_stopping_with_zero_learning_rate(nbody, tmp_path, patience):
+    """lr=0 never improves after epoch 1, so training stops after 1 + patience epochs."""
+    t = trainer(nbody, tmp_path, epochs=10, lr=0.0, patience=patience)
+    summary = t.fit()
+    log = read_log(tmp_path)
+    assert len(log) == 1 + patience < 10
+    assert summary["epochs"] == 1 + patience and summary["best_epoch"] == 1
+    assert len({r["valid_mse"] for r in log}) == 1
+
+
+# ----------------------------------------------------------------------------- seeding
+def test_same_seed_same_weights_different_seed_different(nbody, tmp_path):
+    a = trainer(nbody, tmp_path / "a", epochs=2, seed=3)
+    a.fit()
+    b = trainer(nbody, tmp_path / "b", epochs=2, seed=3)
+    b.fit()
+    c = trainer(nbody, tmp_path / "c", epochs=2, seed=4)
+    c.fit()
+    assert_same_weights(a.model.state_dict(), b.model.state_dict())
+    assert without_seconds(read_log(tmp_path / "a")) == without_seconds(read_log(tmp_path / "b"))
+    differs = [k for k, v in a.model.state_dict().items() if not torch.equal(v, c.model.state_dict()[k])]
+    assert differs, "seed 3 and seed 4 trained identical weights"
+
+
+# ----------------------------------------------------------------------------- MMD switch
+@pytest.mark.parametrize("model", ["fastegnn", "egnn"])
+def test_mmd_weight_zero_logs_zero_mmd(nbody, tmp_path, model):
+    """mmd_weight=0 (paper's "w/o MMD"): train_mmd is 0 and the loss is the MSE alone."""
+    trainer(nbody, tmp_path, epochs=2, mmd_weight=0.0, model=model).fit()
+    for record in read_log(tmp_path):
+        assert record["train_mmd"] == 0.0
+        assert record["train_loss"] == record["train_mse"]
