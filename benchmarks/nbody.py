@@ -1,0 +1,146 @@
+"""The paper's Table 1, N-body column, on a budget that fits a 2-core CPU.
+
+    python benchmarks/nbody.py --data data/nbody-bench --train 1000 --valid 200 --test 500 --epochs 30
+
+Generates the charged N-body dataset if ``--data`` does not exist, trains every model of the
+table with the same budget (resumable: run the same command again after an interruption),
+then measures test MSE and the forward time of a full test traversal for every model in this
+one process, EGNN included, and prints the table next to the paper's numbers.
+
+Models: Linear, EGNN, EGNN* (EGNN with all edges dropped), RF, FastEGNN<C,p> for C in {1, 3}
+and p in {0, 0.75, 1}. Hyperparameters follow Appendix C (sigma 1.5, lambda 0.03, lr 5e-4,
+weight decay 1e-12, hidden 64, 4 layers).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from fastegnn_md.checkpoint import load_checkpoint
+from fastegnn_md.data.nbody import generate_dataset
+from fastegnn_md.data.sources import open_dataset
+from fastegnn_md.evaluation import reference_egnn
+from fastegnn_md.runtime import tune_allocator
+from fastegnn_md.training import TrainConfig, Trainer, batches, evaluate_mse
+
+
+@dataclass(frozen=True)
+class Entry:
+    label: str
+    model: str
+    drop_rate: float = 0.0
+    virtual_nodes: int = 3
+    paper_mse: float | None = None  # x 1e-2, Table 1 / Table 6
+    paper_time: float | None = None
+
+
+ENTRIES = [
+    Entry("Linear", "linear", paper_mse=12.66, paper_time=0.01),
+    Entry("RF", "rf", paper_mse=5.76, paper_time=0.26),
+    Entry("EGNN", "egnn", paper_mse=1.41, paper_time=1.00),
+    Entry("EGNN*", "egnn", drop_rate=1.0, paper_mse=11.62, paper_time=0.03),
+    Entry("FastEGNN<1,0>", "fastegnn", 0.0, 1, 1.05, 1.05),
+    Entry("FastEGNN<1,0.75>", "fastegnn", 0.75, 1, 0.99, 0.33),
+    Entry("FastEGNN<1,1>", "fastegnn", 1.0, 1, 9.72, 0.13),
+    Entry("FastEGNN<3,0>", "fastegnn", 0.0, 3, 1.12, 1.07),
+    Entry("FastEGNN<3,0.75>", "fastegnn", 0.75, 3, 1.10, 0.35),
+    Entry("FastEGNN<3,1>", "fastegnn", 1.0, 3, 9.52, 0.15),
+]
+
+
+def run_dir(root: Path, entry: Entry) -> Path:
+    return root / entry.label.replace("<", "_").replace(">", "").replace(",", "_").replace("*", "_star")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data", type=Path, default=Path("data/nbody-bench"))
+    parser.add_argument("--runs", type=Path, default=Path("runs/nbody-bench"))
+    parser.add_argument("--train", type=int, default=1000)
+    parser.add_argument("--valid", type=int, default=200)
+    parser.add_argument("--test", type=int, default=500)
+    parser.add_argument("--epochs", type=int, default=30)
+    parser.add_argument("--batch-size", type=int, default=50)
+    parser.add_argument("--repeats", type=int, default=5, help="timing repeats of the test traversal")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--only", nargs="*", help="train only these labels")
+    parser.add_argument("--quiet", action="store_true")
+    args = parser.parse_args()
+
+    torch.set_num_threads(args.threads)
+    tune_allocator()
+    if not (args.data / "metadata.json").exists():
+        generate_dataset(args.data, args.train, args.valid, args.test, seed=0, progress=not args.quiet)
+    dataset = open_dataset(args.data)
+    train = dataset.load("train", args.train)
+    valid = dataset.load("valid", args.valid)
+    test = dataset.load("test", args.test)
+
+    entries = [e for e in ENTRIES if not args.only or e.label in args.only]
+    for entry in entries:
+        config = TrainConfig(
+            model=entry.model,
+            virtual_nodes=entry.virtual_nodes,
+            drop_rate=entry.drop_rate,
+            sigma=1.5,
+            mmd_weight=0.03,
+            batch_size=args.batch_size,
+            epochs=args.epochs,
+            patience=args.epochs,
+            seed=0,
+        )
+        start = time.perf_counter()
+        summary = Trainer(config, train, valid, run_dir(args.runs, entry), dataset.spec_fields, str(args.data),
+                          progress=not args.quiet).fit()
+        print(f"{entry.label}: best valid MSE {summary['best_valid_mse']:.5f} after {summary['epochs']} epochs "
+              f"({time.perf_counter() - start:.0f} s this call)", flush=True)
+
+    # Evaluation, all models in this process: MSE, then interleaved timing of full traversals.
+    models, mses = {}, {}
+    for entry in entries:
+        ckpt = load_checkpoint(run_dir(args.runs, entry) / "best.pt")
+        models[entry.label] = ckpt.build_model()
+        mses[entry.label] = evaluate_mse(models[entry.label], test, None, entry.drop_rate, args.batch_size)
+    egnn_ref = reference_egnn(load_checkpoint(run_dir(args.runs, entries[0]) / "best.pt"))
+    timed = {e.label: (models[e.label], e.drop_rate) for e in entries}
+    timed["__egnn_ref__"] = (egnn_ref, 0.0)
+    test_batches = {p: list(batches(test, args.batch_size, None, p, torch.float32)) for p in {0.0, 0.75, 1.0}}
+    times: dict[str, list[float]] = {k: [] for k in timed}
+    with torch.inference_mode():
+        for _ in range(args.repeats):
+            for label, (model, p) in timed.items():
+                model.eval()
+                start = time.perf_counter()
+                for batch in test_batches[p]:
+                    model(batch)
+                times[label].append(time.perf_counter() - start)
+    egnn_time = float(np.median(times["__egnn_ref__"]))
+
+    results = []
+    print()
+    print(f"N-body, {len(train)}/{len(valid)}/{len(test)} systems, {args.epochs} epochs, batch {args.batch_size}, "
+          f"{args.threads} threads; relative time = median test traversal / EGNN's (same process)")
+    print()
+    print("| model | test MSE (x1e-2) | paper MSE (x1e-2) | relative time | paper relative time | best epoch |")
+    print("|---|---:|---:|---:|---:|---:|")
+    for entry in entries:
+        rel = float(np.median(times[entry.label])) / egnn_time
+        summary = load_checkpoint(run_dir(args.runs, entry) / "best.pt").training
+        results.append({"label": entry.label, "mse": mses[entry.label], "relative_time": rel,
+                        "best_epoch": summary["best_epoch"], "epochs": summary["epochs"]})
+        print(f"| {entry.label} | {100 * mses[entry.label]:.2f} | {entry.paper_mse:.2f} | {rel:.2f} | "
+              f"{entry.paper_time:.2f} | {summary['best_epoch']} |")
+    args.runs.mkdir(parents=True, exist_ok=True)
+    (args.runs / "results.json").write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()},
+                                                          "egnn_seconds": egnn_time, "results": results}, indent=2))
+
+
+if __name__ == "__main__":
+    main()

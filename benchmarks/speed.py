@@ -1,0 +1,141 @@
+"""Forward-pass speed and peak memory of FastEGNN (and EGNN for reference) on the graph sizes
+of the paper's three benchmarks.
+
+    python benchmarks/speed.py                 # all cases, 2 threads, float32
+    python benchmarks/speed.py --threads 1 --repeats 30
+
+Each case runs in its own subprocess so that peak memory (ru_maxrss growth over the process
+after the graph and model are built) belongs to that case alone. Graphs are synthetic uniform
+clouds whose node and edge counts match the paper's datasets (Appendix C, Table 4): the
+forward cost depends on those counts, not on where the points are. Times are medians over
+``--repeats`` calls after warm-up; the machine is shared, so compare numbers from one run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Case:
+    name: str
+    nodes: int
+    graphs: int  # graphs in the batch (times are reported per graph)
+    box: float  # side of the cube the points fill
+    cutoff: float | None  # None = fully connected
+    drop_rate: float
+    target_ms: float  # the issue's goal for FastEGNN<3,p>, ms per graph
+
+
+CASES = [
+    Case("protein 855 nodes, ~55k edges", 855, 1, 33.5, 10.0, 0.0, 80.0),
+    Case("protein 855 nodes, all edges dropped", 855, 1, 33.5, 10.0, 1.0, 5.0),
+    Case("water-3d 7806 nodes, ~95k edges", 7806, 1, 0.474, 0.035, 0.0, 135.0),
+    Case("water-3d 7806 nodes, all edges dropped", 7806, 1, 0.474, 0.035, 1.0, 45.0),
+    Case("n-body 50 x 100 nodes, fully connected", 100, 50, 3.0, None, 0.0, 18.0),
+]
+
+
+def current_rss_kib() -> int:
+    with open("/proc/self/statm") as handle:
+        return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") // 1024
+
+
+def run_case(index: int, model_name: str, threads: int, repeats: int, tune: bool) -> dict:
+    import torch
+
+    from fastegnn_md import FramePair, collate
+    from fastegnn_md.models import build_model
+    from fastegnn_md.runtime import tune_allocator
+
+    if tune:
+        tune_allocator()
+    torch.set_num_threads(threads)
+    case = CASES[index]
+    rng = np.random.default_rng(index)
+    pairs = []
+    for _ in range(case.graphs):
+        x = rng.uniform(0.0, case.box, size=(case.nodes, 3))
+        pairs.append(FramePair(x, rng.normal(size=(case.nodes, 3)), x, rng.choice([-1.0, 1.0], (case.nodes, 1))))
+    batch = collate(pairs, cutoff=case.cutoff, drop_rate=case.drop_rate, dtype=torch.float32)
+    torch.manual_seed(0)
+    model = build_model(model_name, node_features=2, edge_features=2, hidden=64, layers=4, virtual_nodes=3).eval()
+    with torch.inference_mode():
+        model(batch)
+        base_kib = current_rss_kib()
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            model(batch)
+            times.append(time.perf_counter() - start)
+    peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return {
+        "case": case.name,
+        "model": model_name,
+        "edges_per_graph": batch.num_edges / case.graphs,
+        "ms_per_graph": 1e3 * float(np.median(times)) / case.graphs,
+        "peak_mib": max(0, peak_kib - base_kib) / 1024,
+        "target_ms": case.target_ms,
+    }
+
+
+def machine() -> str:
+    model = platform.processor() or "unknown CPU"
+    try:
+        with open("/proc/cpuinfo") as handle:
+            for line in handle:
+                if line.startswith("model name"):
+                    model = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    return f"{model}, {os.cpu_count()} cores, Python {platform.python_version()}"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=20)
+    parser.add_argument("--models", nargs="+", default=["fastegnn", "egnn"])
+    parser.add_argument("--no-tune", action="store_true", help="leave glibc malloc settings alone")
+    parser.add_argument("--case", type=int, help=argparse.SUPPRESS)  # internal: run one case
+    parser.add_argument("--model", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+
+    if args.case is not None:
+        print(json.dumps(run_case(args.case, args.model, args.threads, args.repeats, not args.no_tune)))
+        return
+
+    import torch
+
+    print(f"machine: {machine()}; torch {torch.__version__}; {args.threads} threads; float32; "
+          f"hidden 64, 4 layers, C = 3; median of {args.repeats}; allocator tuned: {not args.no_tune}")
+    rows = []
+    for index in range(len(CASES)):
+        for model_name in args.models:
+            cmd = [sys.executable, __file__, "--case", str(index), "--model", model_name,
+                   "--threads", str(args.threads), "--repeats", str(args.repeats)]
+            if args.no_tune:
+                cmd.append("--no-tune")
+            out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+            rows.append(json.loads(out.strip().splitlines()[-1]))
+    print()
+    print("| case | model | edges/graph | ms/graph | goal (FastEGNN) | peak MiB |")
+    print("|---|---|---:|---:|---:|---:|")
+    for r in rows:
+        goal = f"≤ {r['target_ms']:g}" if r["model"] == "fastegnn" else ""
+        print(f"| {r['case']} | {r['model']} | {r['edges_per_graph']:,.0f} | {r['ms_per_graph']:.1f} | {goal} | {r['peak_mib']:.0f} |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Datasets: generators and readers that turn data on disk into `fastegnn_md.graph.FramePair`s."""
