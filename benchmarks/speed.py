@@ -70,9 +70,9 @@ def run_case(index: int, model_name: str, threads: int, repeats: int, tune: bool
     batch = collate(pairs, cutoff=case.cutoff, drop_rate=case.drop_rate, dtype=torch.float32)
     torch.manual_seed(0)
     model = build_model(model_name, node_features=2, edge_features=2, hidden=64, layers=4, virtual_nodes=3).eval()
+    base_kib = current_rss_kib()  # graph and model built, nothing run yet
     with torch.inference_mode():
         model(batch)
-        base_kib = current_rss_kib()
         times = []
         for _ in range(repeats):
             start = time.perf_counter()

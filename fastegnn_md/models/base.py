@@ -53,12 +53,20 @@ def act(t: torch.Tensor) -> torch.Tensor:
     return F.silu(t, inplace=not t.requires_grad)
 
 
-def mlp(in_dim: int, hidden: int, out_dim: int, final_activation: bool = False) -> nn.Sequential:
-    """Two-layer MLP with SiLU, the shape every phi in the paper has."""
-    layers: list[nn.Module] = [nn.Linear(in_dim, hidden), nn.SiLU(), nn.Linear(hidden, out_dim)]
-    if final_activation:
-        layers.append(nn.SiLU())
-    return nn.Sequential(*layers)
+class MLP(nn.Module):
+    """Linear -> SiLU -> Linear, the shape every phi in the paper has."""
+
+    def __init__(self, in_dim: int, hidden: int, out_dim: int) -> None:
+        super().__init__()
+        self.first = nn.Linear(in_dim, hidden)
+        self.second = nn.Linear(hidden, out_dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.second(act(self.first(x)))
+
+
+def mlp(in_dim: int, hidden: int, out_dim: int) -> MLP:
+    return MLP(in_dim, hidden, out_dim)
 
 
 class ScalarHeads(nn.Module):

@@ -52,8 +52,9 @@ class VirtualMessage(nn.Module):
     def messages(self, channel_part: torch.Tensor, real_part: torch.Tensor, d2: torch.Tensor) -> torch.Tensor:
         """m_ic for n nodes: channel_part (n, C, H) gathered per node, real_part = real(h) (n, H),
         d2 = |x_i - z_c|^2 (n, C)."""
-        pre = channel_part + real_part.unsqueeze(1)
-        pre += d2.unsqueeze(-1) * self.distance.weight.view(1, 1, -1)
+        # channel_part is a fresh gather, so building the pre-activation in place is safe.
+        pre = channel_part.add_(real_part.unsqueeze(1))
+        pre = pre.addcmul_(d2.unsqueeze(-1), self.distance.weight.view(1, 1, -1))
         return act(self.second(act(pre)))
 
 
