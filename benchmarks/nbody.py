@@ -71,6 +71,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5, help="timing repeats of the test traversal")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--only", nargs="*", help="train only these labels")
+    parser.add_argument("--skip-eval", action="store_true", help="train only (e.g. to train in parallel)")
     parser.add_argument("--quiet", action="store_true")
     args = parser.parse_args()
 
@@ -102,6 +103,8 @@ def main() -> None:
         print(f"{entry.label}: best valid MSE {summary['best_valid_mse']:.5f} after {summary['epochs']} epochs "
               f"({time.perf_counter() - start:.0f} s this call)", flush=True)
 
+    if args.skip_eval:
+        return
     # Evaluation, all models in this process: MSE, then interleaved timing of full traversals.
     models, mses = {}, {}
     for entry in entries:

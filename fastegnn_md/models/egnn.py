@@ -83,9 +83,9 @@ class LinearDynamics(JumpModel):
 class RadialFieldLayer(nn.Module):
     def __init__(self, hidden: int, edge_features: int) -> None:
         super().__init__()
-        self.field = nn.Sequential(
-            nn.Linear(1 + edge_features, hidden), nn.SiLU(), nn.Linear(hidden, 1, bias=False), nn.Tanh()
-        )
+        out = nn.Linear(hidden, 1, bias=False)
+        nn.init.xavier_uniform_(out.weight, gain=0.001)  # start near zero, as in Satorras et al.'s RF
+        self.field = nn.Sequential(nn.Linear(1 + edge_features, hidden), nn.SiLU(), out, nn.Tanh())
         self.velocity_head = mlp(1, hidden, 1)
 
     def forward(self, x: torch.Tensor, v: torch.Tensor, e: torch.Tensor, ctx: EdgeContext) -> torch.Tensor:
