@@ -197,6 +197,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
     try:
         args = build_parser().parse_args(argv)
+        from .runtime import tune_allocator
+
+        tune_allocator()
         if args.command == "nbody":
             return cmd_nbody_generate(args)
         return COMMANDS[args.command](args)

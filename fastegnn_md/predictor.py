@@ -13,6 +13,7 @@ from .checkpoint import Checkpoint, DataSpec, load_checkpoint
 from .errors import DataError
 from .graph import FramePair, collate
 from .models import JumpModel
+from .runtime import tune_allocator
 
 
 @dataclass
@@ -35,6 +36,8 @@ class Predictor:
     """Applies a trained model to coordinates given as numpy arrays.
 
     Units are the checkpoint's (``predictor.spec.units``): Å and Å/ps for molecular models.
+    Creating a Predictor calls `fastegnn_md.runtime.tune_allocator` (keeps freed memory in the
+    process so repeated jumps do not page-fault their temporaries again).
     """
 
     def __init__(
@@ -46,6 +49,7 @@ class Predictor:
         dtype: torch.dtype = torch.float32,
         checkpoint: Optional[Checkpoint] = None,
     ) -> None:
+        tune_allocator()
         self.device = torch.device(device)
         self.dtype = dtype
         self.model = model.to(device=self.device, dtype=dtype).eval()
