@@ -24,15 +24,6 @@ from fastegnn_md.predictor import Predictor
 NUM_ATTRS = 2
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models run fastest on one thread (and do not stall when the other core is busy)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def tiny_model(name: str, seed: int = 0, hidden: int = 8):
     """A small model with weights moved away from their initial values (so heads matter)."""
     node_f, edge_f = feature_dims(NUM_ATTRS)

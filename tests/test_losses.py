@@ -8,6 +8,8 @@ import numpy as np
 import pytest
 import torch
 
+from fastegnn_md.geometry import random_orthogonal
+
 from fastegnn_md.losses import mmd_loss, position_mse, rbf_kernel, sample_nodes_per_graph
 
 TOL = 1e-12
@@ -15,14 +17,6 @@ TOL = 1e-12
 
 def t64(a) -> torch.Tensor:
     return torch.as_tensor(np.asarray(a, dtype=np.float64))
-
-
-def random_orthogonal(rng: np.random.Generator, reflect: bool) -> np.ndarray:
-    q, r = np.linalg.qr(rng.normal(size=(3, 3)))
-    q = q * np.sign(np.diag(r))
-    if (np.linalg.det(q) < 0) != reflect:
-        q[:, 0] = -q[:, 0]
-    return q
 
 
 def test_mmd_matches_hand_computed_eq10():

@@ -22,15 +22,6 @@ from fastegnn_md.training import BEST, LAST, METRICS, TrainConfig, Trainer, eval
 LOG_KEYS = {"epoch", "train_loss", "train_mse", "train_mmd", "valid_mse", "best_valid_mse"}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models run fastest on one thread (and do not stall when the other core is busy)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="session")
 def nbody(tmp_path_factory):
     """(train pairs, valid pairs, spec fields) of a tiny generated N-body dataset."""

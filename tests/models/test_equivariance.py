@@ -10,6 +10,8 @@ import numpy as np
 import pytest
 import torch
 
+from fastegnn_md.geometry import random_orthogonal
+
 from fastegnn_md import FramePair, collate
 from fastegnn_md.models import available_models, build_model
 
@@ -19,14 +21,6 @@ TOL = 1e-10  # relative to the output scale; float64 round-off is ~1e-15
 def close(actual: np.ndarray, expected: np.ndarray) -> None:
     scale = max(1.0, float(np.abs(expected).max()))
     np.testing.assert_allclose(actual, expected, atol=TOL * scale, rtol=0)
-
-
-def random_orthogonal(rng: np.random.Generator, reflect: bool) -> np.ndarray:
-    q, r = np.linalg.qr(rng.normal(size=(3, 3)))
-    q = q * np.sign(np.diag(r))
-    if (np.linalg.det(q) < 0) != reflect:
-        q[:, 0] = -q[:, 0]
-    return q
 
 
 def make_pairs(rng: np.random.Generator, sizes=(9, 6, 1)) -> list[FramePair]:
