@@ -56,6 +56,8 @@ SPLITS = ("train", "valid", "test")
 ARRAY_KEYS = ("positions", "velocities", "charges")
 REQUIRED_METADATA = ("format", "format_version", "num_particles", "num_frames", "frame_dt", "splits")
 
+# Eager torch does ~2e8 pair-steps/s here; compiling costs ~10 s, so below this it is not worth it.
+COMPILE_WORTH_PAIR_STEPS = 2e9
 REFERENCE_NUM_PARTICLES = 5  # the NRI/EGNN system, whose positions have std 1
 INITIAL_SPEED = 0.5
 FORCE_CLIP_TIMES_DT = 0.1  # NRI clips force components at 0.1 / dt
@@ -249,8 +251,9 @@ def simulate_charged_nbody(
     seed, split_index : system ``k`` starts from ``np.random.default_rng([seed, split_index, k])``.
     chunk_size : systems simulated together; affects speed and memory only, not the result.
     progress : show a tqdm progress bar.
-    use_compile : ``True`` requires ``torch.compile``, ``False`` runs eager torch, ``None`` tries
-        compiling and falls back to eager with a warning.
+    use_compile : ``True`` requires ``torch.compile``, ``False`` runs eager torch, ``None`` compiles
+        only workloads big enough to repay the ~10 s compilation (falling back to eager with a
+        warning if compiling fails).
 
     Returns
     -------
@@ -264,6 +267,9 @@ def simulate_charged_nbody(
     positions = np.empty((num_systems, num_frames, num_particles, 3), dtype=np.float32)
     velocities = np.empty_like(positions)
     charges = np.empty((num_systems, num_particles), dtype=np.float32)
+    pair_steps = num_systems * num_particles**2 * (num_frames - 1) * sample_every
+    if use_compile is None and pair_steps < COMPILE_WORTH_PAIR_STEPS:
+        use_compile = False
     forces = _ForceKernel(use_compile)
     starts = range(0, num_systems, chunk_size)
     steps_per_chunk = (num_frames - 1) * sample_every
