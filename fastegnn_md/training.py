@@ -30,6 +30,7 @@ from .models import JumpModel, build_model, model_hparams
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 BEST, LAST, METRICS = "best.pt", "last.pt", "metrics.jsonl"
+EXTENDABLE = ("epochs", "patience")  # settings a resumed run may change
 
 
 @dataclass
@@ -241,9 +242,10 @@ class Trainer:
         ckpt = load_checkpoint(last)
         if ckpt.resume is None:
             return False
-        saved = ckpt.resume["config"]
-        if saved != asdict(self.config):
-            changed = sorted(k for k in saved if saved.get(k) != asdict(self.config).get(k))
+        saved, current = ckpt.resume["config"], asdict(self.config)
+        # A longer or more patient run continues the same trajectory; anything else would not.
+        changed = sorted(k for k in saved if k not in EXTENDABLE and saved.get(k) != current.get(k))
+        if changed:
             raise FastEGNNError(
                 f"{last}: run was started with different settings ({', '.join(changed)}); "
                 "use another --out directory or the same settings"

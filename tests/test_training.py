@@ -202,3 +202,14 @@ def test_mmd_weight_zero_logs_zero_mmd(nbody, tmp_path, model):
     for record in read_log(tmp_path):
         assert record["train_mmd"] == 0.0
         assert record["train_loss"] == record["train_mse"]
+
+
+def test_resume_can_extend_a_finished_run(nbody, tmp_path):
+    """Asking for more epochs continues the same run: 2 epochs then 3 equals 3 at once."""
+    trainer(nbody, tmp_path / "ab", epochs=2).fit()
+    extended = trainer(nbody, tmp_path / "ab", epochs=3)
+    extended.fit(resume=True)
+    straight = trainer(nbody, tmp_path / "c", epochs=3)
+    straight.fit()
+    assert len(read_log(tmp_path / "ab")) == 3
+    assert_same_weights(extended.model.state_dict(), straight.model.state_dict())
