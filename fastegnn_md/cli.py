@@ -87,6 +87,7 @@ def build_parser() -> OneLineParser:
     train.add_argument("--frames", type=int, nargs=2, default=(30, 40), metavar=("IN", "OUT"), help="N-body frames")
     train.add_argument("--dtype", choices=("float32", "float64"), default="float32")
     train.add_argument("--threads", type=_positive_int, default=None, help="torch CPU threads")
+    train.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda (default cpu)")
     train.add_argument("--no-resume", action="store_true", help="start over even if OUT/last.pt exists")
     train.add_argument("--quiet", action="store_true", help="no progress bars")
 
@@ -98,8 +99,21 @@ def build_parser() -> OneLineParser:
     ev.add_argument("--batch-size", type=_positive_int, default=50)
     ev.add_argument("--repeats", type=_positive_int, default=3, help="timing repeats (median is reported)")
     ev.add_argument("--threads", type=_positive_int, default=None)
+    ev.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda (default cpu)")
     ev.add_argument("--json", action="store_true", help="print the result as JSON")
     return parser
+
+
+def _device(name: str) -> str:
+    import torch
+
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise UsageError(f"--device: {name!r} is not a torch device (try cpu or cuda)") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UsageError(f"--device: {name} requested but torch sees no CUDA device")
+    return str(device)
 
 
 def cmd_nbody_generate(args: argparse.Namespace) -> int:
@@ -125,6 +139,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from .data.sources import open_dataset
     from .training import TrainConfig, Trainer
 
+    device = _device(args.device)
     if args.threads:
         torch.set_num_threads(args.threads)
     dataset = open_dataset(args.data, frame_in=args.frames[0], frame_out=args.frames[1])
@@ -147,6 +162,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             patience=args.patience,
             seed=args.seed,
             dtype=args.dtype,
+            device=device,
         )
     except ValueError as exc:
         raise UsageError(f"train: {exc}") from None
@@ -171,13 +187,14 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from .data.sources import open_dataset
     from .evaluation import evaluate_checkpoint
 
+    device = _device(args.device)
     if args.threads:
         torch.set_num_threads(args.threads)
     ckpt = load_checkpoint(args.checkpoint)
     extra = ckpt.data_spec.extra
     dataset = open_dataset(args.data, frame_in=extra.get("frame_in", 30), frame_out=extra.get("frame_out", 40))
     pairs = dataset.load(args.split, args.max_examples)
-    result = evaluate_checkpoint(ckpt, pairs, batch_size=args.batch_size, repeats=args.repeats)
+    result = evaluate_checkpoint(ckpt, pairs, batch_size=args.batch_size, repeats=args.repeats, device=device)
     if args.json:
         print(json.dumps(result, indent=2))
     else:

@@ -26,7 +26,7 @@ def reference_egnn(ckpt: Checkpoint) -> torch.nn.Module:
 
 
 def evaluate_checkpoint(
-    ckpt: Checkpoint, pairs: Sequence[FramePair], batch_size: int = 50, repeats: int = 3
+    ckpt: Checkpoint, pairs: Sequence[FramePair], batch_size: int = 50, repeats: int = 3, device: str = "cpu"
 ) -> dict[str, Any]:
     """MSE of the checkpoint on ``pairs`` and its forward time as a ratio to EGNN's.
 
@@ -35,10 +35,11 @@ def evaluate_checkpoint(
     """
     spec = ckpt.data_spec
     spec.check_fits(pairs[0].node_attrs.shape[1], None, where="dataset")
-    model = ckpt.build_model()
-    mse = evaluate_mse(model, pairs, spec.cutoff, spec.drop_rate, batch_size)
-    seconds = time_inference(model, pairs, spec.cutoff, spec.drop_rate, batch_size, repeats=repeats)
-    egnn_seconds = time_inference(reference_egnn(ckpt), pairs, spec.cutoff, 0.0, batch_size, repeats=repeats)
+    model = ckpt.build_model().to(device)
+    egnn = reference_egnn(ckpt).to(device)
+    mse = evaluate_mse(model, pairs, spec.cutoff, spec.drop_rate, batch_size, device=device)
+    seconds = time_inference(model, pairs, spec.cutoff, spec.drop_rate, batch_size, repeats=repeats, device=device)
+    egnn_seconds = time_inference(egnn, pairs, spec.cutoff, 0.0, batch_size, repeats=repeats, device=device)
     return {
         "model": ckpt.model_name,
         "examples": len(pairs),
@@ -49,4 +50,5 @@ def evaluate_checkpoint(
         "drop_rate": spec.drop_rate,
         "virtual_nodes": ckpt.hparams.get("virtual_nodes"),
         "threads": torch.get_num_threads(),
+        "device": device,
     }

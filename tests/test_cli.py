@@ -204,3 +204,10 @@ def test_entry_point_exit_status_and_single_stderr_line(tmp_path):
     lines = proc.stderr.splitlines()
     assert len(lines) == 1, proc.stderr
     assert lines[0].startswith(ERROR_PREFIX) and str(missing) in lines[0]
+
+
+@pytest.mark.parametrize("device", ["blah", "cuda:0" if not __import__("torch").cuda.is_available() else "nodevice"])
+def test_bad_device_is_a_usage_error(tmp_path, capsys, dataset, device):
+    line = run_error(capsys, ["train", "--data", dataset, "--out", tmp_path / "run", "--device", device])
+    assert "--device" in line and device in line
+    assert not (tmp_path / "run").exists()
