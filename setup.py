@@ -25,7 +25,8 @@ setup(
         "numpy>=1.24",
         "scipy>=1.10",
         "tqdm>=4.60",
+        "mdanalysis>=2.7",
     ],
-    extras_require={"test": ["pytest>=7"]},
+    extras_require={"test": ["pytest>=7", "MDAnalysisTests>=2.7"]},
     entry_points={"console_scripts": ["fastegnn-md = fastegnn_md.cli:main"]},
 )
