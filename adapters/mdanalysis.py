@@ -20,7 +20,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,6 +37,7 @@ from .. import __version__
 from ..checkpoint import VELOCITY_CONVENTIONS
 from ..errors import DataError
 from ..graph import FramePair
+from ..io import write_atomically
 
 PathLike = Union[str, os.PathLike]
 
@@ -831,7 +831,6 @@ def _read_cache(path: Path, key: str) -> Optional[_Processed]:
 
 
 def _write_cache(path: Path, key: str, data: _Processed) -> None:
-    """Write atomically: a temporary file in the same directory, then os.replace."""
     arrays: dict[str, np.ndarray] = {
         "key": np.array(key),
         "positions": data.positions,
@@ -844,15 +843,4 @@ def _write_cache(path: Path, key: str, data: _Processed) -> None:
         arrays["velocities"] = data.velocities
     if data.masses is not None:
         arrays["masses"] = data.masses
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            np.savez(handle, **arrays)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    write_atomically(path, lambda handle: np.savez(handle, **arrays))

@@ -18,9 +18,7 @@ save never leaves a truncated checkpoint behind.
 
 from __future__ import annotations
 
-import os
 import pickle
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Union
@@ -30,6 +28,7 @@ import torch
 from . import __version__
 from .errors import CheckpointError
 from .graph import FEATURE_RECIPE
+from .io import write_atomically
 from .models import JumpModel, build_model
 
 FORMAT_VERSION = 1
@@ -137,21 +136,6 @@ class Checkpoint:
         return model.eval()
 
 
-def _atomic_torch_save(obj: Any, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            torch.save(obj, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def save_checkpoint(
     path: Union[str, Path],
     model_name: str,
@@ -174,7 +158,7 @@ def save_checkpoint(
     }
     if resume is not None:
         payload[KEY_RESUME] = resume
-    _atomic_torch_save(payload, path)
+    write_atomically(path, lambda handle: torch.save(payload, handle))
     return path
 
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -25,6 +24,7 @@ from tqdm.auto import tqdm
 from .checkpoint import DataSpec, load_checkpoint, save_checkpoint
 from .errors import FastEGNNError
 from .graph import FramePair, GraphBatch, collate, feature_dims
+from .io import write_atomically
 from .losses import mmd_loss, position_mse
 from .models import JumpModel, build_model, model_hparams
 
@@ -279,9 +279,8 @@ class Trainer:
             return
         kept = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line)["epoch"] <= epochs_done]
         self.state.history = [json.loads(line) for line in kept]
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text("".join(line + "\n" for line in kept))
-        os.replace(tmp, path)
+        text = "".join(line + "\n" for line in kept)
+        write_atomically(path, lambda handle: handle.write(text.encode("utf-8")))
 
     def _log(self, record: dict[str, Any]) -> None:
         self.state.history.append(record)

@@ -36,12 +36,10 @@ from __future__ import annotations
 import functools
 import json
 import math
-import os
-import uuid
 import warnings
 import zipfile
 from pathlib import Path
-from typing import Any, BinaryIO, Callable, Optional, Union
+from typing import Any, Callable, Optional, Union
 
 import numpy as np
 import torch
@@ -49,6 +47,7 @@ from tqdm import tqdm
 
 from ..errors import DataError
 from ..graph import FramePair
+from ..io import write_atomically
 
 FORMAT = "fastegnn-md nbody"
 FORMAT_VERSION = 1
@@ -288,18 +287,6 @@ def simulate_charged_nbody(
 # --------------------------------------------------------------------------- files
 
 
-def _write_atomically(path: Path, write: Callable[[BinaryIO], None]) -> None:
-    """Write via a temporary file in the same directory, then rename over ``path``, so a
-    reader never sees a half-written file."""
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    try:
-        with open(tmp, "xb") as handle:
-            write(handle)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def generate_dataset(
     out_dir: PathLike,
     num_train: int = 5000,
@@ -331,10 +318,10 @@ def generate_dataset(
             count, num_particles, num_frames, sample_every, dt, seed, split_index,
             chunk_size=chunk_size, progress=progress, use_compile=use_compile,
         )
-        _write_atomically(out_dir / f"{split}.npz", functools.partial(np.savez, **arrays))
+        write_atomically(out_dir / f"{split}.npz", functools.partial(np.savez, **arrays))
     metadata = _metadata(num_particles, num_frames, sample_every, dt, seed, sizes)
     text = json.dumps(metadata, indent=2) + "\n"
-    _write_atomically(out_dir / "metadata.json", lambda handle: handle.write(text.encode("utf-8")))
+    write_atomically(out_dir / "metadata.json", lambda handle: handle.write(text.encode("utf-8")))
     return out_dir
 
 

@@ -1,0 +1,28 @@
+"""Atomic file writes: a reader never sees a half-written output, whatever interrupts us."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import BinaryIO, Callable, Union
+
+
+def write_atomically(path: Union[str, Path], write: Callable[[BinaryIO], None]) -> Path:
+    """Call ``write(handle)`` on a temporary file in ``path``'s directory, flush it to disk and
+    rename it over ``path``. On any error (or Ctrl-C) the temporary file is removed and an
+    existing ``path`` is left as it was. Creates the parent directory if needed."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            write(handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
