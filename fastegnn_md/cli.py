@@ -81,6 +81,7 @@ def build_parser() -> OneLineParser:
     train.add_argument("--batch-size", type=_positive_int, default=50)
     train.add_argument("--epochs", type=_positive_int, default=100)
     train.add_argument("--patience", type=_positive_int, default=50, help="early stopping: epochs without improvement")
+    train.add_argument("--grad-clip", type=float, default=None, help="cap the gradient norm per step (default off)")
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--max-train", type=_positive_int, default=None, help="use only the first N training examples")
     train.add_argument("--max-valid", type=_positive_int, default=None, help="use only the first N validation examples")
@@ -160,6 +161,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             batch_size=args.batch_size,
             epochs=args.epochs,
             patience=args.patience,
+            grad_clip=args.grad_clip,
             seed=args.seed,
             dtype=args.dtype,
             device=device,

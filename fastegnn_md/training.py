@@ -39,7 +39,9 @@ class TrainConfig:
 
     sigma is in the data's length unit; mmd_weight is lambda of Eq. 11 (0 disables MMD, the
     paper's "w/o MMD" ablation); patience is the number of epochs without a better validation
-    MSE before early stopping.
+    MSE before early stopping; grad_clip, if set, caps the global gradient norm of every step
+    (off by default, as in the paper; it guards against the early divergence FastEGNN<1,0> showed
+    in benchmarks/RESULTS.md).
     """
 
     model: str = "fastegnn"
@@ -56,6 +58,7 @@ class TrainConfig:
     batch_size: int = 50
     epochs: int = 100
     patience: int = 50
+    grad_clip: Optional[float] = None
     seed: int = 0
     dtype: str = "float32"
     device: str = "cpu"
@@ -72,6 +75,8 @@ class TrainConfig:
             raise ValueError(f"cutoff must be a positive length, got {self.cutoff}")
         if not (math.isfinite(self.sigma) and self.sigma > 0):
             raise ValueError(f"sigma must be a positive length, got {self.sigma}")
+        if self.grad_clip is not None and not (math.isfinite(self.grad_clip) and self.grad_clip > 0):
+            raise ValueError(f"grad_clip must be a positive number, got {self.grad_clip}")
         for name in ("lr", "weight_decay", "mmd_weight"):
             value = getattr(self, name)
             if not (math.isfinite(value) and value >= 0):
@@ -326,6 +331,8 @@ class Trainer:
                 )
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            if config.grad_clip is not None:
+                torch.nn.utils.clip_grad_norm_(self.model.parameters(), config.grad_clip)
             self.optimizer.step()
             sums["loss"] += loss.item()
             sums["mse"] += mse.item()

@@ -213,3 +213,33 @@ def test_resume_can_extend_a_finished_run(nbody, tmp_path):
     straight.fit()
     assert len(read_log(tmp_path / "ab")) == 3
     assert_same_weights(extended.model.state_dict(), straight.model.state_dict())
+
+
+def test_grad_clip_caps_every_step(nbody, tmp_path, monkeypatch):
+    """With grad_clip the optimizer never sees a gradient norm above the cap; without, it does."""
+    seen: list[float] = []
+
+    def record_norms(run: Trainer) -> None:
+        step = run.optimizer.step
+
+        def recording_step(*args, **kwargs):
+            grads = [p.grad for p in run.model.parameters() if p.grad is not None]
+            seen.append(float(torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))))
+            return step(*args, **kwargs)
+
+        monkeypatch.setattr(run.optimizer, "step", recording_step)
+
+    free = trainer(nbody, tmp_path / "free", epochs=1)
+    record_norms(free)
+    free.fit()
+    cap = 0.5 * min(seen)
+    seen.clear()
+    clipped = trainer(nbody, tmp_path / "clipped", epochs=1, grad_clip=cap)
+    record_norms(clipped)
+    clipped.fit()
+    assert seen and max(seen) <= cap * (1 + 1e-5)
+
+
+def test_grad_clip_must_be_positive():
+    with pytest.raises(ValueError, match="grad_clip"):
+        TrainConfig(grad_clip=0.0)
