@@ -65,9 +65,6 @@ class MLP(nn.Module):
         return self.second(act(self.first(x)))
 
 
-def mlp(in_dim: int, hidden: int, out_dim: int) -> MLP:
-    return MLP(in_dim, hidden, out_dim)
-
 
 class ScalarHeads(nn.Module):
     """k phi_x-style heads on one input: Linear(H, H) -> SiLU -> Linear(H, 1, no bias) each.

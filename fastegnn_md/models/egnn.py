@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from ..graph import GraphBatch
-from .base import EdgeBlock, EdgeContext, JumpModel, ModelOutput, NodeUpdate, mlp
+from .base import EdgeBlock, EdgeContext, JumpModel, ModelOutput, NodeUpdate, MLP
 
 
 class EGNNLayer(nn.Module):
@@ -23,7 +23,7 @@ class EGNNLayer(nn.Module):
     def __init__(self, hidden: int, edge_features: int) -> None:
         super().__init__()
         self.edges = EdgeBlock(hidden, edge_features)
-        self.velocity_head = mlp(hidden, hidden, 1)
+        self.velocity_head = MLP(hidden, hidden, 1)
         self.node_update = NodeUpdate(hidden)
 
     def forward(
@@ -86,7 +86,7 @@ class RadialFieldLayer(nn.Module):
         out = nn.Linear(hidden, 1, bias=False)
         nn.init.xavier_uniform_(out.weight, gain=0.001)  # start near zero, as in Satorras et al.'s RF
         self.field = nn.Sequential(nn.Linear(1 + edge_features, hidden), nn.SiLU(), out, nn.Tanh())
-        self.velocity_head = mlp(1, hidden, 1)
+        self.velocity_head = MLP(1, hidden, 1)
 
     def forward(self, x: torch.Tensor, v: torch.Tensor, e: torch.Tensor, ctx: EdgeContext) -> torch.Tensor:
         speed = torch.linalg.vector_norm(v, dim=1, keepdim=True)

@@ -26,7 +26,7 @@ from torch import nn
 
 from ..graph import GraphBatch
 from . import base
-from .base import EdgeBlock, EdgeContext, GraphPool, JumpModel, ModelOutput, NodeUpdate, ScalarHeads, act, mlp
+from .base import EdgeBlock, EdgeContext, GraphPool, JumpModel, ModelOutput, NodeUpdate, ScalarHeads, act, MLP
 
 
 class VirtualMessage(nn.Module):
@@ -71,10 +71,10 @@ class FastEGNNLayer(nn.Module):
         self.edges = EdgeBlock(hidden, edge_features)  # phi_1 and phi_x^r
         self.virtual_message = VirtualMessage(hidden, virtual_nodes if ordered else 2)  # phi_2
         self.virtual_heads = ScalarHeads(hidden, 2)  # phi_x^v and phi_Z
-        self.velocity_head = mlp(hidden, hidden, 1)  # phi_v
+        self.velocity_head = MLP(hidden, hidden, 1)  # phi_v
         virtual_width = virtual_nodes * hidden if ordered else hidden
         self.node_update = NodeUpdate(hidden, virtual_width)  # phi_h
-        self.virtual_update = mlp(2 * hidden, hidden, hidden)  # phi_S
+        self.virtual_update = MLP(2 * hidden, hidden, hidden)  # phi_S
 
     def channel_geometry(self, z: torch.Tensor, xbar: torch.Tensor) -> torch.Tensor:
         """Eq. 4: Gram matrix of centred virtual coordinates -> per-channel invariants (B, C, *)."""
