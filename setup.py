@@ -26,6 +26,9 @@ setup(
         "scipy>=1.10",
         "tqdm>=4.60",
         "mdanalysis>=2.7",
+        "matplotlib>=3.7",  # rollout report plots
+        "openmm>=8.1",  # fastegnn-md simulate (reference MD)
+        "pdbfixer>=1.9",  # hydrogens and missing heavy atoms for simulate
     ],
     extras_require={"test": ["pytest>=7", "MDAnalysisTests>=2.7"]},
     entry_points={"console_scripts": ["fastegnn-md = fastegnn_md.cli:main"]},

@@ -3,6 +3,8 @@
     fastegnn-md nbody generate --out data/nbody [--train 5000 --valid 2000 --test 2000]
     fastegnn-md train --data data/nbody --model fastegnn --virtual-nodes 3 --drop-rate 0.75 --out runs/x
     fastegnn-md evaluate runs/x/best.pt --data data/nbody
+    fastegnn-md train --data md/adk.xtc [--topology md/adk.tpr] --selection backbone --jump 10 --out runs/adk
+    fastegnn-md evaluate runs/adk/best.pt --data md/other.xtc --topology md/other.tpr
 
 Every error a user can cause ends the program with one line
 ``fastegnn-md: error: <file or argument>: <what is wrong>`` and exit status 2.
@@ -44,6 +46,25 @@ def _fraction(text: str) -> float:
     return value
 
 
+def _nonneg_float(text: str) -> float:
+    value = float(text)
+    if not value >= 0.0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
+    return value
+
+
+def _add_md_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of `--data TRAJ` shared by train and evaluate."""
+    parser.add_argument(
+        "--topology", type=Path, default=None,
+        help="MD: topology file (default: TRAJ's stem with .tpr, .psf, .gro or .pdb beside it)",
+    )
+    parser.add_argument(
+        "--cache-dir", type=Path, default=None,
+        help="MD: cache the frames read from the trajectory here (default: no cache)",
+    )
+
+
 def build_parser() -> OneLineParser:
     from . import __version__
     from .models import available_models
@@ -65,12 +86,15 @@ def build_parser() -> OneLineParser:
     gen.add_argument("--quiet", action="store_true", help="no progress bar")
 
     train = sub.add_parser("train", help="train a model; resumes from OUT/last.pt if present")
-    train.add_argument("--data", required=True, type=Path, help="dataset directory (with metadata.json)")
+    train.add_argument(
+        "--data", required=True, type=Path,
+        help="dataset directory (with metadata.json) or MD trajectory file (any format MDAnalysis reads)",
+    )
     train.add_argument("--out", required=True, type=Path, help="run directory (checkpoints, metrics.jsonl)")
     train.add_argument("--model", default="fastegnn", choices=available_models())
     train.add_argument("--virtual-nodes", "-C", type=_positive_int, default=3, help="C, virtual nodes (FastEGNN)")
     train.add_argument("--drop-rate", "-p", type=_fraction, default=0.0, help="fraction of longest edges dropped")
-    train.add_argument("--cutoff", type=float, default=None, help="radius graph cutoff (default: dataset's)")
+    train.add_argument("--cutoff", type=float, default=None, help="radius graph cutoff (default: dataset's; MD: 10 Å)")
     train.add_argument("--sigma", type=float, default=1.5, help="MMD kernel bandwidth, length unit (default 1.5)")
     train.add_argument("--mmd-weight", type=float, default=0.03, help="lambda of Eq. 11; 0 disables MMD")
     train.add_argument("--mmd-samples", type=_positive_int, default=100, help="real nodes sampled per graph for MMD")
@@ -85,16 +109,63 @@ def build_parser() -> OneLineParser:
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--max-train", type=_positive_int, default=None, help="use only the first N training examples")
     train.add_argument("--max-valid", type=_positive_int, default=None, help="use only the first N validation examples")
-    train.add_argument("--frames", type=int, nargs=2, default=(30, 40), metavar=("IN", "OUT"), help="N-body frames")
+    train.add_argument(
+        "--frames", type=int, nargs=2, default=None, metavar=("IN", "OUT"), help="N-body frames (default 30 40)"
+    )
+    _add_md_arguments(train)
+    train.add_argument("--selection", default=None, help="MD: MDAnalysis selection of the graph nodes (default backbone)")
+    train.add_argument("--jump", type=_positive_int, default=None, help="MD: frames per learned jump, after --stride (default 1)")
+    train.add_argument("--stride", type=_positive_int, default=None, help="MD: read every S-th frame (default 1)")
+    train.add_argument(
+        "--velocity", choices=("backward", "physical", "forward"), default=None,
+        help="MD: input velocities from x_t - x_(t-jump) (backward, default), the file (physical) or x_(t+1) - x_t (forward)",
+    )
     train.add_argument("--dtype", choices=("float32", "float64"), default="float32")
     train.add_argument("--threads", type=_positive_int, default=None, help="torch CPU threads")
     train.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda (default cpu)")
     train.add_argument("--no-resume", action="store_true", help="start over even if OUT/last.pt exists")
     train.add_argument("--quiet", action="store_true", help="no progress bars")
 
+    ro = sub.add_parser("rollout", help="learned jumps from a frame of a trajectory, with a report")
+    ro.add_argument("trajectory", type=Path, help="any trajectory MDAnalysis reads (.xtc, .trr, .dcd, .pdb, ...)")
+    ro.add_argument("--topology", type=Path, default=None,
+                    help="topology (default: TRAJ's stem with .tpr/.psf/.gro/.pdb, else the checkpoint's)")
+    ro.add_argument("--checkpoint", default="adk-backbone", help="shipped model name or path (default adk-backbone)")
+    ro.add_argument("--start", type=int, default=None, help="start frame (default: first with a frame one jump earlier)")
+    ro.add_argument("--jumps", type=_positive_int, default=None, help="learned jumps (default: as many as TRAJ covers)")
+    ro.add_argument("--out", type=Path, default=None, help="predicted trajectory (default REPORT/predicted.<ext of TRAJ>)")
+    ro.add_argument("--report", type=Path, default=None, help="report directory (default ./<TRAJ stem>-rollout)")
+    ro.add_argument("--max-displacement", type=float, default=20.0,
+                    help="Å one atom may move in one jump before the rollout is stopped (default 20)")
+    ro.add_argument("--threads", type=_positive_int, default=None, help="torch CPU threads")
+    ro.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda (default cpu)")
+    ro.add_argument("--quiet", action="store_true", help="no progress bars")
+
+    sim = sub.add_parser("simulate", help="reference MD with OpenMM from a structure file (resumable)")
+    sim.add_argument("structure", type=Path, help="PDB or PDBx/mmCIF structure (CHARMM names are fine)")
+    sim.add_argument("--out", required=True, type=Path, help="trajectory file; format from the extension (.xtc, .trr, .dcd, ...)")
+    sim.add_argument("--forcefield", default="amber99sb", help="amber99sb (default), amber14 or charmm36")
+    sim.add_argument("--solvent", default="obc", help="obc (default, amber99sb), obc2/gbn2 (amber14) or vacuum")
+    sim.add_argument("--cutoff", type=_nonneg_float, default=1.6, help="nonbonded cutoff in nm; 0 = none (default 1.6)")
+    sim.add_argument("--temperature", type=float, default=300.0, help="K (default 300)")
+    sim.add_argument("--friction", type=float, default=1.0, help="Langevin collision rate, 1/ps (default 1)")
+    sim.add_argument("--timestep", type=float, default=4.0, help="fs (default 4, with --hydrogen-mass 1.5)")
+    sim.add_argument("--hydrogen-mass", type=_nonneg_float, default=1.5, help="amu; 0 keeps the force field's (default 1.5)")
+    sim.add_argument("--frame-interval", type=float, default=0.5, help="ps between frames (default 0.5)")
+    sim.add_argument("--length", type=float, default=100.0, help="production length in ps (default 100)")
+    sim.add_argument("--equilibrate", type=_nonneg_float, default=10.0, help="unrecorded ps after minimisation (default 10)")
+    sim.add_argument("--minimise", type=int, default=500, help="minimisation iterations, 0 = none (default 500)")
+    sim.add_argument("--selection", default="protein", help="MDAnalysis selection written (default protein)")
+    sim.add_argument("--seed", type=int, default=0)
+    sim.add_argument("--threads", type=_positive_int, default=None, help="OpenMM CPU threads")
+    sim.add_argument("--checkpoint-every", type=_nonneg_float, default=300.0, help="seconds between checkpoints (default 300)")
+    sim.add_argument("--quiet", action="store_true", help="no progress bars")
+
     ev = sub.add_parser("evaluate", help="test MSE and inference time relative to EGNN")
     ev.add_argument("checkpoint", help="checkpoint path or shipped model name")
-    ev.add_argument("--data", required=True, type=Path, help="dataset directory")
+    ev.add_argument("--data", required=True, type=Path, help="dataset directory or MD trajectory file")
+    _add_md_arguments(ev)
+    ev.add_argument("--quiet", action="store_true", help="no progress bar while reading a trajectory")
     ev.add_argument("--split", default="test", choices=("train", "valid", "test"))
     ev.add_argument("--max-examples", type=_positive_int, default=None)
     ev.add_argument("--batch-size", type=_positive_int, default=50)
@@ -143,7 +214,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     device = _device(args.device)
     if args.threads:
         torch.set_num_threads(args.threads)
-    dataset = open_dataset(args.data, frame_in=args.frames[0], frame_out=args.frames[1])
+    frames, md = _train_data_options(args)
+    dataset = open_dataset(args.data, frame_in=frames[0], frame_out=frames[1], md=md)
     cutoff = args.cutoff if args.cutoff is not None else dataset.spec_fields.get("cutoff")
     try:
         config = TrainConfig(
@@ -182,19 +254,47 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _train_data_options(args: argparse.Namespace):
+    """(N-body frames, MDOptions or None) for `train`; a flag of the other kind is a UsageError."""
+    import math
+
+    from .data.sources import MDOptions, is_trajectory_path
+
+    md_flags = {
+        "--topology": args.topology, "--selection": args.selection, "--jump": args.jump, "--stride": args.stride,
+        "--velocity": args.velocity, "--cache-dir": args.cache_dir,
+    }
+    if not is_trajectory_path(args.data):
+        given = [flag for flag, value in md_flags.items() if value is not None]
+        if given and args.data.is_dir():
+            raise UsageError(f"{given[0]}: applies to MD trajectory files, but --data {args.data} is a dataset directory")
+        return tuple(args.frames or (30, 40)), None
+    if args.frames is not None:
+        raise UsageError(f"--frames: applies to N-body dataset directories; use --jump/--stride for trajectory {args.data}")
+    if args.cutoff is not None and not (math.isfinite(args.cutoff) and args.cutoff > 0):
+        raise UsageError(f"--cutoff: must be a positive length in Å, got {args.cutoff}")  # before the slow read
+    md = MDOptions(topology=args.topology, cache_dir=args.cache_dir, progress=not args.quiet)
+    for name, value in (("selection", args.selection), ("jump", args.jump), ("stride", args.stride),
+                        ("velocity_convention", args.velocity), ("cutoff", args.cutoff)):
+        if value is not None:
+            setattr(md, name, value)
+    return (30, 40), md
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
     import torch
 
     from .checkpoint import load_checkpoint
-    from .data.sources import open_dataset
+    from .data.sources import open_for_checkpoint
     from .evaluation import evaluate_checkpoint
 
     device = _device(args.device)
     if args.threads:
         torch.set_num_threads(args.threads)
     ckpt = load_checkpoint(args.checkpoint)
-    extra = ckpt.data_spec.extra
-    dataset = open_dataset(args.data, frame_in=extra.get("frame_in", 30), frame_out=extra.get("frame_out", 40))
+    dataset = open_for_checkpoint(
+        args.data, ckpt.data_spec, topology=args.topology, cache_dir=args.cache_dir, progress=not args.quiet
+    )
     pairs = dataset.load(args.split, args.max_examples)
     result = evaluate_checkpoint(ckpt, pairs, batch_size=args.batch_size, repeats=args.repeats, device=device)
     if args.json:
@@ -208,7 +308,65 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate}
+def cmd_simulate(args: argparse.Namespace) -> int:
+    try:
+        from .adapters.openmm import SimulationSettings, simulate
+    except ImportError as exc:
+        raise UsageError(f"simulate: {exc}") from None
+
+    settings = SimulationSettings(
+        forcefield=args.forcefield,
+        solvent=args.solvent,
+        cutoff_nm=args.cutoff or None,
+        temperature_k=args.temperature,
+        friction_per_ps=args.friction,
+        timestep_fs=args.timestep,
+        hydrogen_mass_amu=args.hydrogen_mass or None,
+        frame_interval_ps=args.frame_interval,
+        length_ps=args.length,
+        equilibration_ps=args.equilibrate,
+        minimise_iterations=args.minimise,
+        selection=args.selection,
+        seed=args.seed,
+    )
+    result = simulate(
+        args.structure, args.out, settings, threads=args.threads,
+        checkpoint_seconds=args.checkpoint_every, progress=not args.quiet,
+    )
+    print(result.summary())
+    return 0
+
+
+def cmd_rollout(args: argparse.Namespace) -> int:
+    import torch
+
+    from .trajectory_rollout import rollout_trajectory
+
+    device = _device(args.device)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    outputs = rollout_trajectory(
+        args.trajectory, topology=args.topology, checkpoint=args.checkpoint, start=args.start,
+        jumps=args.jumps, out=args.out, report_dir=args.report, max_displacement=args.max_displacement,
+        device=device, progress=not args.quiet,
+    )
+    report = outputs.report
+    print(f"predicted trajectory: {outputs.predicted} (topology {outputs.predicted_topology})")
+    if outputs.virtual is not None:
+        print(f"virtual nodes: {outputs.virtual} (topology {outputs.virtual_topology}, arrays {outputs.virtual_arrays})")
+    mean = report["summary"]["mean_rmsd"]
+    if report["summary"]["jumps"]:
+        scores = ", ".join(f"{name} {value:.3f} Å" for name, value in mean.items() if value is not None)
+        print(f"mean Kabsch RMSD over {report['summary']['jumps']} jumps with reference frames: {scores}")
+    else:
+        print("no jump time has a reference frame in the trajectory: the report lists the jumps without metrics")
+    if outputs.stopped:
+        print(f"rollout stopped early: {outputs.stopped}", file=sys.stderr)
+    print(f"report: {outputs.report_files['markdown']}")
+    return 1 if outputs.stopped else 0  # frames and report are kept; scripts still see the stop
+
+
+COMMANDS = {"rollout": cmd_rollout, "train": cmd_train, "evaluate": cmd_evaluate, "simulate": cmd_simulate}
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

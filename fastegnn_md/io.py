@@ -17,6 +17,7 @@ def write_atomically(path: Union[str, Path], write: Callable[[BinaryIO], None]) 
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as handle:
+            os.fchmod(handle.fileno(), _default_mode())  # mkstemp makes 0600; give the usual mode
             write(handle)
             handle.flush()
             os.fsync(handle.fileno())
@@ -26,3 +27,10 @@ def write_atomically(path: Union[str, Path], write: Callable[[BinaryIO], None]) 
             os.unlink(tmp)
         raise
     return path
+
+
+def _default_mode() -> int:
+    """Mode of a file created with open(): 0o666 less the process umask."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
