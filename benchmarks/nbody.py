@@ -17,28 +17,15 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
+from model_table import Entry, measure, run_dir
 
-from fastegnn_md.checkpoint import load_checkpoint
 from fastegnn_md.data.nbody import generate_dataset
 from fastegnn_md.data.sources import open_dataset
-from fastegnn_md.evaluation import reference_egnn
 from fastegnn_md.runtime import tune_allocator
-from fastegnn_md.training import TrainConfig, Trainer, batches, evaluate_mse
-
-
-@dataclass(frozen=True)
-class Entry:
-    label: str
-    model: str
-    drop_rate: float = 0.0
-    virtual_nodes: int = 3
-    paper_mse: float | None = None  # x 1e-2, Table 1 / Table 6
-    paper_time: float | None = None
+from fastegnn_md.training import TrainConfig, Trainer
 
 
 ENTRIES = [
@@ -53,10 +40,6 @@ ENTRIES = [
     Entry("FastEGNN<3,0.75>", "fastegnn", 0.75, 3, 1.10, 0.35),
     Entry("FastEGNN<3,1>", "fastegnn", 1.0, 3, 9.52, 0.15),
 ]
-
-
-def run_dir(root: Path, entry: Entry) -> Path:
-    return root / entry.label.replace("<", "_").replace(">", "").replace(",", "_").replace("*", "_star")
 
 
 def main() -> None:
@@ -105,26 +88,7 @@ def main() -> None:
 
     if args.skip_eval:
         return
-    # Evaluation, all models in this process: MSE, then interleaved timing of full traversals.
-    models, mses = {}, {}
-    for entry in entries:
-        ckpt = load_checkpoint(run_dir(args.runs, entry) / "best.pt")
-        models[entry.label] = ckpt.build_model()
-        mses[entry.label] = evaluate_mse(models[entry.label], test, None, entry.drop_rate, args.batch_size)
-    egnn_ref = reference_egnn(load_checkpoint(run_dir(args.runs, entries[0]) / "best.pt"))
-    timed = {e.label: (models[e.label], e.drop_rate) for e in entries}
-    timed["__egnn_ref__"] = (egnn_ref, 0.0)
-    test_batches = {p: list(batches(test, args.batch_size, None, p, torch.float32)) for p in {0.0, 0.75, 1.0}}
-    times: dict[str, list[float]] = {k: [] for k in timed}
-    with torch.inference_mode():
-        for _ in range(args.repeats):
-            for label, (model, p) in timed.items():
-                model.eval()
-                start = time.perf_counter()
-                for batch in test_batches[p]:
-                    model(batch)
-                times[label].append(time.perf_counter() - start)
-    egnn_time = float(np.median(times["__egnn_ref__"]))
+    measured, egnn_time = measure(entries, args.runs, test, None, args.batch_size, args.repeats)
 
     results = []
     print()
@@ -134,12 +98,10 @@ def main() -> None:
     print("| model | test MSE (x1e-2) | paper MSE (x1e-2) | relative time | paper relative time | best epoch |")
     print("|---|---:|---:|---:|---:|---:|")
     for entry in entries:
-        rel = float(np.median(times[entry.label])) / egnn_time
-        summary = load_checkpoint(run_dir(args.runs, entry) / "best.pt").training
-        results.append({"label": entry.label, "mse": mses[entry.label], "relative_time": rel,
-                        "best_epoch": summary["best_epoch"], "epochs": summary["epochs"]})
-        print(f"| {entry.label} | {100 * mses[entry.label]:.2f} | {entry.paper_mse:.2f} | {rel:.2f} | "
-              f"{entry.paper_time:.2f} | {summary['best_epoch']} |")
+        row = measured[entry.label]
+        results.append({"label": entry.label, **row})
+        print(f"| {entry.label} | {100 * row['mse']:.2f} | {entry.paper_mse:.2f} | {row['relative_time']:.2f} | "
+              f"{entry.paper_time:.2f} | {row['best_epoch']} |")
     args.runs.mkdir(parents=True, exist_ok=True)
     (args.runs / "results.json").write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()},
                                                           "egnn_seconds": egnn_time, "results": results}, indent=2))

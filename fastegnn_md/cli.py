@@ -105,6 +105,8 @@ def build_parser() -> OneLineParser:
     train.add_argument("--batch-size", type=_positive_int, default=50)
     train.add_argument("--epochs", type=_positive_int, default=100)
     train.add_argument("--patience", type=_positive_int, default=50, help="early stopping: epochs without improvement")
+    train.add_argument("--length-scale", type=float, default=None,
+                       help="length that becomes 1 inside the model (default: 10 for Å data, 1 otherwise)")
     train.add_argument("--grad-clip", type=float, default=None, help="cap the gradient norm per step (default off)")
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--max-train", type=_positive_int, default=None, help="use only the first N training examples")
@@ -205,6 +207,17 @@ def cmd_nbody_generate(args: argparse.Namespace) -> int:
     return 0
 
 
+#: Default length scale of molecular data (Å): the paper's 10 Å cutoff, so neighbour distances
+#: inside the model are at most 1 (fastegnn_md.models.base.JumpModel).
+MOLECULAR_LENGTH_SCALE = 10.0
+
+
+def _length_scale(requested: Optional[float], spec_fields: dict) -> float:
+    if requested is not None:
+        return requested
+    return MOLECULAR_LENGTH_SCALE if spec_fields.get("units", {}).get("length") == "Å" else 1.0
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     import torch
 
@@ -234,6 +247,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             epochs=args.epochs,
             patience=args.patience,
             grad_clip=args.grad_clip,
+            length_scale=_length_scale(args.length_scale, dataset.spec_fields),
             seed=args.seed,
             dtype=args.dtype,
             device=device,

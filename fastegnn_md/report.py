@@ -242,10 +242,16 @@ def render_markdown(report: dict[str, Any], plots: dict[str, str]) -> str:
 
 def write_plots(report: dict[str, Any], directory: Path) -> dict[str, Path]:
     """RMSD/MSE vs time, radius of gyration, per-residue RMSF and contact F1 as PNG files."""
-    import matplotlib
+    # Figures are made without pyplot so that writing a report never changes the plotting
+    # backend of the caller's session (a notebook keeps its inline plots).
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    def subplots(ncols: int = 1, figsize: tuple[float, float] = (5.5, 3.8)) -> tuple[Any, Any]:
+        fig = Figure(figsize=figsize)
+        FigureCanvasAgg(fig)
+        axes = fig.subplots(1, ncols)
+        return fig, axes
 
     rows = [row for row in report["per_jump"] if row["reference_frame"] is not None]
     names = report["predictors"]
@@ -260,14 +266,13 @@ def write_plots(report: dict[str, Any], directory: Path) -> dict[str, Path]:
             fig.savefig(handle, format="png", dpi=110, bbox_inches="tight")
 
         write_atomically(path, write)
-        plt.close(fig)
         paths[name] = path
 
     def series(metric: str, name: str) -> tuple[list[float], list[float]]:
         points = [(row["time_ps"], row[metric][name]) for row in rows if name in row[metric]]
         return [p[0] for p in points], [p[1] for p in points]
 
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    fig, axes = subplots(2, figsize=(10, 3.8))
     for name in names:
         for ax, metric in zip(axes, ("rmsd", "mse")):
             ax.plot(*series(metric, name), marker="o", ms=3, label=name)
@@ -279,7 +284,7 @@ def write_plots(report: dict[str, Any], directory: Path) -> dict[str, Path]:
     axes[0].legend()
     save(fig, "rmsd")
 
-    fig, ax = plt.subplots(figsize=(5.5, 3.8))
+    fig, ax = subplots()
     ax.plot([r["time_ps"] for r in rows], [r["reference_radius_of_gyration"] for r in rows], "k-", lw=2, label="reference")
     for name in names:
         ax.plot(*series("radius_of_gyration", name), marker="o", ms=3, label=name)
@@ -289,7 +294,7 @@ def write_plots(report: dict[str, Any], directory: Path) -> dict[str, Path]:
     ax.legend()
     save(fig, "radius_of_gyration")
 
-    fig, ax = plt.subplots(figsize=(5.5, 3.8))
+    fig, ax = subplots()
     for name in names:
         ax.plot(*series("contact_f1", name), marker="o", ms=3, label=name)
     ax.set_xlabel("time (ps)")
@@ -300,7 +305,7 @@ def write_plots(report: dict[str, Any], directory: Path) -> dict[str, Path]:
 
     rmsf = report["rmsf"]
     if "residues" in rmsf:
-        fig, ax = plt.subplots(figsize=(10, 3.5))
+        fig, ax = subplots(figsize=(10, 3.5))
         ax.plot(rmsf["residues"], rmsf["reference"], "k-", lw=2, label="reference")
         for name in names:
             if name in rmsf:

@@ -59,6 +59,7 @@ class TrainConfig:
     epochs: int = 100
     patience: int = 50
     grad_clip: Optional[float] = None
+    length_scale: float = 1.0
     seed: int = 0
     dtype: str = "float32"
     device: str = "cpu"
@@ -73,6 +74,8 @@ class TrainConfig:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.cutoff is not None and not (math.isfinite(self.cutoff) and self.cutoff > 0):
             raise ValueError(f"cutoff must be a positive length, got {self.cutoff}")
+        if not (math.isfinite(self.length_scale) and self.length_scale > 0):
+            raise ValueError(f"length_scale must be a positive length, got {self.length_scale}")
         if not (math.isfinite(self.sigma) and self.sigma > 0):
             raise ValueError(f"sigma must be a positive length, got {self.sigma}")
         if self.grad_clip is not None and not (math.isfinite(self.grad_clip) and self.grad_clip > 0):
@@ -95,6 +98,8 @@ def make_model(config: TrainConfig, num_node_attrs: int, dt: float = 1.0) -> tup
         virtual_nodes=config.virtual_nodes,
         dt=dt,
     )
+    if config.length_scale != 1.0:  # only then, so N-body checkpoints keep their hparams unchanged
+        hparams["length_scale"] = config.length_scale
     torch.manual_seed(config.seed)
     return build_model(config.model, **hparams), hparams
 

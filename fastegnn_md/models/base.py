@@ -37,9 +37,61 @@ class ModelOutput:
 
 
 class JumpModel(nn.Module):
-    """Base class: subclasses set ``name`` and implement ``forward(batch) -> ModelOutput``."""
+    """Base class: subclasses set ``name`` and implement ``jump(batch) -> ModelOutput``.
+
+    ``length_scale`` L (data length unit, default 1): `forward` divides positions, velocities,
+    the distance edge feature and the speed node feature by L, calls `jump`, and multiplies the
+    predicted positions, velocities and virtual positions by L. The model therefore sees
+    coordinates of order one whatever the unit; scaling commutes with rotations, reflections and
+    translations, so equivariance is unchanged, and L = 1 is exactly the paper's model. Molecular
+    data in Å need it: with raw Å, squared distances to the virtual nodes reach ~10^3 and the
+    first Adam step blows the outputs up (docs/architecture.md).
+    """
 
     name: str = ""
+    length_scale: float = 1.0
+
+    def set_length_scale(self, length_scale: float) -> None:
+        if not length_scale > 0:
+            raise ValueError(f"length_scale must be positive, got {length_scale}")
+        self.length_scale = float(length_scale)
+
+    def forward(self, batch: "GraphBatch") -> ModelOutput:
+        scale = self.length_scale
+        if scale == 1.0:
+            return self.jump(batch)
+        out = self.jump(_scaled_batch(batch, 1.0 / scale))
+        return ModelOutput(
+            positions=out.positions * scale,
+            virtual_positions=None if out.virtual_positions is None else out.virtual_positions * scale,
+            velocities=None if out.velocities is None else out.velocities * scale,
+        )
+
+    def jump(self, batch: "GraphBatch") -> ModelOutput:
+        raise NotImplementedError
+
+
+def _scaled_batch(batch: "GraphBatch", factor: float) -> "GraphBatch":
+    """``batch`` with every length (positions, velocities, |v| and distance features) times ``factor``.
+
+    Relies on the feature recipe of `fastegnn_md.graph`: node feature 0 is |v|, edge feature 0 is
+    the distance; the other columns (node attributes and their products) are not lengths.
+    """
+    from dataclasses import replace
+
+    node_features = batch.node_features.clone()
+    node_features[:, 0] *= factor
+    edge_features = batch.edge_features.clone()
+    edge_features[:, 0] *= factor
+    return replace(
+        batch,
+        positions=batch.positions * factor,
+        velocities=batch.velocities * factor,
+        node_features=node_features,
+        edge_features=edge_features,
+        target_positions=None if batch.target_positions is None else batch.target_positions * factor,
+        target_velocities=None if batch.target_velocities is None else batch.target_velocities * factor,
+    )
 
 
 # Edges (or node-channel rows) processed per chunk: an (EDGE_CHUNK, 64) float32 block is 4 MB,

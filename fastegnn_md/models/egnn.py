@@ -53,7 +53,7 @@ class EGNN(JumpModel):
         self.embedding = nn.Linear(node_features, hidden)
         self.layers = nn.ModuleList(EGNNLayer(hidden, edge_features) for _ in range(layers))
 
-    def forward(self, batch: GraphBatch) -> ModelOutput:
+    def jump(self, batch: GraphBatch) -> ModelOutput:
         ctx = EdgeContext(batch)
         h = self.embedding(batch.node_features)
         x, v, e = batch.positions, batch.velocities, batch.edge_features
@@ -76,7 +76,7 @@ class LinearDynamics(JumpModel):
         super().__init__()
         self.alpha = nn.Parameter(torch.tensor([float(dt)]))
 
-    def forward(self, batch: GraphBatch) -> ModelOutput:
+    def jump(self, batch: GraphBatch) -> ModelOutput:
         return ModelOutput(positions=batch.positions + self.alpha.to(batch.positions.dtype) * batch.velocities)
 
 
@@ -110,7 +110,7 @@ class RadialField(JumpModel):
         super().__init__()
         self.layers = nn.ModuleList(RadialFieldLayer(hidden, edge_features) for _ in range(layers))
 
-    def forward(self, batch: GraphBatch) -> ModelOutput:
+    def jump(self, batch: GraphBatch) -> ModelOutput:
         ctx = EdgeContext(batch)
         x, v, e = batch.positions, batch.velocities, batch.edge_features
         for layer in self.layers:

@@ -166,7 +166,7 @@ class FastEGNN(JumpModel):
             FastEGNNLayer(hidden, edge_features, virtual_nodes, self.ordered) for _ in range(layers)
         )
 
-    def forward(self, batch: GraphBatch) -> ModelOutput:
+    def jump(self, batch: GraphBatch) -> ModelOutput:
         ctx = EdgeContext(batch)
         pool = GraphPool(batch.batch, batch.graph_sizes, batch.positions.dtype)
         x, v, e = batch.positions, batch.velocities, batch.edge_features

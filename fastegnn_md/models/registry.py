@@ -36,6 +36,11 @@ def build_model(name: str, **hparams: Any) -> JumpModel:
     """Instantiate a registry model; hyperparameters it does not take are ignored.
 
     Every model takes what it needs from: node_features, edge_features, hidden, layers,
-    virtual_nodes, dt (see each class).
+    virtual_nodes, dt (see each class). ``length_scale`` (every model; default 1) is the data
+    length that becomes 1 inside the model (`JumpModel`).
     """
-    return model_class(name)(**model_hparams(name, **hparams))
+    length_scale = hparams.pop("length_scale", None)
+    model = model_class(name)(**model_hparams(name, **hparams))
+    if length_scale is not None:
+        model.set_length_scale(length_scale)
+    return model

@@ -171,3 +171,26 @@ def test_chunked_evaluation_matches_single_chunk(name: str, monkeypatch: pytest.
     assert len(g_one) == len(g_many)
     for a, b in zip(g_one, g_many):
         close(b.numpy(), a.numpy())
+
+
+@pytest.mark.parametrize("name", available_models())
+@pytest.mark.parametrize("reflect", [False, True], ids=["rotation", "reflection"])
+def test_length_scale_keeps_equivariance_and_rescales(name: str, reflect: bool) -> None:
+    """A model with length_scale L on data x equals the unscaled model on x / L, times L."""
+    rng = np.random.default_rng(2)
+    scale = 7.3
+    plain = perturbed_model(name)
+    scaled = perturbed_model(name)
+    scaled.set_length_scale(scale)
+    pairs = make_pairs(rng)
+    big = [FramePair(p.positions * scale, p.velocities * scale, p.target_positions * scale, p.node_attrs) for p in pairs]
+    q, t = random_orthogonal(rng, reflect), rng.normal(size=3) * 5.0
+    with torch.no_grad():
+        x, z = run(plain, pairs)
+        x_big, z_big = run(scaled, big, cutoff=2.5 * scale)
+        x_g, z_g = run(scaled, transformed(big, q, t), cutoff=2.5 * scale)
+    close(x_big, x * scale)
+    close(x_g, x_big @ q + t)
+    if z is not None:
+        close(z_big, z * scale)
+        close(z_g, z_big @ q + t)

@@ -1,0 +1,76 @@
+"""Shared by the Table-1 benchmarks: test MSE and relative forward time of trained models.
+
+All models are evaluated in one process and their test traversals are timed interleaved, next
+to an EGNN of the same size on the full graph, so the ratio is measured under the same load.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional, Sequence
+
+import numpy as np
+import torch
+
+from fastegnn_md.checkpoint import load_checkpoint
+from fastegnn_md.evaluation import reference_egnn
+from fastegnn_md.graph import FramePair
+from fastegnn_md.training import batches, evaluate_mse
+
+
+@dataclass(frozen=True)
+class Entry:
+    label: str
+    model: str
+    drop_rate: float = 0.0
+    virtual_nodes: int = 3
+    paper_mse: Optional[float] = None
+    paper_time: Optional[float] = None
+
+
+def run_dir(root: Path, entry: Entry) -> Path:
+    return root / entry.label.replace("<", "_").replace(">", "").replace(",", "_").replace("*", "_star")
+
+
+def measure(
+    entries: Sequence[Entry],
+    runs: Path,
+    test: list[FramePair],
+    cutoff: Optional[float],
+    batch_size: int,
+    repeats: int,
+) -> tuple[dict[str, dict], float]:
+    """Per label: {"mse", "relative_time", "best_epoch", "epochs"}; and EGNN's median seconds."""
+    models, mses = {}, {}
+    for entry in entries:
+        ckpt = load_checkpoint(run_dir(runs, entry) / "best.pt")
+        models[entry.label] = ckpt.build_model()
+        mses[entry.label] = evaluate_mse(models[entry.label], test, cutoff, entry.drop_rate, batch_size)
+    egnn_ref = reference_egnn(load_checkpoint(run_dir(runs, entries[0]) / "best.pt"))
+    timed = {e.label: (models[e.label], e.drop_rate) for e in entries}
+    timed["__egnn_ref__"] = (egnn_ref, 0.0)
+    rates = {p for _, p in timed.values()}
+    test_batches = {p: list(batches(test, batch_size, cutoff, p, torch.float32)) for p in rates}
+    times: dict[str, list[float]] = {k: [] for k in timed}
+    import time
+
+    with torch.inference_mode():
+        for _ in range(repeats):
+            for label, (model, p) in timed.items():
+                model.eval()
+                start = time.perf_counter()
+                for batch in test_batches[p]:
+                    model(batch)
+                times[label].append(time.perf_counter() - start)
+    egnn_time = float(np.median(times["__egnn_ref__"]))
+    results = {}
+    for entry in entries:
+        summary = load_checkpoint(run_dir(runs, entry) / "best.pt").training
+        results[entry.label] = {
+            "mse": mses[entry.label],
+            "relative_time": float(np.median(times[entry.label])) / egnn_time,
+            "best_epoch": summary["best_epoch"],
+            "epochs": summary["epochs"],
+        }
+    return results, egnn_time
