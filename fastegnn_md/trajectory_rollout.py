@@ -25,6 +25,7 @@ from typing import Any, Optional, Union
 import numpy as np
 
 from .checkpoint import load_checkpoint
+from .data.sources import TOPOLOGY_EXTENSIONS
 from .errors import CheckpointError, DataError
 from .io import write_atomically
 from .predictor import Predictor
@@ -39,8 +40,6 @@ from .rollout import (
 )
 
 PathLike = Union[str, Path]
-#: Topology files looked for beside a trajectory with the same stem, in this order.
-TOPOLOGY_EXTENSIONS = (".tpr", ".psf", ".gro", ".pdb")
 DEFAULT_CHECKPOINT = "adk-backbone"
 
 
@@ -69,10 +68,14 @@ def resolve_topology(trajectory: Path, topology: Optional[PathLike], extra: dict
         if not path.is_file():
             raise DataError(f"--topology {path}: no such file")
         return path, str(path)
-    for ext in TOPOLOGY_EXTENSIONS:
-        candidate = trajectory.with_suffix(ext)
-        if candidate.is_file():
-            return candidate, str(candidate)
+    from .adapters.mdanalysis import carries_topology
+    from .data.sources import find_topology
+
+    beside = find_topology(trajectory)
+    if beside is not None:
+        return beside, str(beside)
+    if carries_topology(trajectory):
+        return trajectory, str(trajectory)  # a multi-frame PDB or a GRO is its own topology
     stored = extra.get("topology_pdb")
     stored_atoms = extra.get("topology_num_atoms")
     traj_atoms = _atom_count(trajectory)

@@ -37,6 +37,6 @@ def test_readme_commands_parse(index: int) -> None:
     steps = [step.strip() for step in readme_commands()[index].split("&&")]
     cli_steps = [shlex.split(step)[1:] for step in steps if step.startswith("fastegnn-md ")]
     if index == 0:
-        assert [s[0] for s in cli_steps] == ["nbody", "train", "evaluate"]
+        assert [s[0] for s in cli_steps] == ["rollout"]
     for argv in cli_steps:
         build_parser().parse_args(argv)

@@ -160,6 +160,16 @@ def test_topology_found_beside_trajectory_by_stem(checkpoint, tmp_path):
     assert out.report["info"]["topology"] == str(tmp_path / "adk.psf")
 
 
+def test_topology_stored_in_the_checkpoint_is_used_when_atom_counts_match(checkpoint, tmp_path):
+    shutil.copy(DCD, tmp_path / "lonely.dcd")  # no adk.psf beside it
+    out = rollout_trajectory(tmp_path / "lonely.dcd", None, checkpoint, start=10, jumps=1, report_dir=tmp_path / "r",
+                             progress=False)
+    assert out.report["info"]["topology"] == "topology stored in the checkpoint"
+    reference, _ = _reference()
+    assert out.report["per_jump"][0]["mse"]["no motion"] == pytest.approx(
+        metrics.position_mse(reference[10], reference[15]), rel=1e-5)
+
+
 def test_exploding_rollout_stops_and_keeps_frames(checkpoint, tmp_path, capsys):
     code = main(["rollout", str(DCD), "--topology", str(PSF), "--checkpoint", str(checkpoint), "--start", "10",
                  "--jumps", "5", "--max-displacement", "1e-6", "--report", str(tmp_path / "r"), "--quiet"])

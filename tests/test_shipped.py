@@ -1,0 +1,56 @@
+"""What the repository ships: reference trajectory, pretrained models, and the README's main job."""
+
+from __future__ import annotations
+
+import json
+import shlex
+from pathlib import Path
+
+import MDAnalysis
+import pytest
+
+from fastegnn_md.checkpoint import PRETRAINED_DIR, load_checkpoint
+from fastegnn_md.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+TRAJECTORY = ROOT / "trajectories" / "adk-obc" / "adk_obc.xtc"
+SHIPPED = ("adk-backbone", "adk-dims", "adk-dims-no-mmd")
+
+pytestmark = pytest.mark.filterwarnings("ignore::UserWarning", "ignore::DeprecationWarning")
+
+
+def test_shipped_trajectory_opens_with_its_topology() -> None:
+    universe = MDAnalysis.Universe(str(TRAJECTORY.with_suffix(".pdb")), str(TRAJECTORY))
+    assert len(universe.trajectory) == 241
+    assert universe.trajectory.dt == pytest.approx(0.5, abs=1e-3)
+    settings = json.loads(TRAJECTORY.with_name("adk_obc.xtc.json").read_text())
+    assert settings["forcefield"] == "amber99sb" and settings["solvent"] == "obc"
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_shipped_models_load_by_name_and_describe_their_training(name: str) -> None:
+    path = PRETRAINED_DIR / f"{name}.pt"
+    assert path.stat().st_size < 5_000_000, "shipped models must stay a few MB"
+    ckpt = load_checkpoint(name)
+    assert ckpt.resume is None
+    assert ckpt.data_spec.units == {"length": "Å", "time": "ps"}
+    assert ckpt.data_spec.selection == "backbone"
+    assert ckpt.data_spec.velocity_convention == "backward"
+    assert ckpt.training["epochs"] >= 1 and "best_valid_mse" in ckpt.training
+    assert ckpt.data_spec.extra["topology_pdb"]
+
+
+def test_readme_main_job_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The `fastegnn-md ...` part of the README's first command, as typed, from the repo root."""
+    readme = (ROOT / "README.md").read_text()
+    first = readme.split("```bash\n", 1)[1].split("```", 1)[0]
+    step = [s.strip() for s in first.split("&&") if s.strip().startswith("fastegnn-md ")][0]
+    argv = shlex.split(step)[1:] + ["--quiet"]
+    monkeypatch.chdir(ROOT)
+    report_dir = tmp_path / "report"
+    argv[argv.index("--report") + 1] = str(report_dir)  # keep the work tree clean
+    assert main(argv) == 0
+    report = json.loads((report_dir / "report.json").read_text())
+    assert report["info"]["model"] == "fastegnn"
+    assert report["jumps_with_reference"] == report["jumps"] > 0
+    assert (report_dir / "predicted.xtc").exists() and (report_dir / "predicted-virtual.pdb").exists()
