@@ -29,6 +29,7 @@ setup(
         "matplotlib>=3.7",  # rollout report plots
         "openmm>=8.1",  # fastegnn-md simulate (reference MD)
         "pdbfixer>=1.9",  # hydrogens and missing heavy atoms for simulate
+        "ase>=3.23",  # FastEGNNCalculator / FastEGNNDynamics (fastegnn_md.adapters.ase)
     ],
     extras_require={"test": ["pytest>=7", "MDAnalysisTests>=2.7", "nbformat>=5", "nbclient>=0.8", "ipykernel>=6"]},
     entry_points={"console_scripts": ["fastegnn-md = fastegnn_md.cli:main"]},

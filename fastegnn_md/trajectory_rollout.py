@@ -92,6 +92,21 @@ def resolve_topology(trajectory: Path, topology: Optional[PathLike], extra: dict
     raise DataError(f"{trajectory}: no topology found (looked for {looked}; {why}); pass --topology FILE")
 
 
+def shipped_models_for(selection: Optional[str], num_atoms: int) -> list[str]:
+    """Names of shipped checkpoints trained on ``num_atoms`` atoms of ``selection``."""
+    from .checkpoint import PRETRAINED_DIR
+
+    names = []
+    for path in sorted(PRETRAINED_DIR.glob("*.pt")):
+        try:
+            spec = load_checkpoint(path).data_spec
+        except CheckpointError:
+            continue
+        if spec.selection == selection and spec.num_nodes == num_atoms:
+            names.append(path.stem)
+    return names
+
+
 def _atom_count(trajectory: Path) -> Optional[int]:
     from MDAnalysis.coordinates.core import get_reader_for
 
@@ -182,9 +197,11 @@ def rollout_trajectory(
     universe = _open(trajectory, top)
     atoms = select_atoms(universe, spec.selection)
     if spec.num_nodes is not None and len(atoms) != spec.num_nodes:
+        fitting = shipped_models_for(spec.selection, len(atoms))
+        hint = f"; shipped models that fit: {', '.join(fitting)}" if fitting else ""
         raise CheckpointError(
             f"{checkpoint}: was trained on {spec.num_nodes} atoms ({spec.selection!r}) but that selection "
-            f"has {len(atoms)} atoms in {trajectory}"
+            f"has {len(atoms)} atoms in {trajectory}{hint}"
         )
     make_whole(universe, atoms)
     positions, _, frame_dt = trajectory_frames(universe, atoms, progress=progress)
