@@ -280,7 +280,8 @@ def write_plots(report: dict[str, Any], directory: Path) -> dict[str, Path]:
     axes[1].set_ylabel("position MSE (Å²)")
     for ax in axes:
         ax.set_xlabel("time (ps)")
-        ax.grid(alpha=0.3)
+        ax.set_yscale("log")  # a drifting trivial predictor would otherwise flatten the others
+        ax.grid(alpha=0.3, which="both")
     axes[0].legend()
     save(fig, "rmsd")
 

@@ -288,7 +288,8 @@ def rollout_trajectory(
     info = {
         "trajectory": str(trajectory),
         "topology": top_description,
-        "checkpoint": str(ckpt.path or checkpoint),
+        "checkpoint": str(checkpoint),
+        "checkpoint_file": str(ckpt.path) if ckpt.path else None,
         "model": ckpt.model_name,
         "selection": spec.selection,
         "atoms": len(atoms),
