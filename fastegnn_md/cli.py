@@ -132,7 +132,8 @@ def build_parser() -> OneLineParser:
     ro.add_argument("trajectory", type=Path, help="any trajectory MDAnalysis reads (.xtc, .trr, .dcd, .pdb, ...)")
     ro.add_argument("--topology", type=Path, default=None,
                     help="topology (default: TRAJ's stem with .tpr/.psf/.gro/.pdb, else the checkpoint's)")
-    ro.add_argument("--checkpoint", default="adk-backbone", help="shipped model name or path (default adk-backbone)")
+    ro.add_argument("--checkpoint", default=None,
+                    help="shipped model name or path (default adk-backbone, or a shipped model that fits the atoms)")
     ro.add_argument("--start", type=int, default=None, help="start frame (default: first with a frame one jump earlier)")
     ro.add_argument("--jumps", type=_positive_int, default=None, help="learned jumps (default: as many as TRAJ covers)")
     ro.add_argument("--out", type=Path, default=None, help="predicted trajectory (default REPORT/predicted.<ext of TRAJ>)")

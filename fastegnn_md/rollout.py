@@ -31,6 +31,11 @@ from .predictor import Predictor
 DEFAULT_MAX_DISPLACEMENT = 20.0
 
 
+class StopRollout(Exception):
+    """Raised by an ``on_frame`` callback (e.g. a writer that cannot store the frame) to end the
+    rollout cleanly: the frame is dropped, the ones before it are kept, the message is the reason."""
+
+
 @dataclass
 class RolloutFrame:
     """One predicted frame: jump index k ≥ 1, time since the start (ps), positions (N, 3) Å,
@@ -117,9 +122,10 @@ def roll_out(
 ) -> RolloutResult:
     """Apply ``num_jumps`` learned jumps from ``start``; each input is the previous output.
 
-    ``on_frame`` is called with every frame as soon as it is made (writers stream it to disk).
-    The rollout stops early, keeping every frame made so far, when a prediction is not finite
-    or moves any atom more than ``max_displacement`` Å in one jump; ``result.stop`` says why.
+    ``on_frame`` is called with every frame as soon as it is made (writers stream it to disk); it
+    may raise `StopRollout` to end the rollout. The rollout stops early, keeping every frame
+    made so far, when a prediction is not finite, moves any atom more than
+    ``max_displacement`` Å in one jump, or ``on_frame`` stops it; ``result.stop`` says why.
     """
     from tqdm.auto import tqdm
 
@@ -129,9 +135,13 @@ def roll_out(
         iterate_jumps(predictor, start, num_jumps, node_attrs, max_displacement, result),
         total=num_jumps, desc="rollout", unit="jump", disable=not progress,
     ):
-        result.frames.append(frame)
         if on_frame is not None:
-            on_frame(frame)
+            try:
+                on_frame(frame)
+            except StopRollout as exc:
+                result.stop = RolloutStop(frame.jump, f"jump {frame.jump}: {exc}")
+                break
+        result.frames.append(frame)
     return result
 
 

@@ -34,6 +34,7 @@ from .rollout import (
     DEFAULT_MAX_DISPLACEMENT,
     TRIVIAL_PREDICTORS,
     RolloutFrame,
+    StopRollout,
     check_rollout_safe,
     roll_out,
     start_velocity,
@@ -96,15 +97,16 @@ def shipped_models_for(selection: Optional[str], num_atoms: int) -> list[str]:
     """Names of shipped checkpoints trained on ``num_atoms`` atoms of ``selection``."""
     from .checkpoint import PRETRAINED_DIR
 
-    names = []
+    found = []
     for path in sorted(PRETRAINED_DIR.glob("*.pt")):
         try:
-            spec = load_checkpoint(path).data_spec
+            ckpt = load_checkpoint(path)
         except CheckpointError:
             continue
-        if spec.selection == selection and spec.num_nodes == num_atoms:
-            names.append(path.stem)
-    return names
+        if ckpt.data_spec.selection == selection and ckpt.data_spec.num_nodes == num_atoms:
+            with_mmd = ckpt.training.get("config", {}).get("mmd_weight", 0) > 0
+            found.append((not with_mmd, path.stem))  # full FastEGNN (with MMD) first, ablations after
+    return [name for _, name in sorted(found)]
 
 
 def _atom_count(trajectory: Path) -> Optional[int]:
@@ -140,6 +142,11 @@ def _open(trajectory: Path, topology: Any) -> Any:
     return universe
 
 
+def fits_pdb(positions: np.ndarray) -> bool:
+    """True if every coordinate (Å) fits the fixed-width columns of a PDB file."""
+    return bool(np.all(positions > -999.999) and np.all(positions < 9999.999))
+
+
 def default_start(times: np.ndarray, dt: float) -> int:
     """First frame with a frame exactly dt before it (exact start velocity), else frame 1 (or 0)."""
     for s in range(1, len(times)):
@@ -154,7 +161,7 @@ def default_start(times: np.ndarray, dt: float) -> int:
 def rollout_trajectory(
     trajectory: PathLike,
     topology: Optional[PathLike] = None,
-    checkpoint: PathLike = DEFAULT_CHECKPOINT,
+    checkpoint: Optional[PathLike] = None,
     start: Optional[int] = None,
     jumps: Optional[int] = None,
     out: Optional[PathLike] = None,
@@ -165,6 +172,9 @@ def rollout_trajectory(
 ) -> RolloutOutputs:
     """Roll a checkpoint out from frame ``start`` of ``trajectory`` and report against it.
 
+    checkpoint : path or shipped name; None means the default shipped model (`DEFAULT_CHECKPOINT`)
+        or, if that was trained on a different number of atoms, the first shipped model that fits
+        (said in the report's notes).
     start : frame index (default: the first frame with a frame one jump before it).
     jumps : number of learned jumps (default: as many as the trajectory covers after start).
     Raises DataError / CheckpointError with one-line messages (see `resolve_topology`).
@@ -184,10 +194,10 @@ def rollout_trajectory(
     trajectory = Path(trajectory)
     if not trajectory.is_file():
         raise DataError(f"{trajectory}: no such trajectory file")
+    chosen_by_user = checkpoint is not None
+    checkpoint = checkpoint if chosen_by_user else DEFAULT_CHECKPOINT
     ckpt = load_checkpoint(checkpoint)
-    predictor = Predictor(ckpt.build_model(), ckpt.data_spec, ckpt.model_name, device, checkpoint=ckpt)
-    check_rollout_safe(predictor)
-    spec = predictor.spec
+    spec = ckpt.data_spec
     if spec.units.get("length") != "Å" or not spec.selection:
         raise CheckpointError(
             f"{checkpoint}: is not a molecular model (units {spec.units}, selection {spec.selection!r}); "
@@ -196,13 +206,25 @@ def rollout_trajectory(
     top, top_description = resolve_topology(trajectory, topology, spec.extra)
     universe = _open(trajectory, top)
     atoms = select_atoms(universe, spec.selection)
+    notes: list[str] = []
     if spec.num_nodes is not None and len(atoms) != spec.num_nodes:
         fitting = shipped_models_for(spec.selection, len(atoms))
-        hint = f"; shipped models that fit: {', '.join(fitting)}" if fitting else ""
-        raise CheckpointError(
-            f"{checkpoint}: was trained on {spec.num_nodes} atoms ({spec.selection!r}) but that selection "
-            f"has {len(atoms)} atoms in {trajectory}{hint}"
+        if chosen_by_user or not fitting:
+            hint = f"; shipped models that fit: {', '.join(fitting)}" if fitting else ""
+            raise CheckpointError(
+                f"{checkpoint}: was trained on {spec.num_nodes} atoms ({spec.selection!r}) but that selection "
+                f"has {len(atoms)} atoms in {trajectory}{hint}"
+            )
+        # No --checkpoint: the default model does not fit these atoms but another shipped one does.
+        notes.append(
+            f"the default model {DEFAULT_CHECKPOINT} was trained on {spec.num_nodes} atoms and the selection "
+            f"has {len(atoms)}; used the shipped model {fitting[0]} instead"
         )
+        checkpoint = fitting[0]
+        ckpt = load_checkpoint(checkpoint)
+    predictor = Predictor(ckpt.build_model(), ckpt.data_spec, ckpt.model_name, device, checkpoint=ckpt)
+    check_rollout_safe(predictor)
+    spec = predictor.spec
     make_whole(universe, atoms)
     positions, _, frame_dt = trajectory_frames(universe, atoms, progress=progress)
     t0 = float(universe.trajectory[0].time)
@@ -254,14 +276,28 @@ def rollout_trajectory(
 
         def on_frame(frame: RolloutFrame) -> None:
             nonlocal virtual_universe, virtual_writer
-            writer.write(frame.positions, times[start] + frame.time)
-            if frame.virtual_positions is None:
-                return
-            if virtual_universe is None:
-                virtual_universe = virtual_node_universe(len(frame.virtual_positions))
-                write_pdb(virtual_universe, frame.virtual_positions, virtual_topology)
-                virtual_writer = StreamingTrajectoryWriter(virtual_out, virtual_universe, dt)
-            virtual_writer.write(frame.virtual_positions, times[start] + frame.time)
+            time = times[start] + frame.time
+            try:
+                writer.write(frame.positions, time)
+                if frame.virtual_positions is None:
+                    return
+                if virtual_universe is None:
+                    virtual_universe = virtual_node_universe(len(frame.virtual_positions))
+                    if not fits_pdb(frame.virtual_positions):
+                        # PDB columns hold -999.999..9999.999 Å; the trajectory keeps the real values.
+                        notes.append(
+                            "the virtual nodes of jump 1 lie outside the PDB coordinate range, so "
+                            f"{virtual_topology.name} places them at the protein's centroid; "
+                            f"{virtual_out.name} and {virtual_arrays.name} hold their real positions"
+                        )
+                        placeholder = np.repeat(frame.positions.mean(axis=0, keepdims=True), len(frame.virtual_positions), 0)
+                        write_pdb(virtual_universe, placeholder, virtual_topology)
+                    else:
+                        write_pdb(virtual_universe, frame.virtual_positions, virtual_topology)
+                    virtual_writer = StreamingTrajectoryWriter(virtual_out, virtual_universe, dt)
+                virtual_writer.write(frame.virtual_positions, time)
+            except (ValueError, OSError) as exc:  # e.g. a PDB output that cannot hold the coordinates
+                raise StopRollout(f"cannot write the frame ({' '.join(str(exc).split())})") from None
             virtual_frames.append(frame.virtual_positions)
 
         try:
@@ -281,7 +317,8 @@ def rollout_trajectory(
     predictions = {MODEL: np.array([f.positions for f in result.frames]).reshape(-1, len(atoms), 3)}
     for name, predictor_fn in TRIVIAL_PREDICTORS.items():
         predictions[name] = predictor_fn(start_state, jumps, dt)
-    notes = [start_state.note] if start_state.note else []
+    if start_state.note:
+        notes.append(start_state.note)
     stopped = result.stop.reason if result.stop else None
     if stopped:
         notes.append(f"rollout stopped: {stopped}; the {len(result.frames)} frames before it are kept")

@@ -54,3 +54,40 @@ def test_readme_main_job_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
     assert report["info"]["model"] == "fastegnn"
     assert report["jumps_with_reference"] == report["jumps"] > 0
     assert (report_dir / "predicted.xtc").exists() and (report_dir / "predicted-virtual.pdb").exists()
+
+
+def test_default_model_falls_back_to_a_shipped_model_that_fits(tmp_path: Path) -> None:
+    from MDAnalysisTests.datafiles import DCD, PSF
+
+    from fastegnn_md.trajectory_rollout import rollout_trajectory
+
+    # adk-backbone has 856 backbone atoms (Amber names keep the C-terminal O); the CHARMM PSF has 855.
+    out = rollout_trajectory(DCD, PSF, start=10, jumps=2, report_dir=tmp_path, progress=False)
+    assert out.report["info"]["checkpoint"] == "adk-dims"
+    assert any("used the shipped model adk-dims" in note for note in out.report["notes"])
+
+
+def test_rollout_on_gromacs_files_keeps_going_when_virtual_nodes_leave_the_pdb_range(tmp_path: Path) -> None:
+    """adk-dims on the OPLS XTC (frames 100 ps apart) puts a virtual node > 1000 Å away at jump 1:
+    the PDB topology cannot hold it, the trajectory and arrays must, and nothing crashes."""
+    import numpy as np
+    from MDAnalysisTests.datafiles import GRO, XTC
+
+    from fastegnn_md.trajectory_rollout import fits_pdb, rollout_trajectory
+
+    out = rollout_trajectory(XTC, GRO, "adk-dims", start=1, jumps=2, report_dir=tmp_path, progress=False)
+    z = np.load(out.virtual_arrays)["positions"]
+    virtual = MDAnalysis.Universe(str(out.virtual_topology), str(out.virtual))
+    assert len(virtual.trajectory) == len(z)
+    placeholder = any("outside the PDB coordinate range" in note for note in out.report["notes"])
+    assert placeholder == (not fits_pdb(z[0]))
+
+
+def test_fits_pdb_bounds() -> None:
+    import numpy as np
+
+    from fastegnn_md.trajectory_rollout import fits_pdb
+
+    assert fits_pdb(np.array([[-999.0, 0.0, 9999.0]]))
+    assert not fits_pdb(np.array([[-1000.0, 0.0, 0.0]]))
+    assert not fits_pdb(np.array([[0.0, 10000.0, 0.0]]))
