@@ -11,3 +11,40 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+def train_tiny_md_model(directory, topology, trajectory, jump: int, **config):
+    """Train a tiny FastEGNN (hidden 8, 1 layer, 1 epoch on 4 pairs) on real MD files; returns best.pt.
+
+    ``config`` overrides `TrainConfig` fields (e.g. drop_rate, length_scale). Tests that need a real
+    checkpoint with an MD data spec use this instead of each training their own.
+    """
+    import warnings
+    from pathlib import Path
+
+    from fastegnn_md.adapters.mdanalysis import load_md_pairs
+    from fastegnn_md.training import TrainConfig, Trainer
+
+    torch.set_num_threads(1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        data = load_md_pairs(topology, trajectory, jump=jump, progress=False)
+    settings = dict(hidden=8, layers=1, cutoff=10.0, epochs=1, batch_size=2, sigma=1.0, mmd_weight=0.5, mmd_samples=20)
+    settings.update(config)
+    Trainer(TrainConfig(**settings), data.splits["train"][:4], data.splits["valid"][:2], directory,
+            data.spec_fields, str(trajectory), progress=False).fit(resume=False)
+    return Path(directory) / "best.pt"
+
+
+@pytest.fixture(scope="session")
+def tiny_md_model():
+    """`train_tiny_md_model`, for test modules that need a checkpoint on other MD files."""
+    return train_tiny_md_model
+
+
+@pytest.fixture(scope="session")
+def adk_dcd_checkpoint(tmp_path_factory):
+    """Tiny FastEGNN<3,0.75> on MDAnalysisTests' AdK PSF/DCD, jump 5 frames = 5 ps (855 atoms)."""
+    from MDAnalysisTests.datafiles import DCD, PSF
+
+    return train_tiny_md_model(tmp_path_factory.mktemp("adk-dcd"), PSF, DCD, jump=5, drop_rate=0.75)

@@ -17,11 +17,9 @@ import torch
 from MDAnalysisTests.datafiles import DCD, GRO, PSF, TRR, TPR, XTC
 
 from fastegnn_md import metrics
-from fastegnn_md.adapters.mdanalysis import load_md_pairs
 from fastegnn_md.checkpoint import load_checkpoint, save_checkpoint
 from fastegnn_md.cli import main
 from fastegnn_md.predictor import Predictor
-from fastegnn_md.training import TrainConfig, Trainer
 from fastegnn_md.trajectory_rollout import rollout_trajectory
 
 ERROR_PREFIX = "fastegnn-md: error: "
@@ -31,15 +29,8 @@ pytestmark = pytest.mark.filterwarnings("ignore::UserWarning", "ignore::Deprecat
 
 
 @pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory) -> Path:
-    torch.set_num_threads(1)
-    data = load_md_pairs(PSF, DCD, jump=JUMP_FRAMES, progress=False)
-    config = TrainConfig(hidden=8, layers=1, cutoff=10.0, drop_rate=0.75, epochs=1, batch_size=2, sigma=1.0,
-                         mmd_weight=0.5, mmd_samples=20)
-    run = tmp_path_factory.mktemp("run")
-    Trainer(config, data.splits["train"][:4], data.splits["valid"][:2], run, data.spec_fields, "adk dcd",
-            progress=False).fit(resume=False)
-    return run / "best.pt"
+def checkpoint(adk_dcd_checkpoint) -> Path:
+    return adk_dcd_checkpoint
 
 
 @pytest.fixture(scope="module")

@@ -35,10 +35,8 @@ from fastegnn_md.adapters.ase import (
     velocity_from_angstrom_per_ps,
     velocity_to_angstrom_per_ps,
 )
-from fastegnn_md.adapters.mdanalysis import load_md_pairs
 from fastegnn_md.errors import CheckpointError, DataError
 from fastegnn_md.predictor import Jump, Predictor
-from fastegnn_md.training import TrainConfig, Trainer
 
 ROOT = Path(__file__).resolve().parents[2]
 JUMP_FRAMES = 5  # DCD frames are 1 ps apart -> dt = 5 ps
@@ -48,15 +46,8 @@ pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::U
 
 
 @pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory) -> Path:
-    torch.set_num_threads(1)
-    data = load_md_pairs(PSF, DCD, jump=JUMP_FRAMES, progress=False)
-    config = TrainConfig(hidden=8, layers=1, cutoff=10.0, drop_rate=0.75, epochs=1, batch_size=2, sigma=1.0,
-                         mmd_weight=0.5, mmd_samples=20)
-    run = tmp_path_factory.mktemp("run")
-    Trainer(config, data.splits["train"][:4], data.splits["valid"][:2], run, data.spec_fields, "adk dcd",
-            progress=False).fit(resume=False)
-    return run / "best.pt"
+def checkpoint(adk_dcd_checkpoint) -> Path:
+    return adk_dcd_checkpoint
 
 
 @pytest.fixture(scope="module")
