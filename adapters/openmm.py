@@ -291,6 +291,8 @@ def simulate(
     """
     import MDAnalysis
 
+    from .mdanalysis import standalone_universe, write_pdb
+
     out, structure = Path(out), Path(structure)
     try:
         MDAnalysis.coordinates.core.get_writer_for(str(out))
@@ -304,7 +306,8 @@ def simulate(
     full_pdb = io.StringIO()
     app.PDBFile.writeFile(topology, positions, full_pdb, keepIds=True)
     key = _run_key(structure, settings)
-    selected = _select(full_pdb.getvalue(), settings.selection)
+    selected_atoms = _select(full_pdb.getvalue(), settings.selection)
+    selected = selected_atoms.indices.copy()
 
     ckpt_file = checkpoint_path(out)
     frames_pos: list[np.ndarray] = []
@@ -325,7 +328,8 @@ def simulate(
         simulation.currentStep = 0
         simulation.context.setTime(0.0)
     # Written only once the checkpoint (if any) is known to match: never clobber another run's topology.
-    write_atomically(top_file, lambda h: h.write(_selection_pdb(full_pdb.getvalue(), selected, top_file)))
+    with _quiet_mdanalysis():
+        write_pdb(standalone_universe(selected_atoms), selected_atoms.positions, top_file)
 
     meta = {"format": "fastegnn-md openmm reference", "structure": str(structure), **asdict(settings),
             "force_field_files": settings.force_field_files, "topology": top_file.name}
@@ -379,8 +383,8 @@ def _run_key(structure: Path, settings: SimulationSettings) -> str:
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
 
-def _select(pdb_text: str, selection: str) -> np.ndarray:
-    """Indices of the atoms of the prepared structure that ``selection`` picks (MDAnalysis syntax)."""
+def _select(pdb_text: str, selection: str) -> Any:
+    """The atoms (AtomGroup) of the prepared structure that ``selection`` picks (MDAnalysis syntax)."""
     import MDAnalysis
 
     with _quiet_mdanalysis():
@@ -391,22 +395,7 @@ def _select(pdb_text: str, selection: str) -> np.ndarray:
         raise DataError(f"selection: {selection!r} is not a valid selection ({exc})") from None
     if len(atoms) == 0:
         raise DataError(f"selection: {selection!r} matches no atom of the prepared structure")
-    return atoms.indices.copy()
-
-
-def _selection_pdb(pdb_text: str, selected: np.ndarray, where: Path) -> bytes:
-    import MDAnalysis
-
-    with _quiet_mdanalysis():
-        universe = MDAnalysis.Universe(io.StringIO(pdb_text), format="PDB")
-    universe.dimensions = None
-    tmp = where.with_name(f".{where.name}.selection.pdb")
-    try:
-        with _quiet_mdanalysis():
-            universe.atoms[selected].write(str(tmp))
-        return tmp.read_bytes()
-    finally:
-        tmp.unlink(missing_ok=True)
+    return atoms
 
 
 @contextlib.contextmanager
@@ -682,7 +671,7 @@ class FastEGNNStepper:
         positions = simulation.context.getState(getPositions=True).getPositions()
         pdb = io.StringIO()
         app.PDBFile.writeFile(topology, positions, pdb, keepIds=True)
-        self.selected = _select(pdb.getvalue(), self.selection)
+        self.selected = _select(pdb.getvalue(), self.selection).indices.copy()
         if spec.num_nodes is not None and len(self.selected) != spec.num_nodes:
             raise DataError(
                 f"selection: {self.selection!r} picks {len(self.selected)} atoms but the checkpoint was trained "

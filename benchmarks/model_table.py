@@ -6,6 +6,7 @@ to an EGNN of the same size on the full graph, so the ratio is measured under th
 
 from __future__ import annotations
 
+import argparse
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Sequence
@@ -27,6 +28,18 @@ class Entry:
     virtual_nodes: int = 3
     paper_mse: Optional[float] = None
     paper_time: Optional[float] = None
+
+
+def add_run_arguments(parser: argparse.ArgumentParser, runs: str, epochs: int, batch_size: int, repeats: int) -> None:
+    """The options every Table-1 benchmark takes (training budget, timing, parallel training)."""
+    parser.add_argument("--runs", type=Path, default=Path(runs))
+    parser.add_argument("--epochs", type=int, default=epochs)
+    parser.add_argument("--batch-size", type=int, default=batch_size)
+    parser.add_argument("--repeats", type=int, default=repeats, help="timing repeats of the test traversal")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--only", nargs="*", help="train only these labels")
+    parser.add_argument("--skip-eval", action="store_true", help="train only (e.g. to train in parallel)")
+    parser.add_argument("--quiet", action="store_true")
 
 
 def run_dir(root: Path, entry: Entry) -> Path:

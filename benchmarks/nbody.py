@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 import torch
-from model_table import Entry, measure, run_dir
+from model_table import Entry, add_run_arguments, measure, run_dir
 
 from fastegnn_md.data.nbody import generate_dataset
 from fastegnn_md.data.sources import open_dataset
@@ -45,17 +45,10 @@ ENTRIES = [
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", type=Path, default=Path("data/nbody-bench"))
-    parser.add_argument("--runs", type=Path, default=Path("runs/nbody-bench"))
     parser.add_argument("--train", type=int, default=1000)
     parser.add_argument("--valid", type=int, default=200)
     parser.add_argument("--test", type=int, default=500)
-    parser.add_argument("--epochs", type=int, default=30)
-    parser.add_argument("--batch-size", type=int, default=50)
-    parser.add_argument("--repeats", type=int, default=5, help="timing repeats of the test traversal")
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--only", nargs="*", help="train only these labels")
-    parser.add_argument("--skip-eval", action="store_true", help="train only (e.g. to train in parallel)")
-    parser.add_argument("--quiet", action="store_true")
+    add_run_arguments(parser, runs="runs/nbody-bench", epochs=30, batch_size=50, repeats=5)
     args = parser.parse_args()
 
     torch.set_num_threads(args.threads)

@@ -23,10 +23,11 @@ import time
 from pathlib import Path
 
 import torch
-from model_table import Entry, measure, run_dir
+from model_table import Entry, add_run_arguments, measure, run_dir
 
 from fastegnn_md import metrics
 from fastegnn_md.adapters.mdanalysis import load_md_pairs
+from fastegnn_md.data.sources import resolve_md_files
 from fastegnn_md.predictor import Predictor
 from fastegnn_md.rollout import TRIVIAL_PREDICTORS, StartState, roll_out
 from fastegnn_md.runtime import tune_allocator
@@ -73,27 +74,17 @@ def rollout_rmsd(runs: Path, data, jumps: int) -> dict[str, list[float]]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--trajectory", type=Path, required=True)
-    parser.add_argument("--topology", type=Path, default=None, help="default: TRAJ's stem with .pdb/.psf/.tpr/.gro")
+    parser.add_argument("--topology", type=Path, default=None, help="default: TRAJ's stem with .tpr/.psf/.gro/.pdb")
     parser.add_argument("--jump", type=int, default=10, help="frames per jump")
-    parser.add_argument("--runs", type=Path, default=Path("runs/protein-bench"))
-    parser.add_argument("--epochs", type=int, default=20)
-    parser.add_argument("--batch-size", type=int, default=4)
-    parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--rollout-jumps", type=int, default=10)
     parser.add_argument("--sigma", type=float, default=10.0, help="MMD bandwidth in Å (default 10)")
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--only", nargs="*", help="train only these labels")
-    parser.add_argument("--skip-eval", action="store_true", help="train only (e.g. to train in parallel)")
-    parser.add_argument("--quiet", action="store_true")
+    add_run_arguments(parser, runs="runs/protein-bench", epochs=20, batch_size=4, repeats=3)
     args = parser.parse_args()
 
     torch.set_num_threads(args.threads)
     tune_allocator()
-    topology = args.topology
-    if topology is None:
-        topology = next((args.trajectory.with_suffix(s) for s in (".pdb", ".psf", ".tpr", ".gro")
-                         if args.trajectory.with_suffix(s).exists()), None)
-    data = load_md_pairs(topology, args.trajectory, jump=args.jump, cache_dir=args.runs / "cache",
+    topology, trajectory = resolve_md_files(args.trajectory, args.topology)
+    data = load_md_pairs(topology, trajectory, jump=args.jump, cache_dir=args.runs / "cache",
                          progress=not args.quiet)
     train, valid, test = (data.splits[s] for s in ("train", "valid", "test"))
     entries = [e for e in ENTRIES if not args.only or e.label in args.only]

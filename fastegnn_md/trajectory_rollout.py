@@ -69,14 +69,13 @@ def resolve_topology(trajectory: Path, topology: Optional[PathLike], extra: dict
         if not path.is_file():
             raise DataError(f"--topology {path}: no such file")
         return path, str(path)
-    from .adapters.mdanalysis import carries_topology
-    from .data.sources import find_topology
+    from .data.sources import resolve_md_files
 
-    beside = find_topology(trajectory)
-    if beside is not None:
-        return beside, str(beside)
-    if carries_topology(trajectory):
-        return trajectory, str(trajectory)  # a multi-frame PDB or a GRO is its own topology
+    try:  # a same-stem file beside it, or the trajectory itself when it carries a topology (PDB, GRO)
+        found, _ = resolve_md_files(trajectory)
+        return found, str(found)
+    except DataError:
+        pass  # no file: try the checkpoint's topology below
     stored = extra.get("topology_pdb")
     stored_atoms = extra.get("topology_num_atoms")
     traj_atoms = _atom_count(trajectory)
