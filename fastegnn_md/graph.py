@@ -38,6 +38,8 @@ class FramePair:
     node_attrs : (N, F) per-node attributes (charges, particle types, ...). ``F`` may be 0.
     target_velocities : optional (N, 3) velocities after the jump.
     masses : optional (N,) masses in amu.
+    moving : optional (N,) bool, True for the nodes the model predicts and the loss scores;
+        False marks boundary/kinematic nodes (SPH walls) that are inputs only. None: all move.
     metadata : free-form dict; ``dt`` (jump length in the source's time unit), ``source``,
         ``frames`` (input and target frame indices) are the conventional keys.
     """
@@ -48,6 +50,7 @@ class FramePair:
     node_attrs: np.ndarray
     target_velocities: Optional[np.ndarray] = None
     masses: Optional[np.ndarray] = None
+    moving: Optional[np.ndarray] = None
     metadata: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -66,6 +69,10 @@ class FramePair:
             raise ValueError(
                 f"FramePair.node_attrs must have shape ({n}, F), got {self.node_attrs.shape}"
             )
+        if self.moving is not None:
+            self.moving = np.asarray(self.moving, dtype=bool)
+            if self.moving.shape != (n,):
+                raise ValueError(f"FramePair.moving must have shape ({n},), got {self.moving.shape}")
 
     @property
     def num_nodes(self) -> int:
@@ -88,6 +95,7 @@ class GraphBatch:
     num_graphs : B.
     graph_sizes : (B,) long, nodes per graph.
     target_positions, target_velocities : optional (N, 3) training targets.
+    moving : optional (N,) bool, the nodes that are predicted and scored (None: all).
     """
 
     positions: torch.Tensor
@@ -100,6 +108,7 @@ class GraphBatch:
     graph_sizes: torch.Tensor
     target_positions: Optional[torch.Tensor] = None
     target_velocities: Optional[torch.Tensor] = None
+    moving: Optional[torch.Tensor] = None
 
     @property
     def num_nodes(self) -> int:
@@ -130,6 +139,7 @@ class GraphBatch:
             graph_sizes=move(self.graph_sizes),
             target_positions=move(self.target_positions),
             target_velocities=move(self.target_velocities),
+            moving=move(self.moving),
         )
 
 
@@ -243,6 +253,12 @@ def collate(
     if all(p.target_velocities is not None for p in pairs):
         target_velocities = torch.as_tensor(np.concatenate([p.target_velocities for p in pairs]), dtype=dtype)
 
+    moving = None
+    if any(p.moving is not None for p in pairs):
+        moving = torch.as_tensor(np.concatenate([
+            p.moving if p.moving is not None else np.ones(p.num_nodes, dtype=bool) for p in pairs
+        ]))
+
     return GraphBatch(
         positions=torch.as_tensor(positions, dtype=dtype),
         velocities=torch.as_tensor(velocities, dtype=dtype),
@@ -254,6 +270,7 @@ def collate(
         graph_sizes=torch.as_tensor(sizes),
         target_positions=torch.as_tensor(targets, dtype=dtype),
         target_velocities=target_velocities,
+        moving=moving,
     )
 
 
