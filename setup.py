@@ -30,6 +30,10 @@ setup(
         "openmm>=8.1",  # fastegnn-md simulate (reference MD)
         "pdbfixer>=1.9",  # hydrogens and missing heavy atoms for simulate
         "ase>=3.23",  # FastEGNNCalculator / FastEGNNDynamics (fastegnn_md.adapters.ase)
+        "h5py>=3.8",  # LagrangeBench-style SPH datasets (fastegnn_md.adapters.sph)
+        "google-crc32c>=1.5",  # CRCs of DeepMind TFRecord files, read without TensorFlow
+        "pysplishsplash==2.19.0",  # fastegnn-md sph generate (SPlisHSPlasH DFSPH); needs Debian libgl1
+        "pot>=0.9",  # Sinkhorn distance of SPH rollouts
     ],
     extras_require={"test": ["pytest>=7", "MDAnalysisTests>=2.7", "nbformat>=5", "nbclient>=0.8", "ipykernel>=6"]},
     entry_points={"console_scripts": ["fastegnn-md = fastegnn_md.cli:main"]},

@@ -5,6 +5,8 @@
     fastegnn-md evaluate runs/x/best.pt --data data/nbody
     fastegnn-md train --data md/adk.xtc [--topology md/adk.tpr] --selection backbone --jump 10 --out runs/adk
     fastegnn-md evaluate runs/adk/best.pt --data md/other.xtc --topology md/other.tpr
+    fastegnn-md validate trajectories/adk-obc/adk_obc.pdb --jumps 10 --out validation
+    fastegnn-md sph generate data/water [--train 6 --valid 1 --test 1 --frames 300 --particle-radius 0.0125]
 
 Every error a user can cause ends the program with one line
 ``fastegnn-md: error: <file or argument>: <what is wrong>`` and exit status 2.
@@ -16,7 +18,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Any, Optional, Sequence
 
 PROG = "fastegnn-md"
 
@@ -65,6 +67,20 @@ def _add_md_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_force_field_arguments(parser: argparse.ArgumentParser) -> None:
+    """Force field, integrator and start options shared by `simulate` and `validate` (SimulationSettings)."""
+    parser.add_argument("--forcefield", default="amber99sb", help="amber99sb (default), amber14 or charmm36")
+    parser.add_argument("--solvent", default="obc", help="obc (default, amber99sb), obc2/gbn2 (amber14) or vacuum")
+    parser.add_argument("--cutoff", type=_nonneg_float, default=1.6, help="nonbonded cutoff in nm; 0 = none (default 1.6)")
+    parser.add_argument("--temperature", type=float, default=300.0, help="K (default 300)")
+    parser.add_argument("--friction", type=float, default=1.0, help="Langevin collision rate, 1/ps (default 1)")
+    parser.add_argument("--timestep", type=float, default=4.0, help="fs (default 4, with --hydrogen-mass 1.5)")
+    parser.add_argument("--hydrogen-mass", type=_nonneg_float, default=1.5, help="amu; 0 keeps the force field's (default 1.5)")
+    parser.add_argument("--equilibrate", type=_nonneg_float, default=10.0, help="unrecorded ps after minimisation (default 10)")
+    parser.add_argument("--minimise", type=int, default=500, help="minimisation iterations, 0 = none (default 500)")
+    parser.add_argument("--seed", type=int, default=0)
+
+
 def build_parser() -> OneLineParser:
     from . import __version__
     from .models import available_models
@@ -84,6 +100,7 @@ def build_parser() -> OneLineParser:
     gen.add_argument("--frames", type=_positive_int, default=41, help="stored frames, 100 steps apart (default 41)")
     gen.add_argument("--seed", type=int, default=0)
     gen.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_sph_parser(sub)
 
     train = sub.add_parser("train", help="train a model; resumes from OUT/last.pt if present")
     train.add_argument(
@@ -147,22 +164,27 @@ def build_parser() -> OneLineParser:
     sim = sub.add_parser("simulate", help="reference MD with OpenMM from a structure file (resumable)")
     sim.add_argument("structure", type=Path, help="PDB or PDBx/mmCIF structure (CHARMM names are fine)")
     sim.add_argument("--out", required=True, type=Path, help="trajectory file; format from the extension (.xtc, .trr, .dcd, ...)")
-    sim.add_argument("--forcefield", default="amber99sb", help="amber99sb (default), amber14 or charmm36")
-    sim.add_argument("--solvent", default="obc", help="obc (default, amber99sb), obc2/gbn2 (amber14) or vacuum")
-    sim.add_argument("--cutoff", type=_nonneg_float, default=1.6, help="nonbonded cutoff in nm; 0 = none (default 1.6)")
-    sim.add_argument("--temperature", type=float, default=300.0, help="K (default 300)")
-    sim.add_argument("--friction", type=float, default=1.0, help="Langevin collision rate, 1/ps (default 1)")
-    sim.add_argument("--timestep", type=float, default=4.0, help="fs (default 4, with --hydrogen-mass 1.5)")
-    sim.add_argument("--hydrogen-mass", type=_nonneg_float, default=1.5, help="amu; 0 keeps the force field's (default 1.5)")
+    _add_force_field_arguments(sim)
     sim.add_argument("--frame-interval", type=float, default=0.5, help="ps between frames (default 0.5)")
     sim.add_argument("--length", type=float, default=100.0, help="production length in ps (default 100)")
-    sim.add_argument("--equilibrate", type=_nonneg_float, default=10.0, help="unrecorded ps after minimisation (default 10)")
-    sim.add_argument("--minimise", type=int, default=500, help="minimisation iterations, 0 = none (default 500)")
     sim.add_argument("--selection", default="protein", help="MDAnalysis selection written (default protein)")
-    sim.add_argument("--seed", type=int, default=0)
     sim.add_argument("--threads", type=_positive_int, default=None, help="OpenMM CPU threads")
     sim.add_argument("--checkpoint-every", type=_nonneg_float, default=300.0, help="seconds between checkpoints (default 300)")
     sim.add_argument("--quiet", action="store_true", help="no progress bars")
+
+    va = sub.add_parser("validate", help="learned OpenMM stepper vs ordinary MD of the same system (resumable)")
+    va.add_argument("structure", type=Path, help="structure the checkpoint's system was built from (PDB/PDBx)")
+    va.add_argument("--checkpoint", default="adk-backbone", help="checkpoint path or shipped model (default adk-backbone)")
+    va.add_argument("--jumps", type=_positive_int, default=10, help="jumps of the checkpoint's Δt (default 10)")
+    va.add_argument("--out", type=Path, default=Path("validation"), help="report directory (default ./validation)")
+    _add_force_field_arguments(va)
+    va.add_argument("--relax-steps", type=int, default=25, help="restrained integrator steps per jump (default 25)")
+    va.add_argument("--descent-iterations", type=int, default=15, help="restrained descent iterations per jump (default 15)")
+    va.add_argument("--restraint-k", type=float, default=5000.0, help="kJ/mol/nm² while relaxing (default 5000)")
+    va.add_argument("--velocity-policy", default="thermal", help="thermal (default) or keep")
+    va.add_argument("--unguarded", action="store_true", help="accept every jump (no energy check, no MD fallback)")
+    va.add_argument("--threads", type=_positive_int, default=None, help="OpenMM CPU threads")
+    va.add_argument("--quiet", action="store_true", help="no progress bars")
 
     ev = sub.add_parser("evaluate", help="test MSE and inference time relative to EGNN")
     ev.add_argument("checkpoint", help="checkpoint path or shipped model name")
@@ -205,6 +227,73 @@ def cmd_nbody_generate(args: argparse.Namespace) -> int:
         progress=not args.quiet,
     )
     print(f"wrote N-body dataset to {path}")
+    return 0
+
+
+def _add_sph_parser(sub: argparse._SubParsersAction) -> None:
+    """`sph generate OUT_DIR`: SPlisHSPlasH "water falling in a box" data (adapters/splishsplash.py).
+
+    Scene flags default to None so the values come from `SPHSceneSettings` (the numbers in the
+    help texts are its defaults); the adapter is imported only when the command runs.
+    """
+    sph = sub.add_parser("sph", help="SPH reference data (SPlisHSPlasH, Water-3D style)")
+    sph_sub = sph.add_subparsers(dest="sph_command", parser_class=OneLineParser, required=True)
+    gen = sph_sub.add_parser(
+        "generate", help="simulate water falling in a box and write an SPH dataset directory (h5 + tfrecord)"
+    )
+    gen.add_argument("out_dir", type=Path, metavar="OUT_DIR", help="output directory")
+    gen.add_argument("--train", type=_positive_int, default=6, metavar="N", help="training trajectories (default 6)")
+    gen.add_argument("--valid", type=_positive_int, default=1, metavar="N", help="validation trajectories (default 1)")
+    gen.add_argument("--test", type=_positive_int, default=1, metavar="N", help="test trajectories (default 1)")
+    gen.add_argument("--frames", type=int, default=None, dest="num_frames", metavar="T",
+                     help="stored frames per trajectory, incl. the initial one (default 300)")
+    gen.add_argument("--seed", type=int, default=None, metavar="S",
+                     help="seed of the per-trajectory scenes (default 0)")
+    gen.add_argument("--particle-radius", type=float, default=None, metavar="R", help="m (default 0.0125)")
+    gen.add_argument("--box-size", type=float, default=None, metavar="L", help="edge of the cubic box, m (default 1)")
+    gen.add_argument("--connectivity-radius", type=float, default=None, metavar="RC",
+                     help="metadata default_connectivity_radius, units of the box (default 1.6 particle diameters)")
+    gen.add_argument("--time-step", type=float, default=None, metavar="DT",
+                     help="fixed solver step, s (default 0.00125)")
+    gen.add_argument("--frame-interval", type=float, default=None, metavar="DT",
+                     help="s between stored frames (default 0.005)")
+    gen.add_argument("--gravity", type=float, default=None, metavar="G", help="m/s^2 along -y (default 9.81)")
+    gen.add_argument("--block-size-range", type=float, nargs=2, default=None, metavar=("MIN", "MAX"),
+                     help="water block edge per axis, m (default 0.4 0.6)")
+    gen.add_argument("--min-block-height", type=float, default=None, metavar="H",
+                     help="lowest start of the block above the floor, m (default 0.2)")
+    gen.add_argument("--initial-speed", type=float, default=None, metavar="V",
+                     help="block velocity components uniform in +-V, m/s (default 1)")
+    gen.add_argument("--viscosity", type=float, default=None, metavar="NU",
+                     help="SPlisHSPlasH standard viscosity (default 0.01)")
+    gen.add_argument("--format", dest="formats", nargs="+", choices=("h5", "tfrecord"), default=None,
+                     help="files to write per split (default: h5 tfrecord)")
+    gen.add_argument("--threads", type=_positive_int, default=1, metavar="N", help="solver OpenMP threads (default 1)")
+    gen.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def cmd_sph_generate(args: argparse.Namespace) -> int:
+    try:
+        from .adapters.splishsplash import SPHSceneSettings, generate_sph_dataset
+    except ImportError as exc:
+        raise UsageError(f"sph generate: {exc}") from None
+
+    names = ("num_frames", "seed", "particle_radius", "box_size", "connectivity_radius", "time_step",
+             "frame_interval", "gravity", "block_size_range", "min_block_height", "initial_speed", "viscosity")
+    given = {name: getattr(args, name) for name in names if getattr(args, name) is not None}
+    if "block_size_range" in given:
+        given["block_size_range"] = tuple(given["block_size_range"])
+    settings = SPHSceneSettings(**given)
+    extra = {"formats": tuple(args.formats)} if args.formats else {}
+    path = generate_sph_dataset(
+        args.out_dir, settings, num_train=args.train, num_valid=args.valid, num_test=args.test,
+        progress=not args.quiet, threads=args.threads, **extra,
+    )
+    total = args.train + args.valid + args.test
+    print(
+        f"wrote SPH dataset ({total} trajectories of {settings.num_frames} frames, "
+        f"{settings.frame_interval} s apart) to {path}"
+    )
     return 0
 
 
@@ -323,27 +412,42 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _simulation_settings(args: argparse.Namespace, settings_class: Any, **extra: Any) -> Any:
+    """SimulationSettings from the `_add_force_field_arguments` options (+ command-specific fields)."""
+    return settings_class(
+        forcefield=args.forcefield, solvent=args.solvent, cutoff_nm=args.cutoff or None,
+        temperature_k=args.temperature, friction_per_ps=args.friction, timestep_fs=args.timestep,
+        hydrogen_mass_amu=args.hydrogen_mass or None, equilibration_ps=args.equilibrate,
+        minimise_iterations=args.minimise, seed=args.seed, **extra,
+    )
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    try:
+        from .adapters.openmm import SimulationSettings
+        from .adapters.openmm_validate import validate
+    except ImportError as exc:
+        raise UsageError(f"validate: {exc}") from None
+    if not args.structure.is_file():
+        raise UsageError(f"{args.structure}: no such structure file")
+    settings = _simulation_settings(args, SimulationSettings)
+    options = {"relax_steps": args.relax_steps, "minimise_iterations": args.descent_iterations,
+               "restraint_k": args.restraint_k, "velocity_policy": args.velocity_policy,
+               "guarded": not args.unguarded}
+    result = validate(args.structure, args.out, args.checkpoint, settings, jumps=args.jumps, threads=args.threads,
+                      stepper_options=options, progress=not args.quiet)
+    print(result.summary())
+    return 0
+
+
 def cmd_simulate(args: argparse.Namespace) -> int:
     try:
         from .adapters.openmm import SimulationSettings, simulate
     except ImportError as exc:
         raise UsageError(f"simulate: {exc}") from None
 
-    settings = SimulationSettings(
-        forcefield=args.forcefield,
-        solvent=args.solvent,
-        cutoff_nm=args.cutoff or None,
-        temperature_k=args.temperature,
-        friction_per_ps=args.friction,
-        timestep_fs=args.timestep,
-        hydrogen_mass_amu=args.hydrogen_mass or None,
-        frame_interval_ps=args.frame_interval,
-        length_ps=args.length,
-        equilibration_ps=args.equilibrate,
-        minimise_iterations=args.minimise,
-        selection=args.selection,
-        seed=args.seed,
-    )
+    settings = _simulation_settings(args, SimulationSettings, length_ps=args.length,
+                                    frame_interval_ps=args.frame_interval, selection=args.selection)
     result = simulate(
         args.structure, args.out, settings, threads=args.threads,
         checkpoint_seconds=args.checkpoint_every, progress=not args.quiet,
@@ -381,7 +485,10 @@ def cmd_rollout(args: argparse.Namespace) -> int:
     return 1 if outputs.stopped else 0  # frames and report are kept; scripts still see the stop
 
 
-COMMANDS = {"rollout": cmd_rollout, "train": cmd_train, "evaluate": cmd_evaluate, "simulate": cmd_simulate}
+COMMANDS = {
+    "rollout": cmd_rollout, "train": cmd_train, "evaluate": cmd_evaluate, "simulate": cmd_simulate,
+    "sph": cmd_sph_generate, "validate": cmd_validate,
+}
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

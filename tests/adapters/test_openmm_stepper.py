@@ -228,7 +228,7 @@ def test_corrupted_prediction_is_rejected_in_guarded_mode(nan_checkpoint, simula
 
 
 def test_huge_jump_is_rejected_by_the_energy_check(checkpoint, simulation):
-    # no minimisation: L-BFGS on a structure blown apart 1e4-fold is slow, and not what is tested
+    # no minimisation: the energy check on a structure blown apart 1e4-fold is what is tested
     stepper = omm.FastEGNNStepper(simulation, checkpoint, relax_steps=RELAX, minimise_iterations=0)
     original = stepper.predictor.predict
 
@@ -278,3 +278,49 @@ def test_example_runs(checkpoint, tmp_path):
     assert (out / "stepper.dcd").stat().st_size > 0
     lines = [line for line in (out / "stepper.csv").read_text().splitlines() if not line.startswith("#")]
     assert len(lines) == 1
+
+
+def test_capped_descent_removes_a_clash(simulation):
+    context = simulation.context
+    state = context.getState(getPositions=True, getEnergy=True)
+    x = state.getPositions(asNumpy=True).value_in_unit(unit.nanometer)
+    unclashed = state.getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole)
+    clashed = x.copy()
+    clashed[100] = x[200] + 0.02  # nm: atom 100 sits almost on atom 200
+    context.setPositions(clashed)
+    context.applyConstraints(1e-5)  # atom 100's hydrogens follow it, so the cap below is the only motion
+    clashed = context.getState(getPositions=True).getPositions(asNumpy=True).value_in_unit(unit.nanometer)
+    start = context.getState(getEnergy=True).getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole)
+    end = omm.capped_steepest_descent(context, 40, max_step_nm=0.01)
+    state = context.getState(getPositions=True, getEnergy=True)
+    assert end == pytest.approx(state.getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole))
+    assert start - unclashed > 1e6 and end - unclashed < 0.01 * (start - unclashed)
+    moved = np.linalg.norm(state.getPositions(asNumpy=True).value_in_unit(unit.nanometer) - clashed, axis=1)
+    assert moved.max() <= 40 * 0.01 + 0.1  # nm: the cap per iteration, plus constraint corrections of H
+
+
+def test_warm_up_and_set_history_give_the_first_jump_a_history(checkpoint, simulation):
+    stepper = omm.FastEGNNStepper(simulation, checkpoint, relax_steps=RELAX, guarded=False)
+    gentle(stepper)
+    stepper.warm_up()
+    assert simulation.currentStep == STEPS_PER_JUMP and stepper.summary()["warm_up_jumps"] == 1
+    assert stepper.summary()["jumps"] == 0
+    stepper.step(1)
+    assert stepper.last_velocity_source == "history"
+
+    stepper2 = omm.FastEGNNStepper(simulation, checkpoint, relax_steps=RELAX, guarded=False)
+    gentle(stepper2)
+    with pytest.raises(DataError, match="set_history"):
+        stepper2.set_history(np.zeros((3, 3)))
+    now = stepper2.history
+    assert now is None
+    x = simulation.context.getState(getPositions=True).getPositions(asNumpy=True).value_in_unit(unit.nanometer)
+    previous = x[stepper2.selected] * 10 - 0.1
+    stepper2.set_history(previous)
+    np.testing.assert_allclose(stepper2.history[0], previous)
+    made = []
+    original = stepper2.predictor.predict
+    stepper2.predictor.predict = lambda x, v: made.append(v) or original(x, v)
+    stepper2.step(1)
+    assert stepper2.last_velocity_source == "history"
+    np.testing.assert_allclose(made[0], np.full_like(previous, 0.1 / 0.5), atol=1e-9)  # Å/ps over Δt = 0.5 ps
