@@ -2,7 +2,8 @@
 
 Prepares AdK (MDAnalysisTests' adk_open.pdb) for amber14 in vacuum, builds a simulation (2 fs,
 1 nm cutoff), attaches a DCDReporter and a StateDataReporter that report once per jump, runs
-``--jumps`` jumps with the stepper and prints its summary::
+``--warm-up`` Δt of ordinary MD (so the first learned jump gets the mean velocity over the previous
+Δt that the model was trained with), then ``--jumps`` jumps with the stepper and prints its summary::
 
     python examples/openmm_stepper.py --jumps 2 --out stepper-out
 """
@@ -26,7 +27,8 @@ def main(argv=None) -> dict:
     parser.add_argument("--jumps", type=int, default=3)
     parser.add_argument("--out", type=Path, default=Path("openmm-stepper-out"))
     parser.add_argument("--checkpoint", default="adk-backbone", help="shipped name or path of a checkpoint")
-    parser.add_argument("--relax-steps", type=int, default=100)
+    parser.add_argument("--relax-steps", type=int, default=25)
+    parser.add_argument("--warm-up", type=int, default=1, help="Δt of ordinary MD before the first jump")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--minimise-iterations", type=int, default=100, help="of the start structure")
     args = parser.parse_args(argv)
@@ -49,13 +51,14 @@ def main(argv=None) -> dict:
     simulation.reporters.append(app.DCDReporter(str(args.out / "stepper.dcd"), interval))
     simulation.reporters.append(app.StateDataReporter(str(args.out / "stepper.csv"), interval, step=True,
                                                       time=True, potentialEnergy=True, temperature=True))
+    stepper.warm_up(args.warm_up)  # reporters record it: it is ordinary MD
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
         stepper.step(args.jumps)
     summary = stepper.summary()
     print(json.dumps(summary, indent=2))
     print(f"simulated {simulation.context.getState().getTime()} in {simulation.currentStep} steps; "
-          f"{summary['accepted']} accepted, {summary['rejected']} rejected jumps")
+          f"{summary['warm_up_jumps']} warm-up Δt, {summary['accepted']} accepted, {summary['rejected']} rejected jumps")
     return summary
 
 

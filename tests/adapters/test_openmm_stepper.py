@@ -277,7 +277,8 @@ def test_example_runs(checkpoint, tmp_path):
     assert "accepted" in result.stdout
     assert (out / "stepper.dcd").stat().st_size > 0
     lines = [line for line in (out / "stepper.csv").read_text().splitlines() if not line.startswith("#")]
-    assert len(lines) == 1
+    assert len(lines) == 2  # the warm-up Δt of ordinary MD, then the jump
+    assert [int(line.split(",")[0]) for line in lines] == [STEPS_PER_JUMP, 2 * STEPS_PER_JUMP]
 
 
 def test_capped_descent_removes_a_clash(simulation):
