@@ -52,7 +52,9 @@ VELOCITY_CONVENTIONS = ("physical", "backward", "forward")
 class DataSpec:
     """What a model was trained on, so it is used on data of the same kind.
 
-    units : {"length": ..., "time": ...}; "Å"/"ps" for MD, "dimensionless" for N-body/SPH.
+    units : {"length": ..., "time": ...}; "Å"/"ps" for MD, "dimensionless" for N-body; SPH:
+        dimensionless lengths, time in the unit of the dataset's frame interval ("s" when its
+        metadata says so, else "dimensionless"; docs/data-formats.md).
     dt : length of one learned jump in the time unit.
     frame_stride : jump length in frames of the source trajectory.
     velocity_convention : "physical", "backward" or "forward" (docs/architecture.md).
@@ -63,7 +65,8 @@ class DataSpec:
     selection : atom selection string for molecular data (None otherwise).
     feature_recipe : how node/edge features are built (graph.FEATURE_RECIPE).
     normalisation : constants applied to inputs before the model; empty = raw features.
-    gravity_axis : unit vector of gravity for SPH models, None otherwise.
+    gravity_axis : unit vector of the model's learned gravity term (SPH), None for no term; the
+        same as the model's ``hparams["gravity_axis"]``.
     extra : adapter-specific metadata (e.g. default node attributes, topology).
     """
 

@@ -3,10 +3,13 @@
     fastegnn-md nbody generate --out data/nbody [--train 5000 --valid 2000 --test 2000]
     fastegnn-md train --data data/nbody --model fastegnn --virtual-nodes 3 --drop-rate 0.75 --out runs/x
     fastegnn-md evaluate runs/x/best.pt --data data/nbody
+    fastegnn-md train --data data/water --model fastegnn -C 3 --drop-rate 0.75 [--jump 15 --velocity backward] --out runs/w
+    fastegnn-md evaluate runs/w/best.pt --data data/water
     fastegnn-md train --data md/adk.xtc [--topology md/adk.tpr] --selection backbone --jump 10 --out runs/adk
     fastegnn-md evaluate runs/adk/best.pt --data md/other.xtc --topology md/other.tpr
     fastegnn-md validate trajectories/adk-obc/adk_obc.pdb --jumps 10 --out validation
     fastegnn-md sph generate data/water [--train 6 --valid 1 --test 1 --frames 300 --particle-radius 0.0125]
+    fastegnn-md rollout data/water --checkpoint runs/water/best.pt [--split test --trajectory 0 --start 20]
 
 Every error a user can cause ends the program with one line
 ``fastegnn-md: error: <file or argument>: <what is wrong>`` and exit status 2.
@@ -52,6 +55,14 @@ def _nonneg_float(text: str) -> float:
     value = float(text)
     if not value >= 0.0:
         raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
+    return value
+
+
+def _gravity_axis(text: str) -> str:
+    """`--gravity-axis`: x, y or z (optionally signed: gravity points along −axis unless "+"), or none."""
+    value = text.strip().lower()
+    if not (value == "none" or (value.lstrip("+-") in ("x", "y", "z") and len(value) <= 2)):
+        raise argparse.ArgumentTypeError(f"must be x, y, z or none, got {text!r}")
     return value
 
 
@@ -111,15 +122,18 @@ def build_parser() -> OneLineParser:
     train.add_argument("--model", default="fastegnn", choices=available_models())
     train.add_argument("--virtual-nodes", "-C", type=_positive_int, default=3, help="C, virtual nodes (FastEGNN)")
     train.add_argument("--drop-rate", "-p", type=_fraction, default=0.0, help="fraction of longest edges dropped")
-    train.add_argument("--cutoff", type=float, default=None, help="radius graph cutoff (default: dataset's; MD: 10 Å)")
+    train.add_argument("--cutoff", type=float, default=None,
+                       help="radius graph cutoff (default: dataset's; MD: 10 Å; SPH: metadata default_connectivity_radius)")
     train.add_argument("--sigma", type=float, default=1.5, help="MMD kernel bandwidth, length unit (default 1.5)")
-    train.add_argument("--mmd-weight", type=float, default=0.03, help="lambda of Eq. 11; 0 disables MMD")
+    train.add_argument("--mmd-weight", type=float, default=None,
+                       help="lambda of Eq. 11; 0 disables MMD (default 0.03; SPH: 0.01, the paper's Water-3D value)")
     train.add_argument("--mmd-samples", type=_positive_int, default=100, help="real nodes sampled per graph for MMD")
     train.add_argument("--hidden", type=_positive_int, default=64)
     train.add_argument("--layers", type=_positive_int, default=4)
     train.add_argument("--lr", type=float, default=5e-4)
     train.add_argument("--weight-decay", type=float, default=1e-12)
-    train.add_argument("--batch-size", type=_positive_int, default=50)
+    train.add_argument("--batch-size", type=_positive_int, default=None,
+                       help="graphs per batch (default 50; SPH: 20, the authors' Water-3D script)")
     train.add_argument("--epochs", type=_positive_int, default=100)
     train.add_argument("--patience", type=_positive_int, default=50, help="early stopping: epochs without improvement")
     train.add_argument("--length-scale", type=float, default=None,
@@ -133,30 +147,45 @@ def build_parser() -> OneLineParser:
     )
     _add_md_arguments(train)
     train.add_argument("--selection", default=None, help="MD: MDAnalysis selection of the graph nodes (default backbone)")
-    train.add_argument("--jump", type=_positive_int, default=None, help="MD: frames per learned jump, after --stride (default 1)")
+    train.add_argument("--jump", type=_positive_int, default=None,
+                       help="MD: frames per learned jump, after --stride (default 1); SPH: frames per jump (default 15)")
     train.add_argument("--stride", type=_positive_int, default=None, help="MD: read every S-th frame (default 1)")
     train.add_argument(
-        "--velocity", choices=("backward", "physical", "forward"), default=None,
-        help="MD: input velocities from x_t - x_(t-jump) (backward, default), the file (physical) or x_(t+1) - x_t (forward)",
+        "--velocity", choices=("backward", "physical", "forward", "paper"), default=None,
+        help="MD/SPH: input velocities from x_t - x_(t-jump) (backward, default), the file (physical, MD only) "
+             "or x_(t+1) - x_t (forward, alias paper)",
     )
+    train.add_argument("--gravity-axis", type=_gravity_axis, default=None, metavar="x|y|z|none",
+                       help="SPH: axis of the learned gravity term (default: the dataset's metadata, else y)")
     train.add_argument("--dtype", choices=("float32", "float64"), default="float32")
     train.add_argument("--threads", type=_positive_int, default=None, help="torch CPU threads")
     train.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda (default cpu)")
     train.add_argument("--no-resume", action="store_true", help="start over even if OUT/last.pt exists")
     train.add_argument("--quiet", action="store_true", help="no progress bars")
 
-    ro = sub.add_parser("rollout", help="learned jumps from a frame of a trajectory, with a report")
-    ro.add_argument("trajectory", type=Path, help="any trajectory MDAnalysis reads (.xtc, .trr, .dcd, .pdb, ...)")
+    ro = sub.add_parser("rollout", help="learned jumps from a frame of a trajectory or SPH dataset, with a report")
+    ro.add_argument("trajectory", type=Path, metavar="TRAJ",
+                    help="any trajectory MDAnalysis reads (.xtc, .trr, .dcd, .pdb, ...), or an SPH dataset directory "
+                         "(with metadata.json)")
     ro.add_argument("--topology", type=Path, default=None,
-                    help="topology (default: TRAJ's stem with .tpr/.psf/.gro/.pdb, else the checkpoint's)")
+                    help="MD: topology (default: TRAJ's stem with .tpr/.psf/.gro/.pdb, else the checkpoint's)")
     ro.add_argument("--checkpoint", default=None,
-                    help="shipped model name or path (default adk-backbone, or a shipped model that fits the atoms)")
+                    help="shipped model name or path (MD default adk-backbone, or a shipped model that fits the atoms; "
+                         "required for SPH)")
     ro.add_argument("--start", type=int, default=None, help="start frame (default: first with a frame one jump earlier)")
     ro.add_argument("--jumps", type=_positive_int, default=None, help="learned jumps (default: as many as TRAJ covers)")
-    ro.add_argument("--out", type=Path, default=None, help="predicted trajectory (default REPORT/predicted.<ext of TRAJ>)")
-    ro.add_argument("--report", type=Path, default=None, help="report directory (default ./<TRAJ stem>-rollout)")
-    ro.add_argument("--max-displacement", type=float, default=20.0,
-                    help="Å one atom may move in one jump before the rollout is stopped (default 20)")
+    ro.add_argument("--out", type=Path, default=None,
+                    help="predicted trajectory (default REPORT/predicted.<ext of TRAJ>; SPH: REPORT/predicted.h5)")
+    ro.add_argument("--report", type=Path, default=None,
+                    help="report directory (default ./<TRAJ stem>-rollout; SPH: ./<dir name>-<split><index>-rollout)")
+    ro.add_argument("--max-displacement", type=float, default=None,
+                    help="displacement of one atom/particle in one jump that stops the rollout (MD: Å, default 20; "
+                         "SPH: dataset length units, default the diagonal of the dataset's bounds)")
+    ro.add_argument("--split", default=None, help="SPH: split to read (default test)")
+    ro.add_argument("--trajectory", dest="trajectory_index", type=int, default=None, metavar="I",
+                    help="SPH: index of the trajectory in the split, in file order (default 0)")
+    ro.add_argument("--sinkhorn-particles", type=_positive_int, default=None, metavar="K",
+                    help="SPH: particles subsampled for the Sinkhorn divergence (default 500)")
     ro.add_argument("--threads", type=_positive_int, default=None, help="torch CPU threads")
     ro.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda (default cpu)")
     ro.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -317,9 +346,12 @@ def cmd_train(args: argparse.Namespace) -> int:
     device = _device(args.device)
     if args.threads:
         torch.set_num_threads(args.threads)
-    frames, md = _train_data_options(args)
-    dataset = open_dataset(args.data, frame_in=frames[0], frame_out=frames[1], md=md)
+    frames, md, sph = _train_data_options(args)
+    dataset = open_dataset(args.data, frame_in=frames[0], frame_out=frames[1], md=md, sph=sph)
     cutoff = args.cutoff if args.cutoff is not None else dataset.spec_fields.get("cutoff")
+    # SPH defaults: the paper's Water-3D lambda (Table 5) and the authors' batch of 20 large graphs.
+    mmd_weight = args.mmd_weight if args.mmd_weight is not None else (0.01 if sph is not None else 0.03)
+    batch_size = args.batch_size if args.batch_size is not None else (20 if sph is not None else 50)
     try:
         config = TrainConfig(
             model=args.model,
@@ -329,15 +361,16 @@ def cmd_train(args: argparse.Namespace) -> int:
             cutoff=cutoff,
             drop_rate=args.drop_rate,
             sigma=args.sigma,
-            mmd_weight=args.mmd_weight,
+            mmd_weight=mmd_weight,
             mmd_samples=args.mmd_samples,
             lr=args.lr,
             weight_decay=args.weight_decay,
-            batch_size=args.batch_size,
+            batch_size=batch_size,
             epochs=args.epochs,
             patience=args.patience,
             grad_clip=args.grad_clip,
             length_scale=_length_scale(args.length_scale, dataset.spec_fields),
+            gravity_axis=dataset.spec_fields.get("gravity_axis"),
             seed=args.seed,
             dtype=args.dtype,
             device=device,
@@ -359,30 +392,57 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def _train_data_options(args: argparse.Namespace):
-    """(N-body frames, MDOptions or None) for `train`; a flag of the other kind is a UsageError."""
+    """(N-body frames, MDOptions or None, SPHOptions or None) for `train`; a flag of another kind
+    of data is a UsageError."""
     import math
 
-    from .data.sources import MDOptions, is_trajectory_path
+    from .data.sources import MDOptions, SPHOptions, is_sph_directory, is_trajectory_path
 
-    md_flags = {
-        "--topology": args.topology, "--selection": args.selection, "--jump": args.jump, "--stride": args.stride,
-        "--velocity": args.velocity, "--cache-dir": args.cache_dir,
-    }
+    md_only = {"--topology": args.topology, "--selection": args.selection, "--stride": args.stride,
+               "--cache-dir": args.cache_dir}
+    md_or_sph = {"--jump": args.jump, "--velocity": args.velocity}
+    velocity = "forward" if args.velocity == "paper" else args.velocity
+    if args.cutoff is not None and not (math.isfinite(args.cutoff) and args.cutoff > 0):
+        raise UsageError(f"--cutoff: must be a positive length, got {args.cutoff}")  # before any slow read
     if not is_trajectory_path(args.data):
-        given = [flag for flag, value in md_flags.items() if value is not None]
+        if is_sph_directory(args.data):
+            given = [flag for flag, value in md_only.items() if value is not None]
+            if given:
+                raise UsageError(
+                    f"{given[0]}: applies to MD trajectory files, but --data {args.data} is an SPH dataset directory"
+                )
+            if args.frames is not None:
+                raise UsageError(f"--frames: applies to N-body dataset directories; use --jump for SPH dataset {args.data}")
+            if velocity == "physical":
+                raise UsageError(f"--velocity: SPH dataset {args.data} stores no velocities; use backward or forward")
+            sph = SPHOptions()
+            if args.gravity_axis is not None:
+                sph.gravity_axis = None if args.gravity_axis == "none" else args.gravity_axis
+            for name, value in (("jump", args.jump), ("velocity_convention", velocity), ("cutoff", args.cutoff)):
+                if value is not None:
+                    setattr(sph, name, value)
+            return (30, 40), None, sph
+        given = [flag for flag, value in {**md_only, **md_or_sph}.items() if value is not None]
         if given and args.data.is_dir():
-            raise UsageError(f"{given[0]}: applies to MD trajectory files, but --data {args.data} is a dataset directory")
-        return tuple(args.frames or (30, 40)), None
+            kind = "MD trajectory files and SPH dataset directories" if given[0] in md_or_sph else "MD trajectory files"
+            raise UsageError(f"{given[0]}: applies to {kind}, but --data {args.data} is an N-body dataset directory")
+        if args.gravity_axis is not None and args.data.is_dir():
+            raise UsageError(
+                f"--gravity-axis: applies to SPH dataset directories, but --data {args.data} is an N-body dataset directory"
+            )
+        return tuple(args.frames or (30, 40)), None, None
     if args.frames is not None:
         raise UsageError(f"--frames: applies to N-body dataset directories; use --jump/--stride for trajectory {args.data}")
-    if args.cutoff is not None and not (math.isfinite(args.cutoff) and args.cutoff > 0):
-        raise UsageError(f"--cutoff: must be a positive length in Å, got {args.cutoff}")  # before the slow read
+    if args.gravity_axis is not None:
+        raise UsageError(
+            f"--gravity-axis: applies to SPH dataset directories, but --data {args.data} is an MD trajectory file"
+        )
     md = MDOptions(topology=args.topology, cache_dir=args.cache_dir, progress=not args.quiet)
     for name, value in (("selection", args.selection), ("jump", args.jump), ("stride", args.stride),
-                        ("velocity_convention", args.velocity), ("cutoff", args.cutoff)):
+                        ("velocity_convention", velocity), ("cutoff", args.cutoff)):
         if value is not None:
             setattr(md, name, value)
-    return (30, 40), md
+    return (30, 40), md, None
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
@@ -395,6 +455,12 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     device = _device(args.device)
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.data.is_dir():
+        given = [flag for flag, value in (("--topology", args.topology), ("--cache-dir", args.cache_dir)) if value]
+        if given:
+            raise UsageError(
+                f"{given[0]}: applies to MD trajectory files, but --data {args.data} is a dataset directory"
+            )
     ckpt = load_checkpoint(args.checkpoint)
     dataset = open_for_checkpoint(
         args.data, ckpt.data_spec, topology=args.topology, cache_dir=args.cache_dir, progress=not args.quiet
@@ -459,14 +525,28 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 def cmd_rollout(args: argparse.Namespace) -> int:
     import torch
 
+    from .rollout import DEFAULT_MAX_DISPLACEMENT
+    from .sph_rollout import is_sph_dataset
     from .trajectory_rollout import rollout_trajectory
 
+    path = args.trajectory
+    if path.is_dir():
+        if not is_sph_dataset(path):
+            raise UsageError(f"{path}: is a directory without metadata.json (rollout takes a trajectory file or an "
+                             "SPH dataset directory)")
+        return _rollout_sph(args)
+    sph_flags = {"--split": args.split, "--trajectory": args.trajectory_index,
+                 "--sinkhorn-particles": args.sinkhorn_particles}
+    given = [flag for flag, value in sph_flags.items() if value is not None]
+    if given:
+        raise UsageError(f"{given[0]}: applies to SPH dataset directories, but {path} is a trajectory file")
     device = _device(args.device)
     if args.threads:
         torch.set_num_threads(args.threads)
+    max_displacement = args.max_displacement if args.max_displacement is not None else DEFAULT_MAX_DISPLACEMENT
     outputs = rollout_trajectory(
         args.trajectory, topology=args.topology, checkpoint=args.checkpoint, start=args.start,
-        jumps=args.jumps, out=args.out, report_dir=args.report, max_displacement=args.max_displacement,
+        jumps=args.jumps, out=args.out, report_dir=args.report, max_displacement=max_displacement,
         device=device, progress=not args.quiet,
     )
     report = outputs.report
@@ -479,6 +559,42 @@ def cmd_rollout(args: argparse.Namespace) -> int:
         print(f"mean Kabsch RMSD over {report['summary']['jumps']} jumps with reference frames: {scores}")
     else:
         print("no jump time has a reference frame in the trajectory: the report lists the jumps without metrics")
+    if outputs.stopped:
+        print(f"rollout stopped early: {outputs.stopped}", file=sys.stderr)
+    print(f"report: {outputs.report_files['markdown']}")
+    return 1 if outputs.stopped else 0  # frames and report are kept; scripts still see the stop
+
+
+def _rollout_sph(args: argparse.Namespace) -> int:
+    """`rollout DATASET_DIR`: the SPH rollout (fastegnn_md/sph_rollout.py) and its summary lines."""
+    import torch
+
+    from .particle_metrics import SINKHORN_MAX_PARTICLES
+    from .sph_rollout import rollout_sph
+
+    path = args.trajectory
+    if args.topology is not None:
+        raise UsageError(f"--topology: applies to MD trajectory files, but {path} is an SPH dataset directory")
+    if args.checkpoint is None:
+        raise UsageError(f"--checkpoint: required for the SPH dataset {path} (no SPH model is shipped)")
+    device = _device(args.device)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    outputs = rollout_sph(
+        path, args.checkpoint, split=args.split or "test",
+        trajectory=args.trajectory_index if args.trajectory_index is not None else 0,
+        start=args.start, jumps=args.jumps, out=args.out, report_dir=args.report,
+        max_displacement=args.max_displacement,
+        sinkhorn_particles=args.sinkhorn_particles or SINKHORN_MAX_PARTICLES, device=device, progress=not args.quiet,
+    )
+    report = outputs.report
+    print(f"predicted trajectory: {outputs.predicted} (LagrangeBench HDF5, start + {report['model_jumps']} jumps)")
+    horizons = report["horizons"]["mse_at"]
+    scores = "; ".join(
+        f"{name} " + " / ".join("–" if per[name] is None else f"{per[name]:.3g}" for per in horizons.values())
+        for name in report["predictors"]
+    )
+    print(f"MSE at {' / '.join(horizons)} jumps: {scores}")
     if outputs.stopped:
         print(f"rollout stopped early: {outputs.stopped}", file=sys.stderr)
     print(f"report: {outputs.report_files['markdown']}")

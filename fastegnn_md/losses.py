@@ -7,12 +7,32 @@ from typing import Optional
 import torch
 
 
-def position_mse(predicted: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+def position_mse(
+    predicted: torch.Tensor, target: torch.Tensor, moving: Optional[torch.Tensor] = None
+) -> torch.Tensor:
     """Mean over nodes and coordinates of the squared error; (N, 3), (N, 3) -> scalar.
 
-    This is the paper's reported MSE (length unit squared, e.g. Å^2).
+    This is the paper's reported MSE (length unit squared, e.g. Å^2). ``moving`` (N,) bool, if
+    given, restricts the mean to the nodes the model predicts (SPH walls and other kinematic
+    particles are inputs only); with no moving node the result is 0 (still differentiable).
     """
-    return ((predicted - target) ** 2).mean()
+    squared = (predicted - target) ** 2
+    if moving is None:
+        return squared.mean()
+    count = int(moving.sum()) * squared.shape[1]
+    return squared[moving].sum() / max(count, 1)
+
+
+def moving_subset(
+    positions: torch.Tensor, batch_index: torch.Tensor, num_graphs: int, moving: Optional[torch.Tensor]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(positions of the moving nodes (M, 3), moving nodes per graph (B,)) for `mmd_loss`.
+
+    Nodes stay grouped by graph in order, as `mmd_loss` expects. Without a mask every node counts.
+    """
+    if moving is None:
+        return positions, torch.bincount(batch_index, minlength=num_graphs)
+    return positions[moving], torch.bincount(batch_index[moving], minlength=num_graphs)
 
 
 def rbf_kernel(a: torch.Tensor, b: torch.Tensor, sigma: float) -> torch.Tensor:
@@ -27,7 +47,7 @@ def sample_nodes_per_graph(
     """Pick up to ``samples`` distinct nodes of every graph, uniformly at random.
 
     Returns (node_index (B, S), valid (B, S) bool) where S = min(samples, largest graph);
-    graphs smaller than S have their extra slots marked invalid.
+    graphs smaller than S (also empty ones) have their extra slots marked invalid.
     """
     device = graph_sizes.device
     num_graphs = graph_sizes.shape[0]
@@ -39,7 +59,7 @@ def sample_nodes_per_graph(
     keys = keys.masked_fill(torch.arange(max_size, device=device) >= graph_sizes.unsqueeze(1), 2.0)
     local = keys.argsort(dim=1)[:, :width]
     valid = local < graph_sizes.unsqueeze(1)
-    return (local + offsets.unsqueeze(1)).clamp(max=int(graph_sizes.sum()) - 1), valid
+    return (local + offsets.unsqueeze(1)).clamp(min=0, max=max(int(graph_sizes.sum()) - 1, 0)), valid
 
 
 def mmd_loss(
@@ -58,7 +78,9 @@ def mmd_loss(
     Eq. 11 of the paper, the trainer passes the *ground-truth* target positions X_GT (not the
     model's predicted positions) and the virtual coordinates Z^(L) of the last layer. For each
     graph a random subset of at most ``samples`` real nodes is used (Sec. 4.3), so every graph
-    counts equally however many nodes it has.
+    counts equally however many nodes it has. With a moving mask the trainer passes only the
+    moving nodes' targets (`moving_subset`): walls do not pull the virtual nodes. A graph with
+    no real node contributes only its virtual term.
 
     Shapes: real_positions (N, 3), virtual_positions (B, C, 3), graph_sizes (B,).
     """
@@ -68,5 +90,5 @@ def mmd_loss(
     virtual_term = rbf_kernel(z, z, sigma).mean(dim=(1, 2))  # (B,)
     cross = rbf_kernel(x, z, sigma).mean(dim=2)  # (B, S)
     weights = valid.to(cross.dtype)
-    cross_term = (cross * weights).sum(1) / weights.sum(1)
+    cross_term = (cross * weights).sum(1) / weights.sum(1).clamp(min=1.0)
     return (virtual_term - cross_term).mean()

@@ -84,17 +84,38 @@ class Predictor:
             f"and stores none for {num_nodes} nodes; pass node_attrs"
         )
 
+    def default_moving(self, attrs: np.ndarray) -> Optional[np.ndarray]:
+        """(N,) bool moving mask from one-hot node attributes, or None (every node moves).
+
+        SPH checkpoints record which attribute columns mark kinematic particles (walls) in
+        ``spec.extra["kinematic_attr_columns"]``; a node with a 1 in any of them is not moving.
+        """
+        columns = self.spec.extra.get("kinematic_attr_columns")
+        if not columns:
+            return None
+        return ~(attrs[:, list(columns)] > 0.5).any(axis=1)
+
     def predict(
         self,
         positions: np.ndarray,
         velocities: np.ndarray,
         node_attrs: Optional[np.ndarray] = None,
+        *,
+        moving: Optional[np.ndarray] = None,
+        kinematic_positions: Optional[np.ndarray] = None,
     ) -> Jump:
         """One learned jump for one frame (N, 3) or a batch of frames (B, N, 3).
 
         positions in the checkpoint's length unit, velocities in length/time following the
         checkpoint's velocity convention; node_attrs (N, F) defaults to the ones stored in the
         checkpoint. Graphs are built with the checkpoint's cutoff and drop rate.
+
+        moving : (N,) bool, the nodes the model predicts; default from the node attributes for
+            SPH checkpoints (`default_moving`: walls are not moving), else all nodes.
+        kinematic_positions : positions after the jump, same shape as ``positions``, of which
+            only the non-moving rows are used: where walls or other kinematic particles will be
+            (their motion is prescribed). Default: they stay at their input positions. The
+            returned positions of non-moving nodes are these (`JumpModel.forward`).
         """
         positions = np.asarray(positions, dtype=np.float64)
         velocities = np.asarray(velocities, dtype=np.float64)
@@ -114,8 +135,20 @@ class Predictor:
         self.spec.check_fits(attrs.shape[1], num_nodes, where="input")
         if not (np.isfinite(positions).all() and np.isfinite(velocities).all()):
             raise DataError("positions/velocities: contain NaN or infinite values")
+        moving = self.default_moving(attrs) if moving is None else np.asarray(moving, dtype=bool)
+        if moving is not None and moving.shape != (num_nodes,):
+            raise DataError(f"moving: expected shape ({num_nodes},), got {moving.shape}")
+        if kinematic_positions is None:
+            later = positions
+        else:
+            later = np.asarray(kinematic_positions, dtype=np.float64)
+            if single:
+                later = later[None]
+            if later.shape != positions.shape:
+                raise DataError(f"kinematic_positions: shape {later.shape} does not match positions {positions.shape}")
 
-        pairs = [FramePair(x, v, x, attrs) for x, v in zip(positions, velocities)]
+        # The "target" of a prediction-only pair is where non-moving nodes end up (see above).
+        pairs = [FramePair(x, v, y, attrs, moving=moving) for x, v, y in zip(positions, velocities, later)]
         batch = collate(pairs, cutoff=self.spec.cutoff, drop_rate=self.spec.drop_rate, dtype=self.dtype)
         with torch.inference_mode():
             out = self.model(batch.to(self.device))

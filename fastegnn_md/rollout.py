@@ -36,6 +36,10 @@ class StopRollout(Exception):
     rollout cleanly: the frame is dropped, the ones before it are kept, the message is the reason."""
 
 
+#: ``constrain(k, positions (N, 3)) -> positions (N, 3)`` for jump k (see `roll_out`).
+Constraint = Callable[[int, np.ndarray], np.ndarray]
+
+
 @dataclass
 class RolloutFrame:
     """One predicted frame: jump index k ≥ 1, time since the start (ps), positions (N, 3) Å,
@@ -119,6 +123,7 @@ def roll_out(
     max_displacement: float = DEFAULT_MAX_DISPLACEMENT,
     on_frame: Optional[Callable[[RolloutFrame], None]] = None,
     progress: bool = False,
+    constrain: Optional[Constraint] = None,
 ) -> RolloutResult:
     """Apply ``num_jumps`` learned jumps from ``start``; each input is the previous output.
 
@@ -126,13 +131,16 @@ def roll_out(
     may raise `StopRollout` to end the rollout. The rollout stops early, keeping every frame
     made so far, when a prediction is not finite, moves any atom more than
     ``max_displacement`` Å in one jump, or ``on_frame`` stops it; ``result.stop`` says why.
+    ``constrain(k, positions)``, if given, returns the positions of jump k with prescribed nodes
+    put where they must be (SPH walls follow the reference); it runs before those checks and
+    the velocity fed to the next jump is computed from what it returns.
     """
     from tqdm.auto import tqdm
 
     check_rollout_safe(predictor)
     result = RolloutResult()
     for frame in tqdm(
-        iterate_jumps(predictor, start, num_jumps, node_attrs, max_displacement, result),
+        iterate_jumps(predictor, start, num_jumps, node_attrs, max_displacement, result, constrain),
         total=num_jumps, desc="rollout", unit="jump", disable=not progress,
     ):
         if on_frame is not None:
@@ -152,6 +160,7 @@ def iterate_jumps(
     node_attrs: Optional[np.ndarray],
     max_displacement: float,
     result: RolloutResult,
+    constrain: Optional[Constraint] = None,
 ) -> Iterator[RolloutFrame]:
     """Generator behind `roll_out`; on a stop it records ``result.stop`` and returns."""
     dt = predictor.dt
@@ -159,16 +168,13 @@ def iterate_jumps(
     convention = predictor.spec.velocity_convention
     for k in range(1, num_jumps + 1):
         jump = predictor.predict(x, v, node_attrs)
-        new_x = jump.positions
+        new_x = jump.positions if constrain is None else constrain(k, jump.positions)
         if not np.isfinite(new_x).all():
             result.stop = RolloutStop(k, f"jump {k}: the model predicted non-finite positions")
             return
         moved = float(np.sqrt(((new_x - x) ** 2).sum(axis=1)).max())
         if moved > max_displacement:
-            result.stop = RolloutStop(
-                k, f"jump {k}: an atom moved {moved:.1f} Å in one jump (limit {max_displacement:g} Å); "
-                "the rollout is exploding"
-            )
+            result.stop = RolloutStop(k, f"jump {k}: {_moved_too_far(predictor, moved, max_displacement)}")
             return
         if convention == "physical":
             if jump.velocities is None:
@@ -181,6 +187,15 @@ def iterate_jumps(
             new_v = (new_x - x) / dt
         x, v = new_x, new_v
         yield RolloutFrame(k, k * dt, x, v, jump.virtual_positions)
+
+
+def _moved_too_far(predictor: Predictor, moved: float, limit: float) -> str:
+    """The stop reason for a node that moved ``moved`` > ``limit`` in one jump, in the model's unit."""
+    unit = predictor.spec.units.get("length", "Å")
+    if unit == "Å":
+        return f"an atom moved {moved:.1f} Å in one jump (limit {limit:g} Å); the rollout is exploding"
+    suffix = "" if unit == "dimensionless" else f" {unit}"  # SPH/N-body: the dataset's own length unit
+    return f"a particle moved {moved:.3g}{suffix} in one jump (limit {limit:g}{suffix}); the rollout is exploding"
 
 
 def no_motion(start: StartState, num_jumps: int, dt: float) -> np.ndarray:

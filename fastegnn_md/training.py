@@ -25,8 +25,9 @@ from .checkpoint import DataSpec, load_checkpoint, save_checkpoint
 from .errors import FastEGNNError
 from .graph import FramePair, GraphBatch, collate, feature_dims
 from .io import write_atomically
-from .losses import mmd_loss, position_mse
+from .losses import mmd_loss, moving_subset, position_mse
 from .models import JumpModel, build_model, model_hparams
+from .models.base import unit_gravity_axis
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 BEST, LAST, METRICS = "best.pt", "last.pt", "metrics.jsonl"
@@ -41,7 +42,9 @@ class TrainConfig:
     paper's "w/o MMD" ablation); patience is the number of epochs without a better validation
     MSE before early stopping; grad_clip, if set, caps the global gradient norm of every step
     (off by default, as in the paper; it guards against the early divergence FastEGNN<1,0> showed
-    in benchmarks/RESULTS.md).
+    in benchmarks/RESULTS.md). gravity_axis (a 3-vector, stored normalised; None = no term)
+    switches on the models' learned gravity term (`fastegnn_md.models.base.JumpModel`); the
+    checkpoint's data spec records it. The CLI takes it from the dataset (SPH: metadata or −y).
     """
 
     model: str = "fastegnn"
@@ -60,6 +63,7 @@ class TrainConfig:
     patience: int = 50
     grad_clip: Optional[float] = None
     length_scale: float = 1.0
+    gravity_axis: Optional[list[float]] = None
     seed: int = 0
     dtype: str = "float32"
     device: str = "cpu"
@@ -80,6 +84,8 @@ class TrainConfig:
             raise ValueError(f"sigma must be a positive length, got {self.sigma}")
         if self.grad_clip is not None and not (math.isfinite(self.grad_clip) and self.grad_clip > 0):
             raise ValueError(f"grad_clip must be a positive number, got {self.grad_clip}")
+        if self.gravity_axis is not None:
+            self.gravity_axis = unit_gravity_axis(self.gravity_axis)
         for name in ("lr", "weight_decay", "mmd_weight"):
             value = getattr(self, name)
             if not (math.isfinite(value) and value >= 0):
@@ -100,6 +106,8 @@ def make_model(config: TrainConfig, num_node_attrs: int, dt: float = 1.0) -> tup
     )
     if config.length_scale != 1.0:  # only then, so N-body checkpoints keep their hparams unchanged
         hparams["length_scale"] = config.length_scale
+    if config.gravity_axis is not None:  # likewise: no key = no gravity term (older checkpoints)
+        hparams["gravity_axis"] = list(config.gravity_axis)
     torch.manual_seed(config.seed)
     return build_model(config.model, **hparams), hparams
 
@@ -130,14 +138,22 @@ def evaluate_mse(
     dtype: torch.dtype = torch.float32,
     device: str = "cpu",
 ) -> float:
-    """Position MSE over all nodes and coordinates of ``pairs`` (the paper's test metric)."""
+    """Position MSE over all nodes and coordinates of ``pairs`` (the paper's test metric).
+
+    Pairs with a ``moving`` mask are scored on their moving nodes only (walls and other
+    kinematic particles are inputs, not predictions): the mean is over every moving node of
+    every pair, as `position_mse` pools a batch.
+    """
     model.eval()
     total, count = 0.0, 0
     for batch in batches(pairs, batch_size, cutoff, drop_rate, dtype):
         batch = batch.to(device)
         out = model(batch)
-        total += float(((out.positions - batch.target_positions) ** 2).sum())
-        count += batch.target_positions.numel()
+        squared = (out.positions - batch.target_positions) ** 2
+        if batch.moving is not None:
+            squared = squared[batch.moving]
+        total += float(squared.sum())
+        count += squared.numel()
     return total / max(count, 1)
 
 
@@ -209,7 +225,9 @@ class Trainer:
         self.dataset_name = dataset_name
         num_attrs = train_pairs[0].node_attrs.shape[1]
         fields = dict(spec_fields)
-        fields.update(cutoff=config.cutoff, drop_rate=config.drop_rate, num_node_attrs=num_attrs)
+        fields.update(
+            cutoff=config.cutoff, drop_rate=config.drop_rate, num_node_attrs=num_attrs, gravity_axis=config.gravity_axis
+        )
         self.spec = DataSpec.from_dict(fields)
         self.model, self.hparams = make_model(config, num_attrs, dt=self.spec.dt)
         self.model.to(device=config.device, dtype=self.dtype)
@@ -315,14 +333,16 @@ class Trainer:
         for batch in bar:
             batch = batch.to(config.device)
             out = self.model(batch)
-            mse = position_mse(out.positions, batch.target_positions)
+            mse = position_mse(out.positions, batch.target_positions, batch.moving)
             loss = mse
             mmd = torch.zeros((), dtype=mse.dtype)
             if self.uses_mmd and out.virtual_positions is not None:
+                # Eq. 11's X_GT: the targets of the predicted (moving) nodes only.
+                real, sizes = moving_subset(batch.target_positions, batch.batch, batch.num_graphs, batch.moving)
                 mmd = mmd_loss(
-                    batch.target_positions,
+                    real,
                     out.virtual_positions,
-                    batch.graph_sizes.to(config.device),
+                    sizes,
                     config.sigma,
                     config.mmd_samples,
                     generator=self.mmd_rng,

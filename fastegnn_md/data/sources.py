@@ -4,6 +4,9 @@
 
 * a **dataset directory** holding a ``metadata.json`` whose ``format`` key names its reader.
   Today: ``fastegnn-md nbody`` (see `fastegnn_md.data.nbody` and docs/data-formats.md); or
+* an **SPH dataset directory** (Water-3D style: ``metadata.json`` without a ``format`` key and
+  ``{split}.h5`` or ``{split}.tfrecord``), read with the SPH adapter (`fastegnn_md.adapters.sph`,
+  imported only then); format name ``SPH_FORMAT``, reading options `SPHOptions`; or
 * an **MD trajectory file** (any format MDAnalysis reads, or a multi-frame PDB/GRO that is its
   own topology), read with the MDAnalysis adapter (`fastegnn_md.adapters.mdanalysis`,
   imported only then) into contiguous train/valid/test blocks; format name ``MD_FORMAT``.
@@ -18,13 +21,20 @@ import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import Any, Optional, Sequence, Union
+
+import numpy as np
 
 from ..errors import DataError
 from ..graph import FramePair
 
 NBODY_FORMAT = "fastegnn-md nbody"
 MD_FORMAT = "fastegnn-md md trajectory"
+SPH_FORMAT = "fastegnn-md sph"
+#: `SPHOptions.gravity_axis` value meaning "what the dataset's metadata records, else −y".
+GRAVITY_FROM_METADATA = "metadata"
+#: Water-3D's convention (and `fastegnn-md sph generate`'s): gravity along −y.
+DEFAULT_GRAVITY_AXIS = (0.0, -1.0, 0.0)
 #: Extensions tried, in order, for a topology beside a trajectory with the same stem.
 TOPOLOGY_EXTENSIONS = (".tpr", ".psf", ".gro", ".pdb")
 SPLITS = ("train", "valid", "test")
@@ -55,6 +65,38 @@ class MDOptions:
 
 
 @dataclass
+class SPHOptions:
+    """How to read an SPH dataset directory (`open_sph_directory`); the defaults are the CLI's.
+
+    jump : frames between input and target. Default 15, the jump our notes attribute to the
+        paper's text (the paper states Δt = 15 frames only for protein MD; the authors' Water-3D
+        script uses 20: pass 20 to match it).
+    velocity_convention : input velocity (`fastegnn_md.adapters.sph.frame_pairs`):
+        "backward" (default) = (x_t − x_{t−jump}) / dt, which `fastegnn-md rollout` computes
+        from its own outputs; "forward" (alias "paper") = (x_{t+1} − x_t) / frame_dt, the
+        authors' one-shot convention (peeks one frame ahead: never for rollouts).
+    num_starts, start_window : input frames per trajectory, drawn at random without
+        replacement among the first ``start_window`` frames that have a pair (the authors':
+        15 among the first 250); all of them when fewer exist.
+    seed : the starts of trajectory k of split s are drawn with ``default_rng([seed, s, k])``
+        (s = 0, 1, 2 for train, valid, test), so they do not depend on other trajectories.
+    cutoff : radius-graph cutoff in dataset length units; None = ``metadata
+        ["default_connectivity_radius"]`` (Water-3D: 0.035).
+    gravity_axis : `GRAVITY_FROM_METADATA` (default) = ``metadata["gravity_axis"]`` or
+        ``metadata["generator"]["gravity_axis"]`` when recorded, else −y (Water-3D); a 3-vector;
+        or None for no gravity term.
+    """
+
+    jump: int = 15
+    velocity_convention: str = "backward"
+    num_starts: int = 15
+    start_window: int = 250
+    seed: int = 0
+    cutoff: Optional[float] = None
+    gravity_axis: Union[str, Sequence[float], None] = GRAVITY_FROM_METADATA
+
+
+@dataclass
 class Dataset:
     """The split(s) of one dataset and what a checkpoint must remember about it.
 
@@ -79,6 +121,8 @@ class Dataset:
 
             opts = self.spec_fields["extra"]
             return load_nbody(self.path, split, opts["frame_in"], opts["frame_out"], max_systems=max_items)
+        if self.format == SPH_FORMAT:
+            return load_sph_pairs(self.path, split, self.spec_fields, max_items)
         raise DataError(f"{self.path}: dataset format {self.format!r} has no reader")
 
 
@@ -104,13 +148,18 @@ def is_trajectory_path(path: Union[str, Path]) -> bool:
 
 
 def open_dataset(
-    path: Union[str, Path], frame_in: int = 30, frame_out: int = 40, md: Optional[MDOptions] = None
+    path: Union[str, Path],
+    frame_in: int = 30,
+    frame_out: int = 40,
+    md: Optional[MDOptions] = None,
+    sph: Optional[SPHOptions] = None,
 ) -> Dataset:
-    """Open a dataset directory or an MD trajectory file.
+    """Open a dataset directory (N-body or SPH) or an MD trajectory file.
 
     ``frame_in``/``frame_out`` select the jump of N-body data; ``md`` (default `MDOptions()`)
-    says how to read a trajectory. Raises DataError (one line) for a missing path, unreadable
-    files, no topology found, a selection matching nothing, a trajectory too short, ...
+    says how to read a trajectory, ``sph`` (default `SPHOptions()`) an SPH directory. Raises
+    DataError (one line) for a missing path, unreadable files, no topology found, a selection
+    matching nothing, a trajectory too short, ...
     """
     path = Path(path)
     if not path.exists():
@@ -136,7 +185,216 @@ def open_dataset(
             "extra": {"frame_in": frame_in, "frame_out": frame_out, "dataset_format": fmt},
         }
         return Dataset(path, fmt, spec)
+    if fmt is None and is_sph_directory(path):
+        return open_sph_directory(path, sph or SPHOptions())
+    if fmt is None:
+        raise DataError(
+            f"{path}: neither an N-body dataset (metadata.json has no 'format') nor an SPH dataset "
+            "(no train/valid/test .h5 or .tfrecord file)"
+        )
     raise DataError(f"{path / 'metadata.json'}: unknown dataset format {fmt!r}")
+
+
+# --------------------------------------------------------------------------------------------
+# SPH particle datasets (SPH adapter)
+# --------------------------------------------------------------------------------------------
+
+
+def is_sph_directory(path: Union[str, Path]) -> bool:
+    """True if ``path`` is a directory with a ``{split}.h5`` or ``{split}.tfrecord`` file."""
+    path = Path(path)
+    return path.is_dir() and any((path / f"{split}.{ext}").is_file() for split in SPLITS for ext in ("h5", "tfrecord"))
+
+
+def is_sph_spec(spec: Any) -> bool:
+    """True if a DataSpec describes SPH dataset data."""
+    return spec.extra.get("dataset_format") == SPH_FORMAT
+
+
+def _import_sph() -> Any:
+    try:
+        from ..adapters import sph
+    except ImportError as exc:
+        raise DataError(f"reading SPH datasets needs h5py and google-crc32c ({exc})") from None
+    return sph
+
+
+def parse_gravity_axis(value: Any, where: str) -> list[float]:
+    """A gravity axis from metadata or the command line: "x", "-y", "+z", ... or a 3-vector.
+
+    Letters name the direction gravity points to ("-y": down the y axis; a bare "y" means −y,
+    Water-3D's convention; the sign does not matter to the models, whose phi_g is signed).
+    Returns a unit vector; DataError naming ``where`` otherwise.
+    """
+    from ..models.base import unit_gravity_axis
+
+    if isinstance(value, str):
+        text = value.strip().lower()
+        letter = text.lstrip("+-")
+        if letter not in ("x", "y", "z") or len(text) - len(letter) > 1:
+            raise DataError(f"{where}: gravity axis must be x, y, z (optionally signed) or a 3-vector, got {value!r}")
+        axis = [0.0, 0.0, 0.0]
+        axis["xyz".index(letter)] = 1.0 if text.startswith("+") else -1.0  # bare "y" = −y
+        return axis
+    try:
+        return unit_gravity_axis(value)
+    except ValueError as exc:
+        raise DataError(f"{where}: {exc}") from None
+
+
+def metadata_gravity_axis(metadata: dict[str, Any], where: str) -> list[float]:
+    """The gravity axis an SPH dataset's metadata records (``gravity_axis``, or the generator's),
+    else `DEFAULT_GRAVITY_AXIS` (−y, Water-3D's)."""
+    generator = metadata.get("generator")
+    for value in (metadata.get("gravity_axis"), generator.get("gravity_axis") if isinstance(generator, dict) else None):
+        if value is not None:
+            return parse_gravity_axis(value, where)
+    return list(DEFAULT_GRAVITY_AXIS)
+
+
+def _sph_convention(sph: Any, path: Path, metadata: dict[str, Any]) -> str:
+    """The particle-type convention of the whole dataset: the metadata's, DeepMind's for TFRecord
+    files, else inferred from the first trajectory found (then used for every trajectory, so
+    the one-hot width cannot change between them)."""
+    declared = metadata.get("particle_type_convention")
+    if declared is not None:
+        if declared not in sph.PARTICLE_TYPE_VOCABULARIES:
+            raise DataError(
+                f"{path / 'metadata.json'}: particle_type_convention must be one of "
+                f"{sorted(sph.PARTICLE_TYPE_VOCABULARIES)}, got {declared!r}"
+            )
+        return str(declared)
+    for split in SPLITS:
+        for ext in ("h5", "tfrecord"):
+            if (path / f"{split}.{ext}").is_file():
+                if ext == "tfrecord":
+                    return "deepmind"
+                _, trajectories = sph.open_sph_dataset(path, split)
+                for trajectory in trajectories:
+                    return sph.trajectory_convention(trajectory)
+    raise DataError(f"{path}: holds no SPH trajectory")
+
+
+def open_sph_directory(path: Union[str, Path], options: Optional[SPHOptions] = None) -> Dataset:
+    """An SPH dataset directory as a `Dataset` whose splits are read on `Dataset.load`.
+
+    Units: lengths as stored (dimensionless, the domain is ``metadata["bounds"]``); time in
+    the unit of ``metadata["dt"]`` (the time between stored frames: seconds for `fastegnn-md sph
+    generate` datasets, whose metadata says so, recorded as "s"; "dimensionless" when the
+    metadata does not say). Velocities are length per that time unit and the spec's ``dt`` is
+    ``jump × metadata["dt"]``.
+
+    Node attributes are the one-hot particle types; walls and other kinematic particles are
+    not moving (graph inputs only), and the spec's ``extra["kinematic_attr_columns"]`` lets a
+    Predictor find them again. Raises DataError (one line, naming the file or option).
+    """
+    path = Path(path)
+    options = options or SPHOptions()
+    sph = _import_sph()
+    metadata = sph.read_metadata(path)
+    where = str(path / "metadata.json")
+    jump = options.jump
+    if isinstance(jump, bool) or not isinstance(jump, (int, np.integer)) or jump < 1:
+        raise DataError(f"jump: must be a positive number of frames, got {jump!r}")
+    velocity = "forward" if options.velocity_convention in ("forward", "paper") else options.velocity_convention
+    if velocity not in ("forward", "backward"):
+        raise DataError(
+            f"velocity: SPH data have forward (paper) or backward velocities, got {options.velocity_convention!r}"
+        )
+    for name in ("num_starts", "start_window"):
+        if getattr(options, name) < 1:
+            raise DataError(f"{name}: must be >= 1, got {getattr(options, name)}")
+    try:
+        frame_dt = float(metadata["dt"])
+        radius = float(metadata["default_connectivity_radius"])
+    except (TypeError, ValueError):
+        raise DataError(f"{where}: dt and default_connectivity_radius must be numbers") from None
+    if not (math.isfinite(frame_dt) and frame_dt > 0):
+        raise DataError(f"{where}: dt must be a positive time between frames, got {metadata['dt']!r}")
+    cutoff = radius if options.cutoff is None else float(options.cutoff)
+    if not (math.isfinite(cutoff) and cutoff > 0):
+        raise DataError(f"cutoff: must be a positive length, got {cutoff}")
+    if options.gravity_axis is None:
+        gravity = None
+    elif isinstance(options.gravity_axis, str) and options.gravity_axis == GRAVITY_FROM_METADATA:
+        gravity = metadata_gravity_axis(metadata, where)
+    else:
+        gravity = parse_gravity_axis(options.gravity_axis, "gravity_axis")
+    convention = _sph_convention(sph, path, metadata)
+    vocabulary = sph.PARTICLE_TYPE_VOCABULARIES[convention]
+    kinematic = [column for column, kind in enumerate(vocabulary) if kind in sph.KINEMATIC_TYPES[convention]]
+    generator = metadata.get("generator") if isinstance(metadata.get("generator"), dict) else {}
+    time_unit = str(generator.get("time_unit", "dimensionless"))
+    spec = {
+        "units": {"length": "dimensionless", "time": time_unit},
+        "dt": jump * frame_dt,
+        "frame_stride": int(jump),
+        "velocity_convention": velocity,
+        "cutoff": cutoff,
+        "num_node_attrs": len(vocabulary),
+        "num_nodes": None,
+        "gravity_axis": gravity,
+        "extra": {
+            "dataset_format": SPH_FORMAT,
+            "jump": int(jump),
+            "frame_dt": frame_dt,
+            "num_starts": int(options.num_starts),
+            "start_window": int(options.start_window),
+            "seed": int(options.seed),
+            "particle_type_convention": convention,
+            "kinematic_attr_columns": kinematic,
+            "bounds": metadata.get("bounds"),
+            "default_connectivity_radius": radius,
+        },
+    }
+    return Dataset(path, SPH_FORMAT, spec)
+
+
+def load_sph_pairs(
+    path: Union[str, Path], split: str, spec_fields: dict[str, Any], max_items: Optional[int] = None
+) -> list[FramePair]:
+    """The FramePairs of one split of an SPH dataset, as `open_sph_directory`'s spec describes.
+
+    Trajectory k of split s contributes its random starts (`SPHOptions`); the first
+    ``max_items`` pairs are returned if given (reading stops there). Positions, velocities and
+    targets are kept as float32 (the files hold float32 positions): a Water-3D split of 15,000
+    pairs × 7.8k particles then takes ~4 GB in memory.
+    """
+    sph = _import_sph()
+    if split not in SPLITS:
+        raise DataError(f"{path}: no split {split!r} (splits: {', '.join(SPLITS)})")
+    extra = spec_fields["extra"]
+    jump, frame_dt = int(extra["jump"]), float(extra["frame_dt"])
+    velocity = spec_fields["velocity_convention"]
+    convention = extra["particle_type_convention"]
+    _, trajectories = sph.open_sph_dataset(path, split)
+    pairs: list[FramePair] = []
+    for index, trajectory in enumerate(trajectories):
+        if max_items is not None and len(pairs) >= max_items:
+            break
+        rng = np.random.default_rng([int(extra["seed"]), SPLITS.index(split), index])
+        starts = sph.paper_starts(
+            trajectory.num_frames, jump, velocity, rng, int(extra["num_starts"]), int(extra["start_window"])
+        )
+        try:
+            made = sph.frame_pairs(
+                trajectory, jump, starts=starts, velocity=velocity, frame_dt=frame_dt, convention=convention
+            )
+        except DataError as exc:
+            raise DataError(f"{path}: {split}: {exc}") from None
+        for pair in made:
+            pair.positions = pair.positions.astype(np.float32)
+            pair.velocities = pair.velocities.astype(np.float32)
+            pair.target_positions = pair.target_positions.astype(np.float32)
+            if pair.target_velocities is not None:
+                pair.target_velocities = pair.target_velocities.astype(np.float32)
+        pairs.extend(made)
+    if not pairs:
+        raise DataError(
+            f"{path}: split {split!r} has no input frame with a pair (jump {jump}, {velocity} velocities, "
+            f"first {extra['start_window']} frames)"
+        )
+    return pairs if max_items is None else pairs[:max_items]
 
 
 # --------------------------------------------------------------------------------------------
@@ -256,11 +514,13 @@ def open_for_checkpoint(
 ) -> Dataset:
     """Open data to evaluate a checkpoint whose DataSpec is ``spec``, read as it was trained.
 
-    N-body: the directory with the spec's frames. MD: the trajectory with the spec's selection,
-    jump, stride, velocity convention and cutoff. Raises DataError (one line) when the data are
-    of the other kind, when the jump spans another time than the checkpoint learned, or when
-    the node attributes come from another source (charges vs masses); CheckpointError when the
-    node count or attribute width differ.
+    N-body: the directory with the spec's frames. SPH: the directory with the spec's jump,
+    velocity convention, start sampling (count, window, seed), cutoff and gravity axis. MD: the
+    trajectory with the spec's selection, jump, stride, velocity convention and cutoff. Raises
+    DataError (one line) when the data are of another kind, when the jump spans another time
+    than the checkpoint learned, or when the node attributes come from another source (charges
+    vs masses, another particle-type convention); CheckpointError when the node count or
+    attribute width differ.
     """
     path = Path(path)
     if not path.exists():
@@ -269,6 +529,11 @@ def open_for_checkpoint(
     if path.is_dir():
         if md:
             raise DataError(f"{path}: is a directory, but the checkpoint was trained on an MD trajectory; give a trajectory file")
+        if is_sph_spec(spec):
+            return _open_sph_for_checkpoint(path, spec)
+        if is_sph_directory(path) and "format" not in read_metadata(path):
+            fmt = spec.extra.get("dataset_format", "non-SPH")
+            raise DataError(f"{path}: is an SPH dataset, but the checkpoint was trained on {fmt} data")
         return open_dataset(path, frame_in=spec.extra.get("frame_in", 30), frame_out=spec.extra.get("frame_out", 40))
     if not md:
         fmt = spec.extra.get("dataset_format", "dataset directory")
@@ -290,4 +555,41 @@ def open_for_checkpoint(
             "pass --topology with the same kind of topology"
         )
     spec.check_fits(fields["num_node_attrs"], fields["num_nodes"], where=str(path))
+    return dataset
+
+
+def sph_options_for_spec(spec: Any) -> SPHOptions:
+    """The SPHOptions that read an SPH dataset the way a checkpoint's DataSpec was trained on."""
+    extra = spec.extra
+    return SPHOptions(
+        jump=int(extra["jump"]),
+        velocity_convention=spec.velocity_convention,
+        num_starts=int(extra.get("num_starts", 15)),
+        start_window=int(extra.get("start_window", 250)),
+        seed=int(extra.get("seed", 0)),
+        cutoff=spec.cutoff,
+        gravity_axis=spec.gravity_axis,
+    )
+
+
+def _open_sph_for_checkpoint(path: Path, spec: Any) -> Dataset:
+    if not is_sph_directory(path):
+        raise DataError(
+            f"{path}: the checkpoint was trained on an SPH dataset, but this directory holds no .h5/.tfrecord split"
+        )
+    dataset = open_sph_directory(path, sph_options_for_spec(spec))
+    fields = dataset.spec_fields
+    if not math.isclose(fields["dt"], spec.dt, rel_tol=1e-6):
+        raise DataError(
+            f"{path}: a jump of {spec.extra['jump']} frames spans {fields['dt']:g} {fields['units']['time']} here "
+            f"(metadata dt {fields['extra']['frame_dt']:g}), but the checkpoint learned jumps of {spec.dt:g} "
+            f"{spec.units.get('time', '')}"
+        )
+    here, trained = fields["extra"]["particle_type_convention"], spec.extra.get("particle_type_convention")
+    if trained is not None and here != trained:
+        raise DataError(
+            f"{path}: particle types follow the {here} convention here, "
+            f"but the checkpoint was trained on {trained} types"
+        )
+    spec.check_fits(fields["num_node_attrs"], None, where=str(path))
     return dataset

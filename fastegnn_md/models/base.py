@@ -14,12 +14,26 @@ Outputs (`ModelOutput`):
 
 Models are E(3)-equivariant in positions and velocities and permutation-equivariant in nodes;
 `tests/models/test_equivariance.py` checks that for every registered model.
+
+Two optional behaviours live here, once for every model:
+
+* **Gravity term** (``gravity_axis``, a unit 3-vector ĝ; None = off): the predicted positions
+  get ``phi_g(c_i, v_i . ĝ) ĝ`` added once, after the last layer (`JumpModel.add_gravity`), where
+  c_i is the model's per-node invariant context (EGNN/FastEGNN: the hidden state h_i the last
+  layer reads; RF: |v_i|; Linear: nothing, so its term is affine in v_i . ĝ). The model is then
+  equivariant only to rotations about ĝ, reflections through planes containing ĝ, translations
+  and node permutations (`tests/models/test_gravity.py`).
+* **Moving mask** (``batch.moving``): `JumpModel.forward` returns, for nodes with
+  ``moving == False`` (walls, kinematic particles), ``batch.target_positions`` when the batch
+  carries targets (their prescribed positions) and their input positions otherwise. Such
+  nodes are graph inputs only; the loss never scores them.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Optional
+from typing import TYPE_CHECKING, Optional, Sequence
 
 import torch
 from torch import nn
@@ -59,16 +73,104 @@ class JumpModel(nn.Module):
     def forward(self, batch: "GraphBatch") -> ModelOutput:
         scale = self.length_scale
         if scale == 1.0:
-            return self.jump(batch)
-        out = self.jump(_scaled_batch(batch, 1.0 / scale))
-        return ModelOutput(
-            positions=out.positions * scale,
-            virtual_positions=None if out.virtual_positions is None else out.virtual_positions * scale,
-            velocities=None if out.velocities is None else out.velocities * scale,
-        )
+            out = self.jump(batch)
+        else:
+            out = self.jump(_scaled_batch(batch, 1.0 / scale))
+            out = ModelOutput(
+                positions=out.positions * scale,
+                virtual_positions=None if out.virtual_positions is None else out.virtual_positions * scale,
+                velocities=None if out.velocities is None else out.velocities * scale,
+            )
+        return _hold_fixed_nodes(out, batch)
 
     def jump(self, batch: "GraphBatch") -> ModelOutput:
         raise NotImplementedError
+
+    # ----------------------------------------------------------------- gravity term
+    def _init_gravity(self, gravity_axis: Optional[Sequence[float]], context_width: int, hidden: int) -> None:
+        """Set up the gravity term; every registry model calls this from ``__init__``.
+
+        gravity_axis : direction of gravity (any nonzero 3-vector, stored normalised), or None
+            for no term (the model is then exactly as without this feature, and its state_dict
+            has no gravity weights, so older checkpoints load unchanged).
+        context_width : width of the per-node invariant context the model passes to
+            `add_gravity` (0 for none).
+        hidden : hidden width of phi_g; 0 makes phi_g one affine layer.
+        """
+        if gravity_axis is None:
+            self.gravity_axis: Optional[list[float]] = None
+            self.gravity_head = None
+            return
+        # A hyperparameter (checkpoint hparams), not a weight: kept as Python floats and made a
+        # tensor of the input's dtype per call, so float64 runs see the exact float64 axis.
+        self.gravity_axis = unit_gravity_axis(gravity_axis)
+        self.gravity_head = GravityHead(context_width + 1, hidden)
+
+    def add_gravity(
+        self, positions: torch.Tensor, batch: "GraphBatch", context: Optional[torch.Tensor] = None
+    ) -> torch.Tensor:
+        """``positions + phi_g([context_i, v_i . ĝ]) ĝ`` (N, 3); ``positions`` unchanged without gravity.
+
+        context : (N, K) per-node features invariant under every rotation/reflection (or None);
+            v_i . ĝ, the velocity along gravity, is invariant under the rotations about ĝ and
+            the reflections that keep ĝ, so phi_g may use it.
+        """
+        head = getattr(self, "gravity_head", None)
+        if head is None:
+            return positions
+        g = torch.tensor(self.gravity_axis, dtype=positions.dtype, device=positions.device)
+        along = (batch.velocities @ g).unsqueeze(1)
+        inputs = along if context is None else torch.cat([context, along], dim=1)
+        return positions + head(inputs) * g
+
+
+def unit_gravity_axis(axis: Sequence[float]) -> list[float]:
+    """A finite nonzero 3-vector as a unit vector (list of 3 floats); ValueError otherwise."""
+    try:
+        values = [float(a) for a in axis]
+    except (TypeError, ValueError):
+        raise ValueError(f"gravity_axis must be a 3-vector, got {axis!r}") from None
+    norm = math.sqrt(sum(v * v for v in values))
+    if len(values) != 3 or not math.isfinite(norm) or norm == 0.0:
+        raise ValueError(f"gravity_axis must be a finite nonzero 3-vector, got {axis!r}")
+    return [v / norm for v in values]
+
+
+class GravityHead(nn.Module):
+    """phi_g of the gravity term: (n, K) invariants -> (n, 1) displacement along ĝ.
+
+    With ``hidden`` > 0: Linear(K, hidden) -> SiLU -> Linear(hidden, 1), the last layer starting
+    at gain 1e-3 with zero bias like every coordinate head, so turning the term on leaves a
+    fresh model's predictions almost unchanged. With ``hidden`` = 0: one affine layer starting
+    at zero (keeps Linear dynamics linear in v).
+    """
+
+    def __init__(self, in_features: int, hidden: int) -> None:
+        super().__init__()
+        if hidden > 0:
+            out = nn.Linear(hidden, 1)
+            nn.init.xavier_uniform_(out.weight, gain=0.001)
+            nn.init.zeros_(out.bias)
+            self.net: nn.Module = nn.Sequential(nn.Linear(in_features, hidden), nn.SiLU(), out)
+        else:
+            self.net = nn.Linear(in_features, 1)
+            nn.init.zeros_(self.net.weight)
+            nn.init.zeros_(self.net.bias)
+
+    def forward(self, inputs: torch.Tensor) -> torch.Tensor:
+        return self.net(inputs)
+
+
+def _hold_fixed_nodes(out: ModelOutput, batch: "GraphBatch") -> ModelOutput:
+    """Non-moving nodes (``batch.moving`` False) get their prescribed positions: the batch's
+    target positions (for walls and kinematic particles these are inputs, known in advance;
+    a Predictor passes the input positions there unless told otherwise)."""
+    moving = batch.moving
+    if moving is None or bool(moving.all()):
+        return out
+    fixed = batch.target_positions if batch.target_positions is not None else batch.positions
+    positions = torch.where(moving.unsqueeze(1), out.positions, fixed.to(out.positions.dtype))
+    return ModelOutput(positions=positions, virtual_positions=out.virtual_positions, velocities=out.velocities)
 
 
 def _scaled_batch(batch: "GraphBatch", factor: float) -> "GraphBatch":

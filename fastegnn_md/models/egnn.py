@@ -6,6 +6,8 @@ graphs collated with ``drop_rate=1.0``.
 
 from __future__ import annotations
 
+from typing import Optional, Sequence
+
 import torch
 from torch import nn
 
@@ -43,15 +45,24 @@ class EGNNLayer(nn.Module):
 class EGNN(JumpModel):
     """E(n)-equivariant GNN with velocity (Satorras et al., 2021), the paper's main baseline.
 
-    Hyperparameters: node_features, edge_features (input widths), hidden=64, layers=4.
+    Hyperparameters: node_features, edge_features (input widths), hidden=64, layers=4,
+    gravity_axis=None (`JumpModel.add_gravity`, context: the hidden state the last layer reads).
     """
 
     name = "egnn"
 
-    def __init__(self, node_features: int, edge_features: int, hidden: int = 64, layers: int = 4) -> None:
+    def __init__(
+        self,
+        node_features: int,
+        edge_features: int,
+        hidden: int = 64,
+        layers: int = 4,
+        gravity_axis: Optional[Sequence[float]] = None,
+    ) -> None:
         super().__init__()
         self.embedding = nn.Linear(node_features, hidden)
         self.layers = nn.ModuleList(EGNNLayer(hidden, edge_features) for _ in range(layers))
+        self._init_gravity(gravity_axis, hidden, hidden)
 
     def jump(self, batch: GraphBatch) -> ModelOutput:
         ctx = EdgeContext(batch)
@@ -60,24 +71,28 @@ class EGNN(JumpModel):
         last = len(self.layers) - 1
         for index, layer in enumerate(self.layers):
             h, x = layer(h, x, v, e, ctx, final=index == last)
-        return ModelOutput(positions=x)
+        return ModelOutput(positions=self.add_gravity(x, batch, h))
 
 
 class LinearDynamics(JumpModel):
     """x' = x + alpha * v with one learned scalar alpha (the paper's "Linear").
 
     ``dt`` initialises alpha: with velocities in length/time and a jump of dt time units,
-    alpha = dt is constant-velocity extrapolation.
+    alpha = dt is constant-velocity extrapolation. With ``gravity_axis`` ĝ the update becomes
+    x + alpha v + (beta_0 + beta_1 v . ĝ) ĝ (both betas start at 0): still linear in v, with a
+    learned constant drop along gravity (ballistic motion has beta_0 = g dt^2 / 2).
     """
 
     name = "linear"
 
-    def __init__(self, dt: float = 1.0) -> None:
+    def __init__(self, dt: float = 1.0, gravity_axis: Optional[Sequence[float]] = None) -> None:
         super().__init__()
         self.alpha = nn.Parameter(torch.tensor([float(dt)]))
+        self._init_gravity(gravity_axis, 0, 0)
 
     def jump(self, batch: GraphBatch) -> ModelOutput:
-        return ModelOutput(positions=batch.positions + self.alpha.to(batch.positions.dtype) * batch.velocities)
+        x = batch.positions + self.alpha.to(batch.positions.dtype) * batch.velocities
+        return ModelOutput(positions=self.add_gravity(x, batch))
 
 
 class RadialFieldLayer(nn.Module):
@@ -101,20 +116,26 @@ class RadialField(JumpModel):
     """Radial Field (Köhler et al., 2019) with velocity, as in Satorras et al.'s baselines.
 
     x_i <- x_i + phi_v(|v_i|) v_i + mean_j (x_i - x_j) phi(|x_i - x_j|^2, e_ij); no hidden node state.
-    Hyperparameters: edge_features, hidden=64, layers=4.
+    Hyperparameters: edge_features, hidden=64, layers=4, gravity_axis=None (context |v_i|, what
+    phi_v reads).
     """
 
     name = "rf"
 
-    def __init__(self, edge_features: int, hidden: int = 64, layers: int = 4) -> None:
+    def __init__(
+        self, edge_features: int, hidden: int = 64, layers: int = 4, gravity_axis: Optional[Sequence[float]] = None
+    ) -> None:
         super().__init__()
         self.layers = nn.ModuleList(RadialFieldLayer(hidden, edge_features) for _ in range(layers))
+        self._init_gravity(gravity_axis, 1, hidden)
 
     def jump(self, batch: GraphBatch) -> ModelOutput:
         ctx = EdgeContext(batch)
         x, v, e = batch.positions, batch.velocities, batch.edge_features
         for layer in self.layers:
             x = layer(x, v, e, ctx)
+        if self.gravity_head is not None:
+            x = self.add_gravity(x, batch, torch.linalg.vector_norm(v, dim=1, keepdim=True))
         return ModelOutput(positions=x)
 
 

@@ -21,6 +21,8 @@ over channels in Eq. 7, so its virtual nodes are an unordered set.
 
 from __future__ import annotations
 
+from typing import Optional, Sequence
+
 import torch
 from torch import nn
 
@@ -146,14 +148,21 @@ class FastEGNN(JumpModel):
     """FastEGNN with C ordered virtual nodes.
 
     Hyperparameters: node_features, edge_features (input widths), hidden=64, layers=4,
-    virtual_nodes=3 (C). Output virtual_positions has shape (B, C, 3).
+    virtual_nodes=3 (C), gravity_axis=None (`JumpModel.add_gravity`, context: the hidden state
+    the last layer reads). Output virtual_positions has shape (B, C, 3).
     """
 
     name = "fastegnn"
     ordered = True
 
     def __init__(
-        self, node_features: int, edge_features: int, hidden: int = 64, layers: int = 4, virtual_nodes: int = 3
+        self,
+        node_features: int,
+        edge_features: int,
+        hidden: int = 64,
+        layers: int = 4,
+        virtual_nodes: int = 3,
+        gravity_axis: Optional[Sequence[float]] = None,
     ) -> None:
         super().__init__()
         if virtual_nodes < 1:
@@ -165,6 +174,7 @@ class FastEGNN(JumpModel):
         self.layers = nn.ModuleList(
             FastEGNNLayer(hidden, edge_features, virtual_nodes, self.ordered) for _ in range(layers)
         )
+        self._init_gravity(gravity_axis, hidden, hidden)
 
     def jump(self, batch: GraphBatch) -> ModelOutput:
         ctx = EdgeContext(batch)
@@ -177,7 +187,7 @@ class FastEGNN(JumpModel):
         last = len(self.layers) - 1
         for index, layer in enumerate(self.layers):
             h, x, z, s = layer(h, x, v, e, z, s, ctx, pool, final=index == last)
-        return ModelOutput(positions=x, virtual_positions=z)
+        return ModelOutput(positions=self.add_gravity(x, batch, h), virtual_positions=z)
 
 
 class GlobalNodesFastEGNN(FastEGNN):

@@ -36,8 +36,9 @@ def build_model(name: str, **hparams: Any) -> JumpModel:
     """Instantiate a registry model; hyperparameters it does not take are ignored.
 
     Every model takes what it needs from: node_features, edge_features, hidden, layers,
-    virtual_nodes, dt (see each class). ``length_scale`` (every model; default 1) is the data
-    length that becomes 1 inside the model (`JumpModel`).
+    virtual_nodes, dt, gravity_axis (see each class; every model takes gravity_axis, default
+    None = no gravity term). ``length_scale`` (every model; default 1) is the data length that
+    becomes 1 inside the model (`JumpModel`).
     """
     length_scale = hparams.pop("length_scale", None)
     model = model_class(name)(**model_hparams(name, **hparams))

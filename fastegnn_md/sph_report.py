@@ -1,0 +1,397 @@
+"""SPH rollout report: the learned rollout and the trivial predictors against the reference frames.
+
+Inputs are plain arrays in the dataset's units (length L, time T; `fastegnn_md.particle_metrics`);
+output is ``report.json``, ``report.md`` and two PNGs in one directory, each written atomically:
+
+* ``frames.png``: a few jumps side by side, reference above the model, projected on the x–y
+  plane (side view, gravity −y pointing down), particles coloured by speed (finite difference
+  over the jump that led to the frame), walls grey;
+* ``errors.png``: MSE, Sinkhorn divergence and kinetic energy against the horizon (jumps), for
+  the model and the trivial predictors (and the reference's kinetic energy).
+
+Only moving particles are scored: walls follow the reference in every predictor.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from . import particle_metrics as pm
+from .io import write_atomically
+from .report import MODEL
+
+#: Columns of frames.png (jumps shown side by side).
+FRAMES_SHOWN = 4
+
+
+@dataclass
+class SinkhornSettings:
+    """Sinkhorn divergence settings (`fastegnn_md.particle_metrics`): ε = ``reg`` (L²), clouds
+    subsampled to at most ``max_particles`` with ``seed``, stopping tolerance ``tol``."""
+
+    reg: float
+    max_particles: int = pm.SINKHORN_MAX_PARTICLES
+    seed: int = pm.SINKHORN_SEED
+    tol: float = pm.SINKHORN_TOL
+
+
+@dataclass
+class SPHReportInputs:
+    """Everything the SPH report compares.
+
+    predictions : {predictor name: (K_p, N, 3) L} frames after jumps 1..K_p; must include
+        ``"model"`` (shorter than the others when the rollout stopped).
+    reference : (K + 1, N, 3) L, the reference frames at start + k·J frames, k = 0..K (row 0 is
+        the start every predictor begins from).
+    moving : (N,) bool, the particles scored (False: walls, which follow the reference).
+    jump_frames : J, stored frames per jump; jump_time : J × metadata dt (T).
+    start_frame : index of the start frame in the trajectory.
+    bounds : [[lo, hi]] per axis (L), the plots' limits.
+    """
+
+    predictions: dict[str, np.ndarray]
+    reference: np.ndarray
+    moving: np.ndarray
+    jump_frames: int
+    jump_time: float
+    start_frame: int
+    sinkhorn: SinkhornSettings
+    bounds: Optional[Sequence[Sequence[float]]] = None
+    horizons: Sequence[int] = pm.DEFAULT_HORIZONS
+    notes: list[str] = field(default_factory=list)
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+def compare(inputs: SPHReportInputs, progress: bool = False) -> dict[str, Any]:
+    """The report as a JSON-ready dict: per-jump MSE, Sinkhorn divergence and kinetic energy per
+    predictor, the horizon table (MSE at n, MSE_n, Sinkhorn at n) and means over the rollout.
+
+    ``progress`` shows a tqdm bar over the jumps (the Sinkhorn solves are the slow part).
+    """
+    names = list(inputs.predictions)
+    moving = np.asarray(inputs.moving, dtype=bool)
+    reference = np.asarray(inputs.reference, dtype=np.float64)[:, moving]
+    num_jumps = reference.shape[0] - 1
+    settings = inputs.sinkhorn
+    subset = pm.subsample_indices(int(moving.sum()), settings.max_particles, settings.seed)
+    start = reference[:1]
+    full = {  # (1 + K_p, n, 3): the shared start, then the predictor's frames
+        name: np.concatenate([start, np.asarray(p, np.float64)[:, moving]]) for name, p in inputs.predictions.items()
+    }
+    ref_ke = pm.kinetic_energy(pm.finite_difference_velocities(reference, inputs.jump_time))
+    ke = {
+        name: pm.kinetic_energy(pm.finite_difference_velocities(x, inputs.jump_time)) if len(x) > 1 else np.zeros(0)
+        for name, x in full.items()
+    }
+    mse = {name: pm.particle_mse(x[1:], reference[1 : len(x)]) for name, x in full.items()}
+
+    per_jump: list[dict[str, Any]] = []
+    unconverged = 0
+    for k in tqdm(range(1, num_jumps + 1), desc="metrics", unit="jump", disable=not progress):
+        row: dict[str, Any] = {
+            "jump": k,
+            "frame": inputs.start_frame + k * inputs.jump_frames,
+            "time": k * inputs.jump_time,
+            "mse": {},
+            "sinkhorn": {},
+            "kinetic_energy": {"reference": float(ref_ke[k - 1])},
+            "kinetic_energy_error": {},
+        }
+        target = reference[k, subset]
+        target_self: Optional[pm.TransportCost] = None
+        for name in names:
+            if len(full[name]) <= k:
+                continue
+            row["mse"][name] = float(mse[name][k - 1])
+            if target_self is None:  # one self-term per reference frame, shared by every predictor
+                target_self = pm.entropic_transport_cost(target, target, settings.reg, settings.tol)
+            value, converged = pm.sinkhorn_divergence(
+                full[name][k, subset], target, settings.reg, settings.tol, self_y=target_self
+            )
+            unconverged += not converged
+            row["sinkhorn"][name] = value
+            row["kinetic_energy"][name] = float(ke[name][k - 1])
+            row["kinetic_energy_error"][name] = float(ke[name][k - 1] - ref_ke[k - 1])
+        per_jump.append(row)
+
+    notes = list(inputs.notes)
+    if unconverged:
+        notes.append(
+            f"{unconverged} Sinkhorn divergences stopped at the iteration limit before reaching the "
+            f"tolerance {settings.tol:g}; their values are approximate"
+        )
+    report = {
+        "info": inputs.info,
+        "start_frame": inputs.start_frame,
+        "jump_frames": inputs.jump_frames,
+        "jump_time": inputs.jump_time,
+        "jumps": num_jumps,
+        "model_jumps": len(full[MODEL]) - 1,
+        "particles": int(moving.size),
+        "scored_particles": int(moving.sum()),
+        "predictors": names,
+        "sinkhorn": {
+            "reg": settings.reg,
+            "blur": math.sqrt(settings.reg),
+            "particles": int(len(subset)),
+            "seed": settings.seed,
+            "tol": settings.tol,
+            "cost": "squared Euclidean",
+        },
+        "horizons": _horizons(per_jump, names, mse, inputs.horizons),
+        "summary": _summary(per_jump, names),
+        "notes": notes,
+        "per_jump": per_jump,
+    }
+    return report
+
+
+def _horizons(
+    per_jump: list[dict[str, Any]], names: list[str], mse: dict[str, np.ndarray], horizons: Sequence[int]
+) -> dict[str, Any]:
+    """MSE at jump n, MSE_n (mean over jumps 1..n) and Sinkhorn at jump n, per predictor; None
+    where the predictor has no frame n. Keys are str(n) (JSON)."""
+    result: dict[str, Any] = {"mse_at": {}, "mse_n": {}, "sinkhorn_at": {}}
+    for n in horizons:
+        row = per_jump[n - 1] if 1 <= n <= len(per_jump) else None
+        result["mse_at"][str(n)] = {name: pm.mse_at(mse[name], [n])[n] for name in names}
+        result["mse_n"][str(n)] = {name: pm.mse_n(mse[name], [n])[n] for name in names}
+        result["sinkhorn_at"][str(n)] = {name: (row["sinkhorn"].get(name) if row else None) for name in names}
+    return result
+
+
+def _summary(per_jump: list[dict[str, Any]], names: list[str]) -> dict[str, Any]:
+    """Means over the jumps where the model has a frame, so every predictor is scored on the same
+    jumps even when the rollout stopped early; wins of the model over each trivial predictor."""
+    rows = [row for row in per_jump if MODEL in row["mse"]]
+    summary: dict[str, Any] = {"jumps": len(rows), "mean_mse": {}, "final_mse": {}, "mean_sinkhorn": {},
+                               "kinetic_energy_mse": {}}
+    for name in names:
+        scored = [row for row in rows if name in row["mse"]]
+        summary["mean_mse"][name] = float(np.mean([r["mse"][name] for r in scored])) if scored else None
+        summary["final_mse"][name] = scored[-1]["mse"][name] if scored else None
+        summary["mean_sinkhorn"][name] = float(np.mean([r["sinkhorn"][name] for r in scored])) if scored else None
+        errors = [r["kinetic_energy_error"][name] for r in scored]
+        summary["kinetic_energy_mse"][name] = float(np.mean(np.square(errors))) if errors else None
+    wins = {}
+    for name in names:
+        if name == MODEL:
+            continue
+        both = [row for row in rows if name in row["mse"]]
+        wins[name] = {
+            "model_lower_mse": sum(row["mse"][MODEL] < row["mse"][name] for row in both),
+            "model_lower_sinkhorn": sum(row["sinkhorn"][MODEL] < row["sinkhorn"][name] for row in both),
+            "jumps": len(both),
+        }
+    summary["model_vs_trivial"] = wins
+    return summary
+
+
+# --------------------------------------------------------------------------------------------
+# Writing
+# --------------------------------------------------------------------------------------------
+
+
+def write_report(report: dict[str, Any], directory: Path, inputs: SPHReportInputs) -> dict[str, Path]:
+    """Write report.json, report.md, frames.png and errors.png into ``directory``; returns the paths."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    paths = {"json": directory / "report.json", "markdown": directory / "report.md"}
+    text = json.dumps(report, indent=2) + "\n"
+    write_atomically(paths["json"], lambda h: h.write(text.encode()))
+    plots = write_plots(report, directory, inputs)
+    paths.update(plots)
+    markdown = render_markdown(report, {name: path.name for name, path in plots.items()})
+    write_atomically(paths["markdown"], lambda h: h.write(markdown.encode()))
+    return paths
+
+
+def _fmt(value: Optional[float]) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "–"
+    return f"{value:.3g}"
+
+
+def render_markdown(report: dict[str, Any], plots: dict[str, str]) -> str:
+    """The report as Markdown: setup, horizon table, rollout means, per-jump table, notes, plots."""
+    names = report["predictors"]
+    info = report.get("info", {})
+    lines = ["# SPH rollout report", ""]
+    for key in ("dataset", "split", "trajectory", "checkpoint", "model", "predicted_trajectory"):
+        if key in info:
+            lines.append(f"- {key.replace('_', ' ')}: `{info[key]}`")
+    lines.append(
+        f"- start frame {report['start_frame']}; {report['jumps']} jumps of {report['jump_frames']} frames "
+        f"({report['jump_time']:g} in the dataset's time unit); the model made {report['model_jumps']}"
+    )
+    lines.append(
+        f"- {report['scored_particles']} of {report['particles']} particles scored (walls follow the reference)"
+    )
+    sink = report["sinkhorn"]
+    lines.append(
+        f"- Sinkhorn divergence: squared Euclidean cost, ε = {sink['reg']:.3g} (blur {sink['blur']:.3g}), "
+        f"on {sink['particles']} particles (seed {sink['seed']})"
+    )
+    if info.get("stopped"):
+        lines.append(f"- **rollout stopped early:** {info['stopped']}")
+
+    lines += ["", "## Horizons", "",
+              "MSE = mean over particles of |x̂ − x|² (LagrangeBench's; 3 × the per-coordinate MSE of "
+              "`evaluate`). MSE_n = mean of the per-jump MSE over jumps 1..n.", ""]
+    horizons = report["horizons"]
+    columns = [(f"MSE at {n}", "mse_at", n) for n in horizons["mse_at"]]
+    columns += [(f"MSE_{n}", "mse_n", n) for n in horizons["mse_n"]]
+    columns += [(f"Sinkhorn at {n}", "sinkhorn_at", n) for n in horizons["sinkhorn_at"]]
+    lines.append("| predictor | " + " | ".join(c[0] for c in columns) + " |")
+    lines.append("|---|" + "---:|" * len(columns))
+    for name in names:
+        cells = [_fmt(horizons[key][n][name]) for _, key, n in columns]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+
+    summary = report["summary"]
+    lines += ["", "## Over the rollout", "",
+              f"Means over the {summary['jumps']} jumps the model made.", "",
+              "| predictor | mean MSE | final MSE | mean Sinkhorn | kinetic-energy MSE |", "|---|---:|---:|---:|---:|"]
+    for name in names:
+        lines.append(
+            f"| {name} | {_fmt(summary['mean_mse'][name])} | {_fmt(summary['final_mse'][name])} "
+            f"| {_fmt(summary['mean_sinkhorn'][name])} | {_fmt(summary['kinetic_energy_mse'][name])} |"
+        )
+    lines.append("")
+    for name, result in summary["model_vs_trivial"].items():
+        lines.append(
+            f"- the learned rollout has lower MSE than **{name}** at {result['model_lower_mse']} and lower "
+            f"Sinkhorn divergence at {result['model_lower_sinkhorn']} of {result['jumps']} jumps"
+        )
+
+    lines += ["", "## Per jump", "", "Kinetic energy ½Σ|v|² (unit mass, v from the jump's displacement).", ""]
+    header = "| jump | frame | " + " | ".join(f"MSE {n}" for n in names) + " | "
+    header += " | ".join(f"Sinkhorn {n}" for n in names) + " | E_kin ref. | "
+    header += " | ".join(f"E_kin {n}" for n in names) + " |"
+    lines += [header, "|" + "---|" * (3 + 3 * len(names))]
+    for row in report["per_jump"]:
+        mse = [_fmt(row["mse"].get(n)) for n in names]
+        sinkhorn = [_fmt(row["sinkhorn"].get(n)) for n in names]
+        energy = [_fmt(row["kinetic_energy"].get(n)) for n in names]
+        lines.append(
+            f"| {row['jump']} | {row['frame']} | " + " | ".join(mse) + " | " + " | ".join(sinkhorn)
+            + f" | {_fmt(row['kinetic_energy']['reference'])} | " + " | ".join(energy) + " |"
+        )
+    if report["notes"]:
+        lines += ["", "## Notes", ""] + [f"- {note}" for note in report["notes"]]
+    if plots:
+        lines += ["", "## Plots", ""] + [f"![{name}]({file})" for name, file in plots.items()]
+    return "\n".join(lines) + "\n"
+
+
+def shown_jumps(model_jumps: int, count: int = FRAMES_SHOWN) -> list[int]:
+    """Up to ``count`` jumps spread over 1..model_jumps, always with the last; [0] (the start)
+    when the model made no frame."""
+    if model_jumps < 1:
+        return [0]
+    return sorted({int(round(k)) for k in np.linspace(1, model_jumps, min(count, model_jumps))})
+
+
+def write_plots(report: dict[str, Any], directory: Path, inputs: SPHReportInputs) -> dict[str, Path]:
+    """frames.png (reference vs model, x–y projection, coloured by speed) and errors.png."""
+    # Figure API, not pyplot: writing a report never changes the caller's plotting backend.
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    paths: dict[str, Path] = {}
+
+    def save(fig: Figure, name: str) -> None:
+        FigureCanvasAgg(fig)
+        path = directory / f"{name}.png"
+        write_atomically(path, lambda handle: fig.savefig(handle, format="png", dpi=110, bbox_inches="tight"))
+        paths[name] = path
+
+    save(_frames_figure(report, inputs, Figure), "frames")
+    if report["per_jump"]:
+        save(_errors_figure(report, Figure), "errors")
+    return paths
+
+
+def _frames_figure(report: dict[str, Any], inputs: SPHReportInputs, figure_class: Any) -> Any:
+    reference = np.asarray(inputs.reference, dtype=np.float64)
+    model = np.concatenate([reference[:1], np.asarray(inputs.predictions[MODEL], np.float64)])
+    moving = np.asarray(inputs.moving, dtype=bool)
+    jumps = shown_jumps(len(model) - 1)
+
+    def speed(frames: np.ndarray, k: int) -> np.ndarray:
+        if k == 0:  # the start: its velocity is the reference's over the jump before it, not shown
+            return np.zeros(frames.shape[1])
+        return np.linalg.norm(frames[k] - frames[k - 1], axis=-1) / inputs.jump_time
+
+    rows = (("reference", reference), ("model", model))
+    speeds = {(label, k): speed(frames, k) for label, frames in rows for k in jumps}
+    # One colour scale for all panels, from the reference's 99th percentile so splashes do not
+    # wash out the bulk (faster particles saturate; the colour bar says so).
+    ref_speeds = np.concatenate([speeds[("reference", k)][moving] for k in jumps])
+    vmax = float(np.percentile(ref_speeds, 99)) if ref_speeds.size and np.any(ref_speeds > 0) else 1.0
+
+    fig = figure_class(figsize=(3.2 * len(jumps) + 1.0, 6.4))
+    axes = np.atleast_2d(fig.subplots(2, len(jumps), squeeze=False))
+    bounds = inputs.bounds
+    scatter = None
+    for r, (label, frames) in enumerate(rows):
+        for c, k in enumerate(jumps):
+            ax = axes[r, c]
+            x = frames[k]
+            order = np.argsort(x[:, 2])  # draw back to front along z, the viewing axis
+            walls = order[~moving[order]]
+            fluid = order[moving[order]]
+            if walls.size:
+                ax.scatter(x[walls, 0], x[walls, 1], s=2, c="0.6", linewidths=0)
+            scatter = ax.scatter(
+                x[fluid, 0], x[fluid, 1], s=4, c=speeds[(label, k)][fluid], cmap="viridis", vmin=0.0, vmax=vmax,
+                linewidths=0,
+            )
+            if bounds is not None:
+                ax.set_xlim(*bounds[0])
+                ax.set_ylim(*bounds[1])
+            ax.set_aspect("equal")
+            ax.set_title(f"{label}, jump {k} (frame {inputs.start_frame + k * inputs.jump_frames})", fontsize=9)
+            ax.tick_params(labelsize=7)
+            if c == 0:
+                ax.set_ylabel("y (gravity ↓)")
+            if r == 1:
+                ax.set_xlabel("x")
+    if scatter is not None:
+        bar = fig.colorbar(scatter, ax=axes.ravel().tolist(), shrink=0.8, extend="max")
+        bar.set_label("speed (length / time unit)")
+    return fig
+
+
+def _errors_figure(report: dict[str, Any], figure_class: Any) -> Any:
+    rows = report["per_jump"]
+    names = report["predictors"]
+    fig = figure_class(figsize=(15, 3.8))
+    axes = fig.subplots(1, 3)
+
+    def series(metric: str, name: str) -> tuple[list[int], list[float]]:
+        points = [(row["jump"], row[metric][name]) for row in rows if name in row[metric]]
+        return [p[0] for p in points], [p[1] for p in points]
+
+    for name in names:
+        for ax, metric in zip(axes, ("mse", "sinkhorn", "kinetic_energy")):
+            ax.plot(*series(metric, name), marker="o", ms=3, label=name)
+    axes[2].plot([r["jump"] for r in rows], [r["kinetic_energy"]["reference"] for r in rows], "k-", lw=2,
+                 label="reference")
+    axes[0].set_ylabel("MSE, mean |x̂ − x|²")
+    axes[1].set_ylabel(f"Sinkhorn divergence (ε = {report['sinkhorn']['reg']:.2g})")
+    axes[2].set_ylabel("kinetic energy ½Σ|v|²")
+    for ax in axes:
+        ax.set_xlabel(f"jumps (1 jump = {report['jump_frames']} frames)")
+        ax.grid(alpha=0.3, which="both")
+    for ax in axes[:2]:
+        ax.set_yscale("log")  # zeros (a perfect start) are masked, growth over decades stays visible
+    axes[2].legend(fontsize=8)
+    return fig

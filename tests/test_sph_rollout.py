@@ -1,0 +1,257 @@
+"""`fastegnn-md rollout DATASET_DIR`: SPH rollouts, their LagrangeBench HDF5 output, report and stops.
+
+A tiny Water-3D-style dataset (SPlisHSPlasH, 175-210 coarse water particles, 40 frames) and a
+tiny FastEGNN trained in-process on its backward-velocity pairs (jump 5 frames) are made once
+per module.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+if importlib.util.find_spec("pysplishsplash") is None:
+    pytest.skip("pysplishsplash is not installed", allow_module_level=True)
+
+from fastegnn_md.adapters.sph import (  # noqa: E402
+    DEEPMIND_KINEMATIC,
+    SPHTrajectory,
+    frame_pairs,
+    open_sph_dataset,
+    particle_types_to_attrs,
+    read_lagrangebench,
+    write_dataset,
+)
+from fastegnn_md.adapters.splishsplash import SPHSceneSettings, generate_sph_dataset  # noqa: E402
+from fastegnn_md.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
+from fastegnn_md.cli import main  # noqa: E402
+from fastegnn_md.predictor import Predictor  # noqa: E402
+from fastegnn_md.sph_rollout import rollout_sph  # noqa: E402
+from fastegnn_md.training import TrainConfig, Trainer  # noqa: E402
+
+ERROR_PREFIX = "fastegnn-md: error: "
+JUMP = 5  # frames per learned jump
+# d = 5 cm in a 1 m box, 5-7 particles per block axis, 40 frames 5 ms apart (~1 s to simulate).
+SETTINGS = SPHSceneSettings(
+    particle_radius=0.025, time_step=0.0025, num_frames=40, block_size_range=(0.3, 0.4), initial_speed=0.5, seed=3
+)
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("sph") / "water"
+    return generate_sph_dataset(root, SETTINGS, num_train=1, num_valid=1, num_test=1, progress=False, formats=("h5",))
+
+
+def _pairs(directory: Path, split: str):
+    metadata, trajectories = open_sph_dataset(directory, split)
+    return [
+        pair
+        for trajectory in trajectories
+        for pair in frame_pairs(trajectory, JUMP, starts=range(JUMP, trajectory.num_frames - JUMP, 4),
+                                velocity="backward", frame_dt=metadata["dt"])
+    ], metadata
+
+
+@pytest.fixture(scope="module")
+def checkpoint(dataset, tmp_path_factory) -> Path:
+    """Tiny FastEGNN (hidden 8, 1 layer, 1 epoch) on the train split's backward pairs."""
+    torch.set_num_threads(1)
+    train, metadata = _pairs(dataset, "train")
+    valid, _ = _pairs(dataset, "valid")
+    spec = {  # what fastegnn_md.data.sources records for SPH directories
+        "units": {"length": "dimensionless", "time": "s"},
+        "dt": JUMP * metadata["dt"],
+        "frame_stride": JUMP,
+        "velocity_convention": "backward",
+        "extra": {"particle_type_convention": "deepmind", "kinematic_attr_columns": [DEEPMIND_KINEMATIC]},
+    }
+    config = TrainConfig(hidden=8, layers=1, cutoff=metadata["default_connectivity_radius"], epochs=1,
+                         batch_size=4, sigma=0.1, mmd_weight=0.1, mmd_samples=20)
+    run = tmp_path_factory.mktemp("run")
+    Trainer(config, train, valid, run, spec, str(dataset), progress=False).fit(resume=False)
+    return run / "best.pt"
+
+
+@pytest.fixture(scope="module")
+def reference(dataset) -> np.ndarray:
+    """The test trajectory's positions (T, N, 3), float64."""
+    _, trajectories = open_sph_dataset(dataset, "test")
+    return next(iter(trajectories)).positions.astype(np.float64)
+
+
+@pytest.fixture(scope="module")
+def cli_rollout(dataset, checkpoint, tmp_path_factory):
+    """`fastegnn-md rollout DATASET --checkpoint ... --jumps 5` (start frame = JUMP): the report dir and stdout."""
+    report_dir = tmp_path_factory.mktemp("rollout") / "report"
+    stdout = io.StringIO()
+    with contextlib.redirect_stdout(stdout):
+        code = main(["rollout", str(dataset), "--checkpoint", str(checkpoint), "--split", "test", "--trajectory", "0",
+                     "--jumps", "5", "--report", str(report_dir), "--quiet"])
+    assert code == 0
+    return report_dir, stdout.getvalue()
+
+
+def test_cli_writes_the_predicted_h5_report_and_plots(cli_rollout, reference):
+    report_dir, stdout = cli_rollout
+    (predicted,) = list(read_lagrangebench(report_dir / "predicted.h5"))
+    assert predicted.positions.shape == (6, reference.shape[1], 3)  # the start frame + 5 jumps
+    assert predicted.positions.dtype == np.float32
+    np.testing.assert_array_equal(predicted.positions[0], reference[JUMP].astype(np.float32))
+    assert np.isfinite(predicted.positions).all()
+    assert predicted.convention == "deepmind" and (predicted.particle_type == 5).all()
+    for name in ("report.json", "report.md", "frames.png", "errors.png"):
+        assert (report_dir / name).stat().st_size > 0
+    assert (report_dir / "frames.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    report = json.loads((report_dir / "report.json").read_text())
+    assert report["jumps"] == report["model_jumps"] == 5 and report["info"]["stopped"] is None
+    assert [row["frame"] for row in report["per_jump"]] == [10, 15, 20, 25, 30]
+    assert set(report["horizons"]["mse_at"]) == {"1", "5", "20"}
+    assert report["horizons"]["mse_at"]["20"]["model"] is None  # only 5 jumps made
+    for row in report["per_jump"]:
+        assert set(row["sinkhorn"]) == {"model", "no motion", "constant velocity"}
+        assert all(value >= 0 for value in row["sinkhorn"].values())
+    assert "MSE at 1 / 5 / 20 jumps: model" in stdout and "report.md" in stdout
+    markdown = (report_dir / "report.md").read_text()
+    assert "MSE_5" in markdown and "![frames](frames.png)" in markdown
+
+
+def test_trivial_predictors_match_hand_computed_errors(cli_rollout, reference):
+    report_dir, _ = cli_rollout
+    report = json.loads((report_dir / "report.json").read_text())
+    start = reference[JUMP]
+    step = reference[JUMP] - reference[0]  # constant velocity: the last jump's displacement again
+    dt = report["jump_time"]
+    for k, row in enumerate(report["per_jump"], start=1):
+        target = reference[JUMP + k * JUMP]
+        assert row["mse"]["no motion"] == pytest.approx(((target - start) ** 2).sum(axis=1).mean(), rel=1e-9)
+        const = start + k * step
+        assert row["mse"]["constant velocity"] == pytest.approx(((target - const) ** 2).sum(axis=1).mean(), rel=1e-9)
+        assert row["kinetic_energy"]["no motion"] == 0.0
+        assert row["kinetic_energy"]["constant velocity"] == pytest.approx(0.5 * (step**2).sum() / dt**2, rel=1e-9)
+        previous = reference[k * JUMP]
+        energy = 0.5 * ((target - previous) ** 2).sum() / dt**2
+        assert row["kinetic_energy"]["reference"] == pytest.approx(energy, rel=1e-6)
+    mse = [row["mse"]["no motion"] for row in report["per_jump"]]
+    assert report["horizons"]["mse_n"]["5"]["no motion"] == pytest.approx(np.mean(mse))
+
+
+def test_the_model_is_fed_its_own_outputs(cli_rollout, checkpoint, reference):
+    report_dir, _ = cli_rollout
+    (predicted,) = list(read_lagrangebench(report_dir / "predicted.h5"))
+    predictor = Predictor.from_checkpoint(checkpoint)
+    attrs, _ = particle_types_to_attrs(predicted.particle_type, "deepmind")
+    dt = predictor.dt
+    x0 = reference[JUMP]
+    x1 = predictor.predict(x0, (x0 - reference[0]) / dt, attrs).positions
+    x2 = predictor.predict(x1, (x1 - x0) / dt, attrs).positions
+    np.testing.assert_allclose(predicted.positions[1], x1, atol=1e-6)
+    np.testing.assert_allclose(predicted.positions[2], x2, atol=1e-6)
+
+
+def test_walls_follow_the_reference_and_are_not_scored(dataset, checkpoint, reference, tmp_path):
+    # The generated data store no walls: add 30 static wall particles (DeepMind type 3) on the floor.
+    metadata, trajectories = open_sph_dataset(dataset, "test")
+    water = next(iter(trajectories))
+    floor = np.stack(np.meshgrid(np.linspace(0.2, 0.8, 6), [0.0], np.linspace(0.2, 0.8, 5), indexing="ij"), -1)
+    floor = np.broadcast_to(floor.reshape(1, -1, 3), (water.num_frames, 30, 3))
+    with_walls = SPHTrajectory(
+        np.concatenate([water.positions, floor], axis=1),
+        np.concatenate([water.particle_type, np.full(30, DEEPMIND_KINEMATIC)]),
+        key=0, convention="deepmind",
+    )
+    meta = {key: value for key, value in metadata.items() if key != "num_particles_max"}
+    write_dataset(tmp_path / "walls", {"test": [with_walls]}, meta, formats=("h5",))
+    out = rollout_sph(tmp_path / "walls", checkpoint, jumps=3, report_dir=tmp_path / "r", sinkhorn_particles=50,
+                      progress=False)
+    (predicted,) = list(read_lagrangebench(out.predicted))
+    np.testing.assert_array_equal(predicted.positions[:, -30:], floor[:4].astype(np.float32))
+    assert out.report["scored_particles"] == water.num_particles and out.report["particles"] == water.num_particles + 30
+    assert out.report["sinkhorn"]["particles"] == 50
+    assert any("30 wall particles" in note for note in out.report["notes"])
+
+
+def test_non_finite_predictions_stop_the_rollout_keeping_frames(dataset, checkpoint, tmp_path, monkeypatch, capsys):
+    calls = {"n": 0}
+    original = Predictor.predict
+
+    def nan_on_third_jump(self, *args, **kwargs):
+        calls["n"] += 1
+        jump = original(self, *args, **kwargs)
+        if calls["n"] == 3:
+            jump.positions = np.full_like(jump.positions, np.nan)
+        return jump
+
+    monkeypatch.setattr(Predictor, "predict", nan_on_third_jump)
+    code = main(["rollout", str(dataset), "--checkpoint", str(checkpoint), "--jumps", "5",
+                 "--report", str(tmp_path / "r"), "--sinkhorn-particles", "50", "--quiet"])
+    assert code == 1
+    assert "rollout stopped early: jump 3: the model predicted non-finite positions" in capsys.readouterr().err
+    (predicted,) = list(read_lagrangebench(tmp_path / "r" / "predicted.h5"))
+    assert predicted.positions.shape[0] == 3  # start + the 2 jumps made; nothing invented after the stop
+    report = json.loads((tmp_path / "r" / "report.json").read_text())
+    assert report["model_jumps"] == 2 and report["info"]["stopped"].startswith("jump 3:")
+    assert report["horizons"]["mse_at"]["5"]["model"] is None
+    assert report["horizons"]["mse_at"]["5"]["no motion"] is not None
+    assert (tmp_path / "r" / "frames.png").is_file()
+
+
+def _run_error(args, capsys) -> str:
+    code = main([str(a) for a in args])
+    out, err = capsys.readouterr()
+    assert code == 2, err
+    assert err.startswith(ERROR_PREFIX) and err.count("\n") == 1, err
+    return err
+
+
+def _edited_checkpoint(source: Path, target: Path, **spec_changes) -> Path:
+    ckpt = load_checkpoint(source)
+    for key, value in spec_changes.items():
+        setattr(ckpt.data_spec, key, value)
+    return save_checkpoint(target, ckpt.model_name, ckpt.hparams, ckpt.build_model(), ckpt.data_spec, ckpt.training)
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"velocity_convention": "forward"}, "'forward' velocity convention"),
+        ({"units": {"length": "Å", "time": "ps"}}, "is a molecular model"),
+    ],
+)
+def test_checkpoints_that_cannot_roll_out_sph_are_refused(dataset, checkpoint, tmp_path, capsys, change, message):
+    edited = _edited_checkpoint(checkpoint, tmp_path / "edited.pt", **change)
+    err = _run_error(["rollout", dataset, "--checkpoint", edited, "--report", tmp_path / "r", "--quiet"], capsys)
+    assert message in err
+    assert not (tmp_path / "r").exists()  # refused before anything was written
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--topology", "x.pdb"], "--topology: applies to MD trajectory files"),
+        (["--start", "2"], "--start 2: must be in 5..34"),
+        (["--jumps", "9"], "--jumps 9: from start frame 5"),
+        (["--trajectory", "3"], "--trajectory 3: split 'test'"),
+        (["--split", "nope"], "no nope.h5 or nope.tfrecord"),
+        (["--out", "pred.xtc"], "LagrangeBench HDF5"),
+    ],
+)
+def test_bad_sph_arguments_are_one_line_errors(dataset, checkpoint, tmp_path, capsys, extra, message):
+    err = _run_error(["rollout", dataset, "--checkpoint", checkpoint, "--report", tmp_path / "r", "--quiet", *extra],
+                     capsys)
+    assert message in err
+
+
+def test_sph_needs_a_checkpoint_and_md_refuses_sph_flags(dataset, tmp_path, capsys):
+    assert "--checkpoint: required" in _run_error(["rollout", dataset], capsys)
+    assert "--split: applies to SPH dataset directories" in _run_error(
+        ["rollout", tmp_path / "traj.dcd", "--split", "test"], capsys)
+    (tmp_path / "empty").mkdir()
+    assert "without metadata.json" in _run_error(["rollout", tmp_path / "empty"], capsys)

@@ -1,0 +1,248 @@
+"""Training and evaluating on SPH datasets (Water-3D style): CLI, data spec, checkpoint reload.
+
+Two tiny datasets, made once per module:
+
+* ``water``: `fastegnn-md sph generate`'s Python API (SPlisHSPlasH; skipped without it):
+  2 train / 1 valid / 1 test trajectories of 80-100 particles and 40 frames, h5 files.
+* ``walls``: written by hand with `write_dataset` (no solver): water particles (DeepMind type 5)
+  in free fall beside static wall particles (type 3), TFRecord files only.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import inspect
+import json
+import math
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from fastegnn_md.checkpoint import load_checkpoint
+from fastegnn_md.cli import main
+from fastegnn_md.data.nbody import generate_dataset
+from fastegnn_md.data.sources import SPH_FORMAT, SPHOptions, open_dataset, open_for_checkpoint
+from fastegnn_md.errors import DataError
+from fastegnn_md.predictor import Predictor
+from fastegnn_md.training import TrainConfig, Trainer, evaluate_mse
+
+pytest.importorskip("h5py")
+from fastegnn_md.adapters.sph import SPHTrajectory, write_dataset  # noqa: E402
+
+ERROR_PREFIX = "fastegnn-md: error: "
+TINY = ["--hidden", "4", "--layers", "1", "--epochs", "1", "--threads", "1", "--quiet"]
+
+
+@pytest.fixture(autouse=True)
+def restore_threads():
+    before = torch.get_num_threads()
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def water(tmp_path_factory) -> Path:
+    if importlib.util.find_spec("pysplishsplash") is None:
+        pytest.skip("pysplishsplash is not installed")
+    from fastegnn_md.adapters.splishsplash import SPHSceneSettings, generate_sph_dataset
+
+    settings = SPHSceneSettings(
+        particle_radius=0.025, time_step=0.005, num_frames=40, block_size_range=(0.25, 0.3), seed=3
+    )
+    root = tmp_path_factory.mktemp("sph") / "water"
+    return generate_sph_dataset(root, settings, num_train=2, num_valid=1, num_test=1, progress=False, threads=1,
+                                formats=("h5",))
+
+
+@pytest.fixture(scope="module")
+def walls(tmp_path_factory) -> Path:
+    """Free fall (g = 1 along −y, frame dt 0.1) of 12 water particles above 8 static wall particles."""
+    rng = np.random.default_rng(0)
+    t = np.arange(30)[:, None, None] * 0.1
+
+    def trajectory(key: int) -> SPHTrajectory:
+        start = rng.uniform(0.2, 0.8, size=(12, 3))
+        velocity = rng.normal(scale=0.2, size=(12, 3))
+        water = start + velocity * t + 0.5 * np.array([0.0, -1.0, 0.0]) * t**2
+        wall = np.broadcast_to(rng.uniform(0.0, 1.0, size=(8, 3)) * [1, 0.05, 1], (30, 8, 3))
+        types = np.array([5] * 12 + [3] * 8)
+        return SPHTrajectory(np.concatenate([water, wall], axis=1), types, key, convention="deepmind")
+
+    root = tmp_path_factory.mktemp("sph") / "walls"
+    splits = {"train": [trajectory(0), trajectory(1)], "valid": [trajectory(2)], "test": [trajectory(3)]}
+    write_dataset(root, splits, {"bounds": [[0.0, 1.0]] * 3, "dt": 0.1, "default_connectivity_radius": 0.3},
+                  formats=("tfrecord",))
+    return root
+
+
+@pytest.fixture(scope="module")
+def water_run(water, tmp_path_factory) -> Path:
+    """The brief's command on the generated data (2 epochs of a tiny FastEGNN<3, 0.75>)."""
+    run = tmp_path_factory.mktemp("runs") / "w"
+    code = main(["train", "--data", str(water), "--model", "fastegnn", "-C", "3", "--drop-rate", "0.75",
+                 "--out", str(run), "--hidden", "8", "--layers", "1", "--epochs", "2", "--threads", "1", "--quiet"])
+    assert code == 0
+    return run
+
+
+def cli(*argv) -> int:
+    return main([str(a) for a in argv])
+
+
+def run_error(capsys, argv) -> str:
+    argv = [str(a) for a in argv]
+    code = main(argv)
+    out, err = capsys.readouterr()
+    assert code == 2, f"exit status {code}, stderr {err!r}"
+    lines = err.splitlines()
+    assert len(lines) == 1 and lines[0].startswith(ERROR_PREFIX), err
+    return lines[0]
+
+
+# ----------------------------------------------------------------------------- happy path
+def test_train_records_the_sph_spec(water, water_run, capsys):
+    ckpt = load_checkpoint(water_run / "best.pt")
+    spec = ckpt.data_spec
+    metadata = json.loads((water / "metadata.json").read_text())
+    assert spec.gravity_axis == [0.0, -1.0, 0.0]  # the generator's "-y"
+    assert ckpt.hparams["gravity_axis"] == [0.0, -1.0, 0.0] and ckpt.hparams["virtual_nodes"] == 3
+    assert spec.cutoff == metadata["default_connectivity_radius"] and spec.drop_rate == 0.75
+    assert spec.units == {"length": "dimensionless", "time": "s"}
+    assert spec.frame_stride == 15 and spec.dt == pytest.approx(15 * metadata["dt"])
+    assert spec.velocity_convention == "backward" and spec.num_node_attrs == 9
+    extra = spec.extra
+    assert extra["dataset_format"] == SPH_FORMAT and extra["particle_type_convention"] == "deepmind"
+    assert extra["kinematic_attr_columns"] == [3] and extra["bounds"] == metadata["bounds"]
+    assert (extra["num_starts"], extra["start_window"], extra["seed"]) == (15, 250, 0)
+    config = ckpt.training["config"]
+    assert config["mmd_weight"] == 0.01 and config["batch_size"] == 20  # the SPH defaults
+    assert ckpt.build_model().gravity_axis == [0.0, -1.0, 0.0]
+
+
+def test_evaluate_on_the_dataset_matches_a_reload(water, water_run, capsys):
+    assert main(["evaluate", str(water_run / "best.pt"), "--data", str(water), "--json", "--repeats", "1",
+                 "--threads", "1"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    # 40 frames, jump 15, backward velocities: input frames 15..24, all 10 taken (fewer than 15).
+    assert result["examples"] == 10 and math.isfinite(result["mse"]) and result["mse"] > 0
+
+    ckpt = load_checkpoint(water_run / "best.pt")
+    reopened = open_for_checkpoint(water, ckpt.data_spec)
+    pairs = reopened.load("test")
+    mse = evaluate_mse(ckpt.build_model(), pairs, ckpt.data_spec.cutoff, ckpt.data_spec.drop_rate)
+    assert mse == pytest.approx(result["mse"], rel=1e-6)
+
+
+def test_open_for_checkpoint_reads_the_same_pairs(water, water_run):
+    spec = load_checkpoint(water_run / "best.pt").data_spec
+    trained = open_dataset(water, sph=SPHOptions())
+    reopened = open_for_checkpoint(water, spec)
+    assert reopened.spec_fields["extra"] == trained.spec_fields["extra"]
+    for split in ("train", "test"):
+        a, b = trained.load(split), reopened.load(split)
+        assert [p.metadata["frames"] for p in a] == [p.metadata["frames"] for p in b]
+        for p, q in zip(a, b):
+            np.testing.assert_array_equal(p.positions, q.positions)
+            np.testing.assert_array_equal(p.velocities, q.velocities)
+            np.testing.assert_array_equal(p.target_positions, q.target_positions)
+    assert [p.metadata["frames"][0] for p in trained.load("train")][:10] == list(range(15, 25))
+
+
+def test_flags_change_jump_velocity_cutoff_and_gravity(water, tmp_path, capsys):
+    run = tmp_path / "run"
+    assert cli("train", "--data", water, "--model", "egnn", "--out", run, "--jump", "5", "--velocity", "paper",
+               "--cutoff", "0.1", "--gravity-axis", "none", "--max-train", "4", "--max-valid", "2", *TINY) == 0
+    ckpt = load_checkpoint(run / "best.pt")
+    spec = ckpt.data_spec
+    assert (spec.frame_stride, spec.velocity_convention, spec.cutoff, spec.gravity_axis) == (5, "forward", 0.1, None)
+    assert spec.dt == pytest.approx(0.025) and "gravity_axis" not in ckpt.hparams
+    capsys.readouterr()
+    assert cli("evaluate", run / "best.pt", "--data", water, "--json", "--repeats", "1", "--max-examples", "3") == 0
+    assert json.loads(capsys.readouterr().out)["examples"] == 3
+
+    run = tmp_path / "run-x"
+    assert cli("train", "--data", water, "--model", "linear", "--out", run, "--gravity-axis", "x",
+               "--max-train", "4", "--max-valid", "2", *TINY) == 0
+    ckpt = load_checkpoint(run / "best.pt")
+    assert ckpt.data_spec.gravity_axis == ckpt.hparams["gravity_axis"] == [-1.0, 0.0, 0.0]
+
+
+# ----------------------------------------------------------------------------- walls, TFRecord, Python API
+def test_walls_are_inputs_only_through_training_and_prediction(walls, tmp_path):
+    dataset = open_dataset(walls, sph=SPHOptions(jump=3))
+    assert dataset.format == SPH_FORMAT
+    assert dataset.spec_fields["extra"]["kinematic_attr_columns"] == [3]
+    assert dataset.spec_fields["gravity_axis"] == [0.0, -1.0, 0.0]  # no record: Water-3D's −y
+    train = dataset.load("train")
+    assert len(train) == 2 * 15 and train[0].moving.tolist() == [True] * 12 + [False] * 8
+    spec = dataset.spec_fields
+    config = TrainConfig(model="fastegnn", hidden=8, layers=1, virtual_nodes=2, cutoff=spec["cutoff"], epochs=1,
+                         batch_size=10, mmd_weight=0.01, gravity_axis=spec["gravity_axis"])
+    Trainer(config, train, dataset.load("valid"), tmp_path, spec, progress=False).fit(resume=False)
+
+    predictor = Predictor.from_checkpoint(tmp_path / "best.pt")
+    pair = dataset.load("test")[0]
+    jump = predictor.predict(pair.positions, pair.velocities, pair.node_attrs)
+    np.testing.assert_array_equal(jump.positions[12:], pair.positions[12:].astype(np.float32))
+    assert np.abs(jump.positions[:12] - pair.positions[:12]).max() > 1e-4
+    reopened = open_for_checkpoint(walls, predictor.spec)
+    assert len(reopened.load("test")) == 15
+
+
+# ----------------------------------------------------------------------------- errors
+@pytest.fixture(scope="module")
+def nbody(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("nbody")
+    kwargs = dict(num_train=2, num_valid=1, num_test=1, num_particles=4, num_frames=6, seed=1, progress=False)
+    if "use_compile" in inspect.signature(generate_dataset).parameters:
+        kwargs["use_compile"] = False
+    generate_dataset(root, **kwargs)
+    return root
+
+
+def test_flags_of_another_kind_are_one_line_errors(walls, nbody, tmp_path, capsys):
+    out = ["--out", tmp_path / "run", *TINY]
+    for flags, needle in (
+        (["--topology", walls / "metadata.json"], "--topology: applies to MD trajectory files"),
+        (["--stride", "2"], "--stride: applies to MD trajectory files"),
+        (["--frames", "1", "2"], "--frames: applies to N-body"),
+        (["--velocity", "physical"], "--velocity: SPH dataset"),
+        (["--cutoff", "0"], "--cutoff"),
+    ):
+        assert needle in run_error(capsys, ["train", "--data", walls, *flags, *out])
+    line = run_error(capsys, ["train", "--data", walls, "--gravity-axis", "w", *out])
+    assert "--gravity-axis: must be x, y, z or none" in line
+    line = run_error(capsys, ["train", "--data", nbody, "--gravity-axis", "y", *out])
+    assert "--gravity-axis: applies to SPH dataset directories" in line and "N-body" in line
+    line = run_error(capsys, ["train", "--data", nbody, "--velocity", "paper", *out])
+    assert "--velocity" in line and "N-body" in line
+    trajectory = tmp_path / "md.xtc"
+    trajectory.write_bytes(b"")
+    line = run_error(capsys, ["train", "--data", trajectory, "--gravity-axis", "z", *out])
+    assert "--gravity-axis: applies to SPH" in line
+
+
+def test_evaluate_refuses_data_of_another_kind(walls, nbody, tmp_path, capsys):
+    spec = open_dataset(walls, sph=SPHOptions(jump=3)).spec_fields
+    config = TrainConfig(model="linear", cutoff=spec["cutoff"], epochs=1, batch_size=10)
+    dataset = open_dataset(walls, sph=SPHOptions(jump=3))
+    Trainer(config, dataset.load("train", 10), dataset.load("valid", 5), tmp_path / "run", spec, progress=False).fit()
+    best = tmp_path / "run" / "best.pt"
+    assert "trained on an SPH dataset" in run_error(capsys, ["evaluate", best, "--data", nbody])
+    assert "--topology: applies to MD" in run_error(capsys, ["evaluate", best, "--data", walls, "--topology", best])
+
+    slower = tmp_path / "slower"
+    shutil.copytree(walls, slower)
+    metadata = json.loads((slower / "metadata.json").read_text())
+    metadata["dt"] = 0.2
+    (slower / "metadata.json").write_text(json.dumps(metadata))
+    line = run_error(capsys, ["evaluate", best, "--data", slower])
+    assert "jump of 3 frames spans 0.6" in line and "0.3" in line
+
+    ckpt = load_checkpoint(best)
+    with pytest.raises(DataError, match="is an SPH dataset"):
+        ckpt.data_spec.extra = {"dataset_format": "fastegnn-md nbody"}
+        open_for_checkpoint(walls, ckpt.data_spec)
