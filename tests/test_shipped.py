@@ -7,6 +7,7 @@ import shlex
 from pathlib import Path
 
 import MDAnalysis
+import numpy as np
 import pytest
 
 from fastegnn_md.checkpoint import PRETRAINED_DIR, load_checkpoint
@@ -91,3 +92,18 @@ def test_fits_pdb_bounds() -> None:
     assert fits_pdb(np.array([[-999.0, 0.0, 9999.0]]))
     assert not fits_pdb(np.array([[-1000.0, 0.0, 0.0]]))
     assert not fits_pdb(np.array([[0.0, 10000.0, 0.0]]))
+
+
+def test_shipped_sph_trajectory_reads_back():
+    """trajectories/sph: the generator's test split (real SPlisHSPlasH output), as its README says."""
+    from fastegnn_md.adapters.sph import open_sph_dataset
+
+    metadata, trajectories = open_sph_dataset(ROOT / "trajectories" / "sph", "test")
+    (trajectory,) = list(trajectories)
+    assert trajectory.positions.shape == (320, 1260, 3) and trajectory.positions.dtype == np.float32
+    assert set(trajectory.particle_type.tolist()) == {5}
+    assert metadata["default_connectivity_radius"] == pytest.approx(0.064)
+    assert metadata["dt"] == pytest.approx(0.005)
+    assert (trajectory.positions >= 0).all() and (trajectory.positions <= 1).all()
+    y = trajectory.positions[:, :, 1].mean(axis=1)
+    assert y[40] < y[0]  # the water falls (gravity along -y)
