@@ -318,13 +318,7 @@ def simulate(
         resumed = len(frames_pos)
         log(f"resuming {out} from its checkpoint at frame {resumed} of {settings.num_frames}")
     else:
-        simulation.context.setPositions(positions)
-        if settings.minimise_iterations:
-            log(f"minimising ({settings.minimise_iterations} iterations at most)")
-            simulation.minimizeEnergy(maxIterations=settings.minimise_iterations)
-        simulation.context.setVelocitiesToTemperature(settings.temperature_k * unit.kelvin, settings.seed)
-        if settings.equilibration_steps:
-            _step_with_bar(simulation, settings.equilibration_steps, "equilibrating", progress)
+        minimise_and_equilibrate(simulation, positions, settings, progress, log)
         simulation.currentStep = 0
         simulation.context.setTime(0.0)
     # Written only once the checkpoint (if any) is known to match: never clobber another run's topology.
@@ -359,6 +353,21 @@ def simulate(
     _save(out, ckpt_file, key, simulation, frames_pos, frames_vel, settings, top_file)
     speed = _ns_per_day(production_steps, production_seconds, settings) if production_seconds else float("nan")
     return SimulationResult(out, top_file, len(frames_pos), len(selected), speed, resumed, settings)
+
+
+def minimise_and_equilibrate(
+    simulation: "app.Simulation", positions: Any, settings: SimulationSettings, progress: bool = True,
+    log: Callable[[str], None] = print,
+) -> None:
+    """Set ``positions``, minimise (``settings.minimise_iterations``), draw Maxwell-Boltzmann
+    velocities at the settings' temperature and seed, run ``settings.equilibration_steps``."""
+    simulation.context.setPositions(positions)
+    if settings.minimise_iterations:
+        log(f"minimising ({settings.minimise_iterations} iterations at most)")
+        simulation.minimizeEnergy(maxIterations=settings.minimise_iterations)
+    simulation.context.setVelocitiesToTemperature(settings.temperature_k * unit.kelvin, settings.seed)
+    if settings.equilibration_steps:
+        _step_with_bar(simulation, settings.equilibration_steps, "equilibrating", progress)
 
 
 def _ns_per_day(steps: int, seconds: float, settings: SimulationSettings) -> float:

@@ -159,13 +159,7 @@ def _common_start(
     steps_per_jump: int, progress: bool, log: Callable[[str], None],
 ) -> np.ndarray:
     """Minimise, equilibrate, one Δt of MD; returns the selected atoms (Å) one Δt before its end."""
-    simulation.context.setPositions(positions)
-    if settings.minimise_iterations:
-        log(f"minimising ({settings.minimise_iterations} iterations at most)")
-        simulation.minimizeEnergy(maxIterations=settings.minimise_iterations)
-    simulation.context.setVelocitiesToTemperature(settings.temperature_k * unit.kelvin, settings.seed)
-    if settings.equilibration_steps:
-        omm._step_with_bar(simulation, settings.equilibration_steps, "equilibrating", progress)
+    omm.minimise_and_equilibrate(simulation, positions, settings, progress, log)
     previous = _selected(simulation, selected)
     omm._step_with_bar(simulation, steps_per_jump, "history Δt", progress)
     return previous
