@@ -322,6 +322,7 @@ def write_plot(report: dict[str, Any], path: Path) -> None:
         ax.hist(ref, bins=bins, alpha=0.6, label="reference MD")
         ax.hist(learn, bins=bins, alpha=0.6, label="stepper")
         ax.set(xlabel=label, ylabel="jumps", title=f"{label} distribution")
+        ax.tick_params(axis="x", labelrotation=30)  # five-digit energies overlap otherwise
         ax.legend(fontsize=8)
     ax = axes[1, 2]
     ax.plot(t[1:], [r["wall_reference_s"] for r in rows[1:]], "s-", label="reference MD")
