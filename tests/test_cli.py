@@ -24,14 +24,6 @@ ERROR_PREFIX = "fastegnn-md: error: "
 TINY_MODEL = ["--model", "fastegnn", "--hidden", "8", "--layers", "2", "--batch-size", "3", "--mmd-samples", "4"]
 
 
-@pytest.fixture(autouse=True)
-def restore_threads():
-    """`--threads` changes torch's global thread count; put it back after each test."""
-    before = torch.get_num_threads()
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory) -> Path:
     """A tiny N-body dataset of 6 frames (so the default frames 30 -> 40 do not fit)."""

@@ -15,7 +15,6 @@ import warnings
 from pathlib import Path
 
 import pytest
-import torch
 
 pytest.importorskip("MDAnalysis")
 pytest.importorskip("MDAnalysisTests")
@@ -33,13 +32,6 @@ ADK_ATOMS = 3341
 BACKBONE_ATOMS = 855
 TINY = ["--max-train", "4", "--max-valid", "2", "--hidden", "8", "--layers", "1", "--batch-size", "2",
         "--mmd-samples", "8", "--epochs", "1", "--threads", "1", "--quiet"]
-
-
-@pytest.fixture(autouse=True)
-def restore_threads():
-    before = torch.get_num_threads()
-    yield
-    torch.set_num_threads(before)
 
 
 def link(source: str, target: Path) -> Path:

@@ -8,7 +8,6 @@ per module.
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import io
 import json
 from pathlib import Path
@@ -17,8 +16,6 @@ import numpy as np
 import pytest
 import torch
 
-if importlib.util.find_spec("pysplishsplash") is None:
-    pytest.skip("pysplishsplash is not installed", allow_module_level=True)
 
 from fastegnn_md.adapters.sph import (  # noqa: E402
     DEEPMIND_KINEMATIC,

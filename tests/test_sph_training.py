@@ -10,7 +10,6 @@ Two tiny datasets, made once per module:
 
 from __future__ import annotations
 
-import importlib.util
 import inspect
 import json
 import math
@@ -19,7 +18,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from fastegnn_md.checkpoint import load_checkpoint
 from fastegnn_md.cli import main
@@ -29,24 +27,14 @@ from fastegnn_md.errors import DataError
 from fastegnn_md.predictor import Predictor
 from fastegnn_md.training import TrainConfig, Trainer, evaluate_mse
 
-pytest.importorskip("h5py")
-from fastegnn_md.adapters.sph import SPHTrajectory, write_dataset  # noqa: E402
+from fastegnn_md.adapters.sph import SPHTrajectory, write_dataset
 
 ERROR_PREFIX = "fastegnn-md: error: "
 TINY = ["--hidden", "4", "--layers", "1", "--epochs", "1", "--threads", "1", "--quiet"]
 
 
-@pytest.fixture(autouse=True)
-def restore_threads():
-    before = torch.get_num_threads()
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def water(tmp_path_factory) -> Path:
-    if importlib.util.find_spec("pysplishsplash") is None:
-        pytest.skip("pysplishsplash is not installed")
     from fastegnn_md.adapters.splishsplash import SPHSceneSettings, generate_sph_dataset
 
     settings = SPHSceneSettings(

@@ -5,7 +5,6 @@ is a child process taking well under a second of solver time.
 """
 
 import dataclasses
-import importlib.util
 import json
 import os
 import tempfile
@@ -13,10 +12,8 @@ import tempfile
 import numpy as np
 import pytest
 
-# Only look for pysplishsplash: importing it here (without libGLdispatch preloaded) segfaults.
-if importlib.util.find_spec("pysplishsplash") is None:
-    pytest.skip("pysplishsplash is not installed", allow_module_level=True)
-pytest.importorskip("h5py")
+# pysplishsplash and h5py are install requirements: no skips. Never import pysplishsplash here:
+# without libGLdispatch preloaded (the adapter does that) the import segfaults.
 
 from fastegnn_md.adapters import splishsplash  # noqa: E402
 from fastegnn_md.adapters.sph import open_sph_dataset  # noqa: E402

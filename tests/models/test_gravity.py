@@ -15,14 +15,9 @@ import torch
 
 from fastegnn_md import FramePair, collate
 from fastegnn_md.models import available_models, build_model
+from symmetry_helpers import close, make_pairs, perturbed_model, run, transformed  # tests/models/
 
-TOL = 1e-10  # relative to the output scale
 AXIS = np.array([0.3, -1.0, 0.2]) / np.linalg.norm([0.3, -1.0, 0.2])  # not a coordinate axis
-
-
-def close(actual: np.ndarray, expected: np.ndarray) -> None:
-    scale = max(1.0, float(np.abs(expected).max()))
-    np.testing.assert_allclose(actual, expected, atol=TOL * scale, rtol=0)
 
 
 def rotation_about(axis: np.ndarray, angle: float) -> np.ndarray:
@@ -39,35 +34,9 @@ def reflection_containing(axis: np.ndarray, rng: np.random.Generator) -> np.ndar
     return np.eye(3) - 2.0 * np.outer(n, n)
 
 
-def make_pairs(rng: np.random.Generator, sizes=(9, 6, 1)) -> list[FramePair]:
-    pairs = []
-    for n in sizes:
-        x = rng.normal(size=(n, 3)) * 1.5
-        pairs.append(FramePair(x, rng.normal(size=(n, 3)), x, rng.choice([-1.0, 1.0], size=(n, 1))))
-    return pairs
-
-
-def transformed(pairs: list[FramePair], q: np.ndarray, t: np.ndarray) -> list[FramePair]:
-    return [FramePair(p.positions @ q + t, p.velocities @ q, p.target_positions @ q + t, p.node_attrs) for p in pairs]
-
-
 def gravity_model(name: str, axis=tuple(AXIS), seed: int = 0) -> torch.nn.Module:
     """float64 model with every weight (the gravity head's too) moved off its tiny initial gain."""
-    torch.manual_seed(seed)
-    model = build_model(
-        name, node_features=2, edge_features=2, hidden=16, layers=3, virtual_nodes=3, gravity_axis=axis
-    ).double()
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(torch.randn_like(p) * 0.1)
-    return model.eval()
-
-
-def run(model: torch.nn.Module, pairs: list[FramePair]):
-    with torch.no_grad():
-        out = model(collate(pairs, cutoff=2.5, dtype=torch.float64))
-    z = None if out.virtual_positions is None else out.virtual_positions.numpy()
-    return out.positions.numpy(), z
+    return perturbed_model(name, seed, gravity_axis=axis)
 
 
 @pytest.mark.parametrize("name", available_models())
