@@ -245,8 +245,64 @@ class ScalarHeads(nn.Module):
         return a @ block
 
 
+class Segments:
+    """Runs of equal consecutive values in an index (receivers of edges, graphs of nodes).
+
+    ``sum_into(out, values)`` is ``out.index_add_(0, index, values)``: it sums each run's rows
+    with one `embedding_bag` pass and scatters one row per run. For a sorted index (edges sorted
+    by receiver, nodes grouped by graph, as `collate` makes them) that is about 3x faster on CPU
+    than index_add_'s scatter of every row; any other index gives the same sums, just with more
+    runs. When ``values`` needs a gradient it is index_add_ itself, whose backward (a gather) is
+    much cheaper than embedding_bag's.
+    """
+
+    def __init__(self, index: torch.Tensor) -> None:
+        self.index = index
+        self.values, counts = torch.unique_consecutive(index, return_counts=True)
+        self.offsets = torch.cumsum(counts, 0) - counts
+        self.rows = torch.arange(index.shape[0], device=index.device)
+
+    def sum_into(self, out: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+        """out (M, K) += per-run sums of values (len(index), K); returns out."""
+        if self.rows.numel() == 0:
+            return out
+        if values.requires_grad:
+            return out.index_add_(0, self.index, values)
+        sums = F.embedding_bag(self.rows, values, self.offsets, mode="sum")
+        return out.index_add_(0, self.values, sums)
+
+
+class EdgeChunk:
+    """One chunk of receiver-sorted edges and the index tensors the edge MLP needs for it."""
+
+    def __init__(self, rows: slice, receivers: torch.Tensor, senders: torch.Tensor) -> None:
+        self.rows = rows
+        self.receivers = receivers
+        self.senders = senders
+        # Bags of two rows of the (2N, H) receiver/sender projection table: rows 2i and 2j + 1
+        # (`EdgeBlock.forward`), so one embedding_bag pass gathers and adds both node parts.
+        self.receiver_rows, self.sender_rows = 2 * receivers, 2 * senders + 1
+        self.pair_index = torch.stack([self.receiver_rows, self.sender_rows], dim=1).reshape(-1)
+        self.pair_offsets = torch.arange(0, 2 * receivers.shape[0], 2, device=receivers.device)
+        self.by_receiver = Segments(receivers)
+
+    def gather_pairs(self, table: torch.Tensor) -> torch.Tensor:
+        """(E_chunk, H): table[2 i] + table[2 j + 1] for each edge (i receiver, j sender).
+
+        One embedding_bag pass at inference; two gathers and an add when training, because
+        embedding_bag's backward is several times slower than index_select's.
+        """
+        if table.requires_grad:
+            return table.index_select(0, self.receiver_rows).add_(table.index_select(0, self.sender_rows))
+        return F.embedding_bag(self.pair_index, table, self.pair_offsets, mode="sum")
+
+
 class EdgeContext:
-    """Per-forward constants of a graph: receivers, senders, 1/degree."""
+    """Per-forward constants of a graph: receivers, senders, 1/degree, edge chunks.
+
+    Built once per forward pass and shared by all layers. Sums over each receiver's edges are
+    fastest with edges sorted by receiver, as the batch contract has them (`Segments`).
+    """
 
     def __init__(self, batch: "GraphBatch") -> None:
         self.receivers = batch.edge_index[0]
@@ -259,20 +315,29 @@ class EdgeContext:
         # Isolated nodes get mean 0 over their (empty) neighbourhood.
         self.inv_degree = (1.0 / degree.clamp(min=1.0)).unsqueeze(1)
         self.has_edges = self.num_edges > 0
+        self._chunks: Optional[list[EdgeChunk]] = None
 
     def mean_over_neighbours(self, values: torch.Tensor) -> torch.Tensor:
         """(E, K) edge values -> (N, K) mean over each receiver's incoming edges."""
         out = values.new_zeros((self.num_nodes, values.shape[1]))
-        return out.index_add_(0, self.receivers, values) * self.inv_degree
+        for chunk in self.chunks():
+            chunk.by_receiver.sum_into(out, values[chunk.rows])
+        return out * self.inv_degree
 
     def relative(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(x_i - x_j) per edge (E, 3) and its squared length (E, 1)."""
         diff = x.index_select(0, self.receivers) - x.index_select(0, self.senders)
         return diff, (diff * diff).sum(dim=1, keepdim=True)
 
-    def chunks(self) -> list[slice]:
-        step = EDGE_CHUNK
-        return [slice(s, min(s + step, self.num_edges)) for s in range(0, self.num_edges, step)]
+    def chunks(self) -> list[EdgeChunk]:
+        """Edges in chunks of at most EDGE_CHUNK, with their index tensors (built on first use)."""
+        if self._chunks is None:
+            step = EDGE_CHUNK
+            self._chunks = [
+                EdgeChunk(slice(s, min(s + step, self.num_edges)), self.receivers[s : s + step], self.senders[s : s + step])
+                for s in range(0, self.num_edges, step)
+            ]
+        return self._chunks
 
 
 class EdgeBlock(nn.Module):
@@ -285,7 +350,8 @@ class EdgeBlock(nn.Module):
     The first linear layer on the concatenation is split into receiver, sender and geometric
     parts; the node parts are computed once per node (N x H) and gathered, which is the same
     function with ~3x fewer FLOPs on the edges. Edges are processed in chunks (EDGE_CHUNK) so
-    each chunk's MLP runs in cache.
+    each chunk's MLP runs in cache; per chunk, one embedding_bag pass gathers and adds the two
+    node parts, and the sums over each receiver's edges are segment sums (`Segments`).
     """
 
     def __init__(self, hidden: int, edge_features: int) -> None:
@@ -296,24 +362,31 @@ class EdgeBlock(nn.Module):
         self.second = nn.Linear(hidden, hidden)
         self.coord_head = ScalarHeads(hidden, 1)
 
+    def node_table(self, h: torch.Tensor) -> torch.Tensor:
+        """(2N, H): row 2i = receiver part of node i (with the bias), row 2i + 1 = its sender part.
+
+        One (N, H) x (H, 2H) matmul; viewing its (N, 2H) result as (2N, H) interleaves the two.
+        """
+        weight = torch.cat([self.receiver.weight, self.sender.weight])
+        bias = torch.cat([self.receiver.bias, self.receiver.bias.new_zeros(self.receiver.bias.shape)])
+        return torch.addmm(bias, h, weight.t()).view(2 * h.shape[0], h.shape[1])
+
     def forward(
         self, h: torch.Tensor, x: torch.Tensor, e: torch.Tensor, ctx: EdgeContext, need_messages: bool = True
     ) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
         """Returns (dx (N, 3), mean_j m_ij (N, H) or None when ``need_messages`` is False)."""
-        from_receiver, from_sender = self.receiver(h), self.sender(h)
+        table = self.node_table(h)
         geo_weight = self.geometric.weight.t()
         dx = x.new_zeros((ctx.num_nodes, 3))
         m_sum = h.new_zeros((ctx.num_nodes, h.shape[1]))
-        for part in ctx.chunks():
-            recv, send = ctx.receivers[part], ctx.senders[part]
-            diff = x.index_select(0, recv) - x.index_select(0, send)
-            geo = torch.cat([(diff * diff).sum(dim=1, keepdim=True), e[part]], dim=1)
-            pre = torch.addmm(from_receiver.index_select(0, recv), geo, geo_weight)
-            pre += from_sender.index_select(0, send)
+        for chunk in ctx.chunks():
+            diff = x.index_select(0, chunk.receivers) - x.index_select(0, chunk.senders)
+            geo = torch.cat([(diff * diff).sum(dim=1, keepdim=True), e[chunk.rows]], dim=1)
+            pre = chunk.gather_pairs(table).addmm_(geo, geo_weight)
             m = act(self.second(act(pre)))
-            dx.index_add_(0, recv, diff * self.coord_head(m))
+            chunk.by_receiver.sum_into(dx, diff * self.coord_head(m))
             if need_messages:
-                m_sum.index_add_(0, recv, m)
+                chunk.by_receiver.sum_into(m_sum, m)
         return dx * ctx.inv_degree, (m_sum * ctx.inv_degree if need_messages else None)
 
 
@@ -342,15 +415,41 @@ class NodeUpdate(nn.Module):
         return h + self.second(act(pre))
 
 
+class NodeChunk:
+    """A range of nodes, the graph of each, and the runs of equal graphs (`Segments`)."""
+
+    def __init__(self, rows: slice, graph: torch.Tensor) -> None:
+        self.rows = rows
+        self.graph = graph
+        self.by_graph = Segments(graph)
+
+
 class GraphPool:
-    """Means over the nodes of each graph: (N, K) -> (B, K)."""
+    """Per-graph sums and means over nodes, (N, K) -> (B, K), and node chunks for the per-node
+    work of FastEGNN's virtual nodes."""
 
     def __init__(self, batch_index: torch.Tensor, graph_sizes: torch.Tensor, dtype: torch.dtype) -> None:
         self.index = batch_index
+        self.num_nodes = int(batch_index.shape[0])
         self.num_graphs = int(graph_sizes.shape[0])
         self.inv_size = (1.0 / graph_sizes.to(dtype).clamp(min=1.0)).unsqueeze(1)
+        self.by_graph = Segments(batch_index)
+        self._chunks: dict[int, list[NodeChunk]] = {}
+
+    def sum_into(self, out: torch.Tensor, values: torch.Tensor, chunk: Optional[NodeChunk] = None) -> torch.Tensor:
+        """out (B, K) += per-graph sums of values ((N, K), or the chunk's (n, K) rows)."""
+        return (self.by_graph if chunk is None else chunk.by_graph).sum_into(out, values)
 
     def mean(self, values: torch.Tensor) -> torch.Tensor:
         out = values.new_zeros((self.num_graphs, values.shape[1]))
-        out.index_add_(0, self.index, values)
-        return out * self.inv_size
+        return self.sum_into(out, values) * self.inv_size
+
+    def chunks(self, rows_per_node: int) -> list[NodeChunk]:
+        """Node ranges whose (nodes x rows_per_node) rows fit one EDGE_CHUNK-sized chunk."""
+        if rows_per_node not in self._chunks:
+            step = max(1, EDGE_CHUNK // rows_per_node)
+            self._chunks[rows_per_node] = [
+                NodeChunk(slice(i, min(i + step, self.num_nodes)), self.index[i : i + step])
+                for i in range(0, self.num_nodes, step)
+            ]
+        return self._chunks[rows_per_node]

@@ -27,7 +27,6 @@ import torch
 from torch import nn
 
 from ..graph import GraphBatch
-from . import base
 from .base import EdgeBlock, EdgeContext, GraphPool, JumpModel, ModelOutput, NodeUpdate, ScalarHeads, act, MLP
 
 
@@ -58,12 +57,6 @@ class VirtualMessage(nn.Module):
         pre = channel_part.add_(real_part.unsqueeze(1))
         pre = pre.addcmul_(d2.unsqueeze(-1), self.distance.weight.view(1, 1, -1))
         return act(self.second(act(pre)))
-
-
-def node_chunks(num_nodes: int, channels: int) -> list[slice]:
-    """Node ranges whose (nodes x channels) message rows fit one cache-sized chunk."""
-    step = max(1, base.EDGE_CHUNK // channels)
-    return [slice(i, min(i + step, num_nodes)) for i in range(0, num_nodes, step)]
 
 
 class FastEGNNLayer(nn.Module):
@@ -120,17 +113,17 @@ class FastEGNNLayer(nn.Module):
         z_shift = x.new_zeros((num_graphs, num_channels * 3))
         m_v_sum = h.new_zeros((num_graphs, num_channels * hidden))
         x_parts, h_parts = [], []
-        for part in node_chunks(num_nodes, num_channels):
-            graph = pool.index[part]
-            to_virtual = x[part].unsqueeze(1) - z.index_select(0, graph)  # (n, C, 3): x_i - z_c
+        for chunk in pool.chunks(num_channels):
+            part = chunk.rows
+            to_virtual = x[part].unsqueeze(1) - z.index_select(0, chunk.graph)  # (n, C, 3): x_i - z_c
             m_v = self.virtual_message.messages(
-                channel_part.index_select(0, graph), real_part[part], (to_virtual * to_virtual).sum(-1)
+                channel_part.index_select(0, chunk.graph), real_part[part], (to_virtual * to_virtual).sum(-1)
             )  # (n, C, H)
             heads = self.virtual_heads(m_v)  # (n, C, 2): phi_x^v, phi_Z
             x_parts.append((to_virtual * heads[..., 0:1]).mean(dim=1))  # Eq. 6, 1/C sum_c
-            z_shift.index_add_(0, graph, (-to_virtual * heads[..., 1:2]).flatten(1))  # Eq. 8
+            pool.sum_into(z_shift, (to_virtual * heads[..., 1:2]).flatten(1).neg_(), chunk)  # Eq. 8
             if not final:
-                m_v_sum.index_add_(0, graph, m_v.flatten(1))
+                pool.sum_into(m_v_sum, m_v.flatten(1), chunk)
                 virtual_part = m_v.flatten(1) if self.ordered else m_v.mean(dim=1)
                 neighbours = None if m_agg is None else m_agg[part]
                 h_parts.append(self.node_update(h[part], virtual_part, neighbours))  # Eq. 7
