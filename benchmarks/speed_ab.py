@@ -2,6 +2,7 @@
 
     python benchmarks/speed_ab.py --against f2b1c6a            # all speed.py cases, FastEGNN
     python benchmarks/speed_ab.py --against HEAD~3 --cases 0 2 --model egnn --repeats 30
+    python benchmarks/speed_ab.py --against f2b1c6a --cases 4 0 --backward   # training steps
 
 The machine here is shared and noisy, so two code versions are only compared as a ratio
 measured in one process: the revision's ``fastegnn_md`` package is extracted with
@@ -10,7 +11,8 @@ weights, and their forward passes alternate call by call on the same batch. Repo
 each version's median ms per graph, the median of the per-pair time ratios (new / old), and
 the largest difference of their predicted positions (float32 round-off from reordered sums).
 The graphs and settings are those of `benchmarks/speed.py` (2 threads, float32, hidden 64,
-4 layers, C = 3).
+4 layers, C = 3). ``--backward`` times a training step instead: forward with autograd and the
+backward pass of the summed squared positions.
 """
 
 from __future__ import annotations
@@ -62,7 +64,7 @@ def make_batch(case: speed.Case, seed: int):
     return collate(pairs, cutoff=case.cutoff, drop_rate=case.drop_rate, dtype=torch.float32)
 
 
-def compare(case: speed.Case, seed: int, model_name: str, old_build, repeats: int) -> dict:
+def compare(case: speed.Case, seed: int, model_name: str, old_build, repeats: int, backward: bool = False) -> dict:
     from fastegnn_md.models import build_model
 
     batch = make_batch(case, seed)
@@ -71,16 +73,27 @@ def compare(case: speed.Case, seed: int, model_name: str, old_build, repeats: in
     new = build_model(model_name, **hparams).eval()
     old = old_build(model_name, **hparams).eval()
     old.load_state_dict(new.state_dict())
+
+    def step(model) -> None:
+        if backward:
+            model.zero_grad()
+            model(batch).positions.square().sum().backward()
+        else:
+            with torch.inference_mode():
+                model(batch)
+
     t_old, t_new = [], []
     with torch.inference_mode():
         difference = float((old(batch).positions - new(batch).positions).abs().max())
-        for _ in range(repeats):
-            start = time.perf_counter()
-            old(batch)
-            t_old.append(time.perf_counter() - start)
-            start = time.perf_counter()
-            new(batch)
-            t_new.append(time.perf_counter() - start)
+    step(old)
+    step(new)
+    for _ in range(repeats):
+        start = time.perf_counter()
+        step(old)
+        t_old.append(time.perf_counter() - start)
+        start = time.perf_counter()
+        step(new)
+        t_new.append(time.perf_counter() - start)
     return {
         "old_ms": 1e3 * float(np.median(t_old)) / case.graphs,
         "new_ms": 1e3 * float(np.median(t_new)) / case.graphs,
@@ -97,6 +110,7 @@ def main() -> None:
     parser.add_argument("--model", default="fastegnn")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=20, help="timed pairs per case")
+    parser.add_argument("--backward", action="store_true", help="time training steps (forward + backward)")
     args = parser.parse_args()
 
     from fastegnn_md.runtime import tune_allocator
@@ -111,13 +125,14 @@ def main() -> None:
         sys.path.insert(0, tmp)
         old_build = importlib.import_module(f"{name}.models").build_model
         print(f"machine: {speed.machine()}; torch {torch.__version__}; {args.threads} threads; float32; "
-              f"{args.model}; {args.repeats} alternating pairs per case; old = {args.against}")
+              f"{args.model}; {args.repeats} alternating pairs per case; old = {args.against}; "
+              f"{'training steps (forward + backward)' if args.backward else 'inference forward passes'}")
         print()
         print("| case | old ms/graph | new ms/graph | median ratio new/old | max position difference |")
         print("|---|---:|---:|---:|---:|")
         for index in args.cases:
             case = speed.CASES[index]
-            r = compare(case, index, args.model, old_build, args.repeats)
+            r = compare(case, index, args.model, old_build, args.repeats, args.backward)
             print(f"| {case.name} | {r['old_ms']:.1f} | {r['new_ms']:.1f} | {r['ratio']:.3f} | "
                   f"{r['max_position_difference']:.1e} |", flush=True)
 
