@@ -256,11 +256,14 @@ class Segments:
     much cheaper than embedding_bag's.
     """
 
-    def __init__(self, index: torch.Tensor) -> None:
+    def __init__(self, index: torch.Tensor, row_numbers: Optional[torch.Tensor] = None) -> None:
+        """row_numbers: an arange of at least len(index) to share between chunks (saves memory)."""
         self.index = index
         self.values, counts = torch.unique_consecutive(index, return_counts=True)
         self.offsets = torch.cumsum(counts, 0) - counts
-        self.rows = torch.arange(index.shape[0], device=index.device)
+        if row_numbers is None or row_numbers.shape[0] < index.shape[0]:
+            row_numbers = torch.arange(index.shape[0], device=index.device)
+        self.rows = row_numbers[: index.shape[0]]
 
     def sum_into(self, out: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
         """out (M, K) += per-run sums of values (len(index), K); returns out."""
@@ -275,16 +278,16 @@ class Segments:
 class EdgeChunk:
     """One chunk of receiver-sorted edges and the index tensors the edge MLP needs for it."""
 
-    def __init__(self, rows: slice, receivers: torch.Tensor, senders: torch.Tensor) -> None:
+    def __init__(self, rows: slice, receivers: torch.Tensor, senders: torch.Tensor, row_numbers: torch.Tensor) -> None:
+        """row_numbers: arange(>= chunk length), shared by the chunks of one EdgeContext."""
         self.rows = rows
         self.receivers = receivers
         self.senders = senders
         # Bags of two rows of the (2N, H) receiver/sender projection table: rows 2i and 2j + 1
-        # (`EdgeBlock.forward`), so one embedding_bag pass gathers and adds both node parts.
-        self.receiver_rows, self.sender_rows = 2 * receivers, 2 * senders + 1
-        self.pair_index = torch.stack([self.receiver_rows, self.sender_rows], dim=1).reshape(-1)
-        self.pair_offsets = torch.arange(0, 2 * receivers.shape[0], 2, device=receivers.device)
-        self.by_receiver = Segments(receivers)
+        # (`EdgeBlock.node_table`), so one embedding_bag pass gathers and adds both node parts.
+        self.pair_index = torch.stack([2 * receivers, 2 * senders + 1], dim=1).reshape(-1)
+        self.pair_offsets = 2 * row_numbers[: receivers.shape[0]]
+        self.by_receiver = Segments(receivers, row_numbers)
 
     def gather_pairs(self, table: torch.Tensor) -> torch.Tensor:
         """(E_chunk, H): table[2 i] + table[2 j + 1] for each edge (i receiver, j sender).
@@ -293,7 +296,7 @@ class EdgeChunk:
         embedding_bag's backward is several times slower than index_select's.
         """
         if table.requires_grad:
-            return table.index_select(0, self.receiver_rows).add_(table.index_select(0, self.sender_rows))
+            return table.index_select(0, 2 * self.receivers).add_(table.index_select(0, 2 * self.senders + 1))
         return F.embedding_bag(self.pair_index, table, self.pair_offsets, mode="sum")
 
 
@@ -333,8 +336,12 @@ class EdgeContext:
         """Edges in chunks of at most EDGE_CHUNK, with their index tensors (built on first use)."""
         if self._chunks is None:
             step = EDGE_CHUNK
+            row_numbers = torch.arange(min(step, self.num_edges), device=self.receivers.device)
             self._chunks = [
-                EdgeChunk(slice(s, min(s + step, self.num_edges)), self.receivers[s : s + step], self.senders[s : s + step])
+                EdgeChunk(
+                    slice(s, min(s + step, self.num_edges)), self.receivers[s : s + step], self.senders[s : s + step],
+                    row_numbers,
+                )
                 for s in range(0, self.num_edges, step)
             ]
         return self._chunks
@@ -418,10 +425,10 @@ class NodeUpdate(nn.Module):
 class NodeChunk:
     """A range of nodes, the graph of each, and the runs of equal graphs (`Segments`)."""
 
-    def __init__(self, rows: slice, graph: torch.Tensor) -> None:
+    def __init__(self, rows: slice, graph: torch.Tensor, row_numbers: Optional[torch.Tensor] = None) -> None:
         self.rows = rows
         self.graph = graph
-        self.by_graph = Segments(graph)
+        self.by_graph = Segments(graph, row_numbers)
 
 
 class GraphPool:
@@ -448,8 +455,9 @@ class GraphPool:
         """Node ranges whose (nodes x rows_per_node) rows fit one EDGE_CHUNK-sized chunk."""
         if rows_per_node not in self._chunks:
             step = max(1, EDGE_CHUNK // rows_per_node)
+            row_numbers = self.by_graph.rows  # arange(N), long enough for any chunk
             self._chunks[rows_per_node] = [
-                NodeChunk(slice(i, min(i + step, self.num_nodes)), self.index[i : i + step])
+                NodeChunk(slice(i, min(i + step, self.num_nodes)), self.index[i : i + step], row_numbers)
                 for i in range(0, self.num_nodes, step)
             ]
         return self._chunks[rows_per_node]
