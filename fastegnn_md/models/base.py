@@ -278,15 +278,19 @@ class Segments:
 class EdgeChunk:
     """One chunk of receiver-sorted edges and the index tensors the edge MLP needs for it."""
 
-    def __init__(self, rows: slice, receivers: torch.Tensor, senders: torch.Tensor, row_numbers: torch.Tensor) -> None:
-        """row_numbers: arange(>= chunk length), shared by the chunks of one EdgeContext."""
+    def __init__(
+        self, rows: slice, receivers: torch.Tensor, senders: torch.Tensor, row_numbers: torch.Tensor,
+        pair_offsets: torch.Tensor,
+    ) -> None:
+        """row_numbers and pair_offsets (= 2 * row_numbers): aranges at least as long as the
+        chunk, shared by the chunks of one EdgeContext."""
         self.rows = rows
         self.receivers = receivers
         self.senders = senders
         # Bags of two rows of the (2N, H) receiver/sender projection table: rows 2i and 2j + 1
         # (`EdgeBlock.node_table`), so one embedding_bag pass gathers and adds both node parts.
         self.pair_index = torch.stack([2 * receivers, 2 * senders + 1], dim=1).reshape(-1)
-        self.pair_offsets = 2 * row_numbers[: receivers.shape[0]]
+        self.pair_offsets = pair_offsets[: receivers.shape[0]]
         self.by_receiver = Segments(receivers, row_numbers)
 
     def gather_pairs(self, table: torch.Tensor) -> torch.Tensor:
@@ -337,10 +341,11 @@ class EdgeContext:
         if self._chunks is None:
             step = EDGE_CHUNK
             row_numbers = torch.arange(min(step, self.num_edges), device=self.receivers.device)
+            pair_offsets = 2 * row_numbers
             self._chunks = [
                 EdgeChunk(
                     slice(s, min(s + step, self.num_edges)), self.receivers[s : s + step], self.senders[s : s + step],
-                    row_numbers,
+                    row_numbers, pair_offsets,
                 )
                 for s in range(0, self.num_edges, step)
             ]
