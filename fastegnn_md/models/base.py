@@ -264,6 +264,8 @@ class Segments:
         if row_numbers is None or row_numbers.shape[0] < index.shape[0]:
             row_numbers = torch.arange(index.shape[0], device=index.device)
         self.rows = row_numbers[: index.shape[0]]
+        # One run (a single graph, one receiver): a plain column sum is cheaper still.
+        self.single = int(self.values[0]) if self.values.shape[0] == 1 else None
 
     def sum_into(self, out: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
         """out (M, K) += per-run sums of values (len(index), K); returns out."""
@@ -271,6 +273,9 @@ class Segments:
             return out
         if values.requires_grad:
             return out.index_add_(0, self.index, values)
+        if self.single is not None:
+            out[self.single] += values.sum(dim=0)
+            return out
         sums = F.embedding_bag(self.rows, values, self.offsets, mode="sum")
         return out.index_add_(0, self.values, sums)
 

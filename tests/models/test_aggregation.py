@@ -16,7 +16,9 @@ from symmetry_helpers import close, make_pairs, perturbed_model  # tests/models/
 
 
 @pytest.mark.parametrize(
-    "index", [[1, 1, 1, 2, 5, 5], [5, 1, 1, 5, 2, 1]], ids=["sorted with gaps", "unsorted, repeated runs"]
+    "index",
+    [[1, 1, 1, 2, 5, 5], [5, 1, 1, 5, 2, 1], [4, 4, 4, 4, 4, 4]],
+    ids=["sorted with gaps", "unsorted, repeated runs", "one run"],
 )
 def test_segment_sum_equals_index_add_and_has_its_gradient(index: list[int]) -> None:
     index = torch.tensor(index)
