@@ -3,6 +3,7 @@ of the paper's three benchmarks.
 
     python benchmarks/speed.py                 # all cases, 2 threads, float32
     python benchmarks/speed.py --threads 1 --repeats 30
+    python benchmarks/speed.py --rounds 3      # three runs over all cases, medians over runs
 
 Each case runs in its own subprocess so that peak memory (ru_maxrss growth over the process
 after the graph and model are built) belongs to that case alone. Graphs are synthetic uniform
@@ -159,7 +160,9 @@ def machine() -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--repeats", type=int, default=20)
+    parser.add_argument("--repeats", type=int, default=20, help="timed forward passes per case and run")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="runs over all cases; the table gives each case's median over runs (the machine drifts)")
     parser.add_argument("--models", nargs="+", default=["fastegnn", "egnn"])
     parser.add_argument("--no-tune", action="store_true", help="leave glibc malloc settings alone")
     parser.add_argument("--case", type=int, help=argparse.SUPPRESS)  # internal: run one case
@@ -175,33 +178,48 @@ def main() -> None:
     from fastegnn_md.runtime import tune_allocator
 
     tune_allocator()
-    gemm_rate, silu_time = machine_rates(args.threads)
     print(f"machine: {machine()}; torch {torch.__version__}; {args.threads} threads; float32; "
-          f"hidden 64, 4 layers, C = 3; median of {args.repeats}; allocator tuned: {not args.no_tune}")
-    print(f"measured rates: GEMM {gemm_rate / 1e9:.0f} GFLOP/s on (16384,64)x(64,64), "
-          f"SiLU {silu_time * 1e9:.2f} ns per element")
-    rows = []
-    for index in range(len(CASES)):
-        for model_name in args.models:
-            cmd = [sys.executable, __file__, "--case", str(index), "--model", model_name,
-                   "--threads", str(args.threads), "--repeats", str(args.repeats)]
-            if args.no_tune:
-                cmd.append("--no-tune")
-            out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
-            rows.append(json.loads(out.strip().splitlines()[-1]))
+          f"hidden 64, 4 layers, C = 3; median of {args.repeats} per run; {args.rounds} run(s); "
+          f"allocator tuned: {not args.no_tune}")
+    gemm_rates, silu_times = [], []
+    times: dict[tuple[int, str], list[float]] = {}
+    rows: dict[tuple[int, str], dict] = {}
+    for round_index in range(args.rounds):
+        # Rates and cases are measured again in every run, so a run's floor and times share the
+        # machine's state; the table gives medians over runs.
+        gemm_rate, silu_time = machine_rates(args.threads)
+        gemm_rates.append(gemm_rate)
+        silu_times.append(silu_time)
+        print(f"run {round_index + 1}: GEMM {gemm_rate / 1e9:.0f} GFLOP/s on (16384,64)x(64,64), "
+              f"SiLU {silu_time * 1e9:.2f} ns per element", flush=True)
+        for index in range(len(CASES)):
+            for model_name in args.models:
+                cmd = [sys.executable, __file__, "--case", str(index), "--model", model_name,
+                       "--threads", str(args.threads), "--repeats", str(args.repeats)]
+                if args.no_tune:
+                    cmd.append("--no-tune")
+                out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+                result = json.loads(out.strip().splitlines()[-1])
+                key = (index, model_name)
+                times.setdefault(key, []).append(result["ms_per_graph"])
+                rows[key] = {**result, "peak_mib": max(result["peak_mib"], rows.get(key, {}).get("peak_mib", 0.0))}
+    gemm_rate, silu_time = float(np.median(gemm_rates)), float(np.median(silu_times))
+    per_run = args.rounds > 1
     print()
-    print("| case | model | edges/graph | ms/graph | goal (FastEGNN) | GEMM+SiLU floor ms | peak MiB |")
-    print("|---|---|---:|---:|---:|---:|---:|")
-    for r in rows:
+    print("| case | model | edges/graph | ms/graph" + (" (median of runs) | runs" if per_run else "")
+          + " | goal (FastEGNN) | GEMM+SiLU floor ms | peak MiB |")
+    print("|---|---|---:|---:|" + ("---|" if per_run else "") + "---:|---:|---:|")
+    for (index, model_name), r in rows.items():
         goal = f"≤ {r['target_ms']:g}" if r["model"] == "fastegnn" else ""
-        case = next(c for c in CASES if c.name == r["case"])
-        flops, silu = work_counts(case, r["edges_per_graph"], r["model"])
+        flops, silu = work_counts(CASES[index], r["edges_per_graph"], r["model"])
         floor_ms = 1e3 * (flops / gemm_rate + silu * silu_time)
-        print(f"| {r['case']} | {r['model']} | {r['edges_per_graph']:,.0f} | {r['ms_per_graph']:.1f} | {goal} "
+        runs = times[(index, model_name)]
+        runs_column = (" | " + " / ".join(f"{t:.1f}" for t in runs)) if per_run else ""
+        print(f"| {r['case']} | {r['model']} | {r['edges_per_graph']:,.0f} | {np.median(runs):.1f}{runs_column} | {goal} "
               f"| {floor_ms:.1f} | {r['peak_mib']:.0f} |")
     print()
-    print("floor = matmul FLOPs / measured GEMM rate + SiLU evaluations x measured time per SiLU: the time the "
-          "arithmetic of this model takes at this machine's rates with zero overhead.")
+    print("floor = matmul FLOPs / measured GEMM rate + SiLU evaluations x measured time per SiLU (medians over runs): "
+          "the time the arithmetic of this model takes at this machine's rates with zero overhead.")
 
 
 if __name__ == "__main__":
