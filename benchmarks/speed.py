@@ -106,10 +106,23 @@ def current_rss_kib() -> int:
         return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") // 1024
 
 
-def run_case(index: int, model_name: str, threads: int, repeats: int, tune: bool) -> dict:
+def make_batch(case: Case, seed: int):
+    """The case's GraphBatch (float32): uniform random clouds, random velocities, charges ±1."""
     import torch
 
     from fastegnn_md import FramePair, collate
+
+    rng = np.random.default_rng(seed)
+    pairs = []
+    for _ in range(case.graphs):
+        x = rng.uniform(0.0, case.box, size=(case.nodes, 3))
+        pairs.append(FramePair(x, rng.normal(size=(case.nodes, 3)), x, rng.choice([-1.0, 1.0], (case.nodes, 1))))
+    return collate(pairs, cutoff=case.cutoff, drop_rate=case.drop_rate, dtype=torch.float32)
+
+
+def run_case(index: int, model_name: str, threads: int, repeats: int, tune: bool) -> dict:
+    import torch
+
     from fastegnn_md.models import build_model
     from fastegnn_md.runtime import tune_allocator
 
@@ -117,12 +130,7 @@ def run_case(index: int, model_name: str, threads: int, repeats: int, tune: bool
         tune_allocator()
     torch.set_num_threads(threads)
     case = CASES[index]
-    rng = np.random.default_rng(index)
-    pairs = []
-    for _ in range(case.graphs):
-        x = rng.uniform(0.0, case.box, size=(case.nodes, 3))
-        pairs.append(FramePair(x, rng.normal(size=(case.nodes, 3)), x, rng.choice([-1.0, 1.0], (case.nodes, 1))))
-    batch = collate(pairs, cutoff=case.cutoff, drop_rate=case.drop_rate, dtype=torch.float32)
+    batch = make_batch(case, seed=index)
     torch.manual_seed(0)
     model = build_model(model_name, node_features=2, edge_features=2, hidden=64, layers=4, virtual_nodes=3).eval()
     base_kib = current_rss_kib()  # graph and model built, nothing run yet

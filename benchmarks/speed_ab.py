@@ -53,21 +53,10 @@ def extract_revision(revision: str, into: Path, name: str = "fastegnn_at_revisio
     return name
 
 
-def make_batch(case: speed.Case, seed: int):
-    from fastegnn_md import FramePair, collate
-
-    rng = np.random.default_rng(seed)
-    pairs = []
-    for _ in range(case.graphs):
-        x = rng.uniform(0.0, case.box, size=(case.nodes, 3))
-        pairs.append(FramePair(x, rng.normal(size=(case.nodes, 3)), x, rng.choice([-1.0, 1.0], (case.nodes, 1))))
-    return collate(pairs, cutoff=case.cutoff, drop_rate=case.drop_rate, dtype=torch.float32)
-
-
 def compare(case: speed.Case, seed: int, model_name: str, old_build, repeats: int, backward: bool = False) -> dict:
     from fastegnn_md.models import build_model
 
-    batch = make_batch(case, seed)
+    batch = speed.make_batch(case, seed)
     hparams = dict(node_features=2, edge_features=2, hidden=64, layers=4, virtual_nodes=3)
     torch.manual_seed(0)
     new = build_model(model_name, **hparams).eval()

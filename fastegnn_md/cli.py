@@ -59,10 +59,17 @@ def _nonneg_float(text: str) -> float:
 
 
 def _gravity_axis(text: str) -> str:
-    """`--gravity-axis`: x, y or z (optionally signed: gravity points along −axis unless "+"), or none."""
+    """`--gravity-axis`: x, y or z (optionally signed: gravity points along −axis unless "+"), or none;
+    checked here by `data.sources.parse_gravity_axis`, which reads it again when the data is opened."""
+    from .data.sources import parse_gravity_axis
+    from .errors import DataError
+
     value = text.strip().lower()
-    if not (value == "none" or (value.lstrip("+-") in ("x", "y", "z") and len(value) <= 2)):
-        raise argparse.ArgumentTypeError(f"must be x, y, z or none, got {text!r}")
+    if value != "none":
+        try:
+            parse_gravity_axis(value, "--gravity-axis")
+        except DataError:
+            raise argparse.ArgumentTypeError(f"must be x, y, z or none, got {text!r}") from None
     return value
 
 
@@ -525,15 +532,15 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 def cmd_rollout(args: argparse.Namespace) -> int:
     import torch
 
+    from .data.sources import is_sph_directory
     from .rollout import DEFAULT_MAX_DISPLACEMENT
-    from .sph_rollout import is_sph_dataset
     from .trajectory_rollout import rollout_trajectory
 
     path = args.trajectory
     if path.is_dir():
-        if not is_sph_dataset(path):
-            raise UsageError(f"{path}: is a directory without metadata.json (rollout takes a trajectory file or an "
-                             "SPH dataset directory)")
+        if not is_sph_directory(path):
+            raise UsageError(f"{path}: is a directory without metadata.json and an SPH split file (train/valid/test "
+                             ".h5 or .tfrecord); rollout takes a trajectory file or an SPH dataset directory")
         return _rollout_sph(args)
     sph_flags = {"--split": args.split, "--trajectory": args.trajectory_index,
                  "--sinkhorn-particles": args.sinkhorn_particles}

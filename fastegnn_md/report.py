@@ -12,7 +12,7 @@ import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import numpy as np
 
@@ -162,11 +162,24 @@ def _summary(matched: list[dict[str, Any]], names: list[str]) -> dict[str, Any]:
 
 def write_report(report: dict[str, Any], directory: Path) -> dict[str, Path]:
     """Write report.json, report.md and the PNG plots into ``directory``; returns the paths."""
+    return write_report_files(report, directory, lambda d: write_plots(report, d), render_markdown)
+
+
+def write_report_files(
+    report: dict[str, Any],
+    directory: Path,
+    write_plots: Callable[[Path], dict[str, Path]],
+    render_markdown: Callable[[dict[str, Any], dict[str, str]], str],
+) -> dict[str, Path]:
+    """The file set of every report, each file written atomically: report.json, the plots that
+    ``write_plots(directory)`` writes ({name: path}), and report.md from
+    ``render_markdown(report, {name: plot file name})``. Returns {"json", "markdown", plots...}."""
+    directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     paths = {"json": directory / "report.json", "markdown": directory / "report.md"}
     text = json.dumps(report, indent=2, default=_json_default) + "\n"
     write_atomically(paths["json"], lambda h: h.write(text.encode()))
-    plots = write_plots(report, directory)
+    plots = write_plots(directory)
     paths.update(plots)
     markdown = render_markdown(report, {k: p.name for k, p in plots.items()})
     write_atomically(paths["markdown"], lambda h: h.write(markdown.encode()))

@@ -14,7 +14,6 @@ Only moving particles are scored: walls follow the reference in every predictor.
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,7 +24,7 @@ from tqdm.auto import tqdm
 
 from . import particle_metrics as pm
 from .io import write_atomically
-from .report import MODEL
+from .report import MODEL, write_report_files
 
 #: Columns of frames.png (jumps shown side by side).
 FRAMES_SHOWN = 4
@@ -201,16 +200,7 @@ def _summary(per_jump: list[dict[str, Any]], names: list[str]) -> dict[str, Any]
 
 def write_report(report: dict[str, Any], directory: Path, inputs: SPHReportInputs) -> dict[str, Path]:
     """Write report.json, report.md, frames.png and errors.png into ``directory``; returns the paths."""
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    paths = {"json": directory / "report.json", "markdown": directory / "report.md"}
-    text = json.dumps(report, indent=2) + "\n"
-    write_atomically(paths["json"], lambda h: h.write(text.encode()))
-    plots = write_plots(report, directory, inputs)
-    paths.update(plots)
-    markdown = render_markdown(report, {name: path.name for name, path in plots.items()})
-    write_atomically(paths["markdown"], lambda h: h.write(markdown.encode()))
-    return paths
+    return write_report_files(report, directory, lambda d: write_plots(report, d, inputs), render_markdown)
 
 
 def _fmt(value: Optional[float]) -> str:

@@ -57,12 +57,6 @@ class SPHRolloutOutputs:
     stopped: Optional[str]
 
 
-def is_sph_dataset(path: PathLike) -> bool:
-    """True for a directory holding ``metadata.json`` (an SPH dataset directory)."""
-    path = Path(path)
-    return path.is_dir() and (path / "metadata.json").is_file()
-
-
 def read_trajectory(directory: PathLike, split: str, index: int) -> tuple[dict[str, Any], Any]:
     """(metadata, the ``index``-th `SPHTrajectory` of ``split``), in file order (HDF5 group names
     sorted, TFRecord records in order). DataError if the split has no such trajectory."""

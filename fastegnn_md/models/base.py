@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import cached_property
 from typing import TYPE_CHECKING, Optional, Sequence
 
 import torch
@@ -115,7 +116,7 @@ class JumpModel(nn.Module):
             v_i . ĝ, the velocity along gravity, is invariant under the rotations about ĝ and
             the reflections that keep ĝ, so phi_g may use it.
         """
-        head = getattr(self, "gravity_head", None)
+        head = self.gravity_head
         if head is None:
             return positions
         g = torch.tensor(self.gravity_axis, dtype=positions.dtype, device=positions.device)
@@ -292,11 +293,15 @@ class EdgeChunk:
         self.rows = rows
         self.receivers = receivers
         self.senders = senders
-        # Bags of two rows of the (2N, H) receiver/sender projection table: rows 2i and 2j + 1
-        # (`EdgeBlock.node_table`), so one embedding_bag pass gathers and adds both node parts.
-        self.pair_index = torch.stack([2 * receivers, 2 * senders + 1], dim=1).reshape(-1)
         self.pair_offsets = pair_offsets[: receivers.shape[0]]
         self.by_receiver = Segments(receivers, row_numbers)
+
+    @cached_property
+    def pair_index(self) -> torch.Tensor:
+        """Bags of two rows of the (2N, H) receiver/sender projection table, rows 2i and 2j + 1
+        (`EdgeBlock.node_table`), so one embedding_bag pass gathers and adds both node parts.
+        Built on first use: the training path never needs it."""
+        return torch.stack([2 * self.receivers, 2 * self.senders + 1], dim=1).reshape(-1)
 
     def gather_pairs(self, table: torch.Tensor) -> torch.Tensor:
         """(E_chunk, H): table[2 i] + table[2 j + 1] for each edge (i receiver, j sender).

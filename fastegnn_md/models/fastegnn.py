@@ -96,7 +96,7 @@ class FastEGNNLayer(nn.Module):
 
         Shapes: h (N, H), x and v (N, 3), e (E, F_edge), z (B, C, 3), s (B, C, H).
         """
-        num_nodes, hidden = h.shape
+        hidden = h.shape[1]
         num_graphs, num_channels = z.shape[0], z.shape[1]
 
         channel_part = self.virtual_message.per_channel(s, self.channel_geometry(z, pool.mean(x)))
