@@ -10,6 +10,12 @@ after the graph and model are built) belongs to that case alone. Graphs are synt
 clouds whose node and edge counts match the paper's datasets (Appendix C, Table 4): the
 forward cost depends on those counts, not on where the points are. Times are medians over
 ``--repeats`` calls after warm-up; the machine is shared, so compare numbers from one run.
+
+Two floors go with each time. The computed one counts the model's matmul FLOPs and SiLU
+evaluations at rates measured on one large shape. The replay (`dense_replay.py`) issues the
+forward pass's own matmul and SiLU calls, at their real shapes and with nothing else, in
+alternation with the model: no rearrangement of the same model in eager PyTorch can take
+less time than that replay.
 """
 
 from __future__ import annotations
@@ -141,7 +147,8 @@ def run_case(index: int, model_name: str, threads: int, repeats: int, tune: bool
             start = time.perf_counter()
             model(batch)
             times.append(time.perf_counter() - start)
-    peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # before the replay's buffers
+    replay_ms, replay_ratio = replay_against_model(model, batch, repeats)
     return {
         "case": case.name,
         "model": model_name,
@@ -149,7 +156,34 @@ def run_case(index: int, model_name: str, threads: int, repeats: int, tune: bool
         "ms_per_graph": 1e3 * float(np.median(times)) / case.graphs,
         "peak_mib": max(0, peak_kib - base_kib) / 1024,
         "target_ms": case.target_ms,
+        "replay_ms_per_graph": replay_ms / case.graphs,
+        "replay_ratio": replay_ratio,
     }
+
+
+def replay_against_model(model, batch, repeats: int) -> tuple[float, float]:
+    """(median ms of the dense-op replay of one forward pass, median per-pair replay/model ratio).
+
+    The replay (`dense_replay.py`) issues only the forward pass's matmul and SiLU calls, at the
+    same shapes; its calls alternate with the model's so both see the same machine state.
+    """
+    import torch
+
+    from dense_replay import record_dense_ops
+
+    with torch.inference_mode():
+        replay = record_dense_ops(lambda: model(batch))
+        replay.run()
+        model_times, replay_times = [], []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            model(batch)
+            model_times.append(time.perf_counter() - start)
+            start = time.perf_counter()
+            replay.run()
+            replay_times.append(time.perf_counter() - start)
+    ratios = [r / m for r, m in zip(replay_times, model_times)]
+    return 1e3 * float(np.median(replay_times)), float(np.median(ratios))
 
 
 def machine() -> str:
@@ -191,6 +225,8 @@ def main() -> None:
           f"allocator tuned: {not args.no_tune}")
     gemm_rates, silu_times = [], []
     times: dict[tuple[int, str], list[float]] = {}
+    replays: dict[tuple[int, str], list[float]] = {}
+    replay_ratios: dict[tuple[int, str], list[float]] = {}
     rows: dict[tuple[int, str], dict] = {}
     for round_index in range(args.rounds):
         # Rates and cases are measured again in every run, so a run's floor and times share the
@@ -210,24 +246,31 @@ def main() -> None:
                 result = json.loads(out.strip().splitlines()[-1])
                 key = (index, model_name)
                 times.setdefault(key, []).append(result["ms_per_graph"])
+                replays.setdefault(key, []).append(result["replay_ms_per_graph"])
+                replay_ratios.setdefault(key, []).append(result["replay_ratio"])
                 rows[key] = {**result, "peak_mib": max(result["peak_mib"], rows.get(key, {}).get("peak_mib", 0.0))}
     gemm_rate, silu_time = float(np.median(gemm_rates)), float(np.median(silu_times))
     per_run = args.rounds > 1
     print()
     print("| case | model | edges/graph | ms/graph" + (" (median of runs) | runs" if per_run else "")
-          + " | goal (FastEGNN) | GEMM+SiLU floor ms | peak MiB |")
-    print("|---|---|---:|---:|" + ("---|" if per_run else "") + "---:|---:|---:|")
+          + " | goal (FastEGNN) | GEMM+SiLU floor ms | dense-op replay ms | replay / model | peak MiB |")
+    print("|---|---|---:|---:|" + ("---|" if per_run else "") + "---:|---:|---:|---:|---:|")
     for (index, model_name), r in rows.items():
         goal = f"≤ {r['target_ms']:g}" if r["model"] == "fastegnn" else ""
         flops, silu = work_counts(CASES[index], r["edges_per_graph"], r["model"])
         floor_ms = 1e3 * (flops / gemm_rate + silu * silu_time)
         runs = times[(index, model_name)]
         runs_column = (" | " + " / ".join(f"{t:.1f}" for t in runs)) if per_run else ""
+        replay_ms = np.median(replays[(index, model_name)])
+        replay_ratio = np.median(replay_ratios[(index, model_name)])
         print(f"| {r['case']} | {r['model']} | {r['edges_per_graph']:,.0f} | {np.median(runs):.1f}{runs_column} | {goal} "
-              f"| {floor_ms:.1f} | {r['peak_mib']:.0f} |")
+              f"| {floor_ms:.1f} | {replay_ms:.1f} | {replay_ratio:.2f} | {r['peak_mib']:.0f} |")
     print()
     print("floor = matmul FLOPs / measured GEMM rate + SiLU evaluations x measured time per SiLU (medians over runs): "
           "the time the arithmetic of this model takes at this machine's rates with zero overhead.")
+    print("dense-op replay = the forward pass's own matmul and SiLU calls issued alone at the same shapes "
+          "(benchmarks/dense_replay.py), alternating with the model in the same process: what those calls "
+          "cost in eager PyTorch here, with every gather, scatter and other op removed.")
 
 
 if __name__ == "__main__":
