@@ -3,7 +3,7 @@
 `record_dense_ops(fn)` runs ``fn`` once under a dispatch mode and records every matmul
 (linear, matmul, addmm, addmm_, mm, bmm) and SiLU call with its argument shapes and strides, in order.
 `DenseReplay.run()` then issues exactly those PyTorch calls again on fixed random tensors of
-the same shapes (one buffer per shape, so inputs stay as warm in cache as they can be): no
+the same shapes (one buffer per shape and role, so inputs stay as warm in cache as they can be): no
 gathers, scatters, concatenations, additions or Python bookkeeping. The replay's time is what
 this model's matmuls and activations cost at PyTorch's kernel rates on this machine, called
 one by one as eager PyTorch must call them; no reorganisation of the same model in eager
@@ -24,6 +24,7 @@ DENSE_OPS = {
     aten.linear.default, aten.matmul.default, aten.addmm.default, aten.addmm_.default,
     aten.mm.default, aten.bmm.default, aten.silu.default, aten.silu_.default,
 }
+INPLACE_OPS = {aten.addmm_.default, aten.silu_.default}
 
 
 class _Recorder(TorchDispatchMode):
@@ -43,9 +44,6 @@ def _spec(value: Any) -> Any:
     if isinstance(value, torch.Tensor):
         return ("tensor", tuple(value.shape), tuple(value.stride()), value.dtype)
     return value
-
-
-INPLACE_OPS = {aten.addmm_.default, aten.silu_.default}
 
 
 class DenseReplay:
@@ -76,8 +74,6 @@ class DenseReplay:
             target = func if func in INPLACE_OPS else None
             materialised = tuple(materialise(a, target if i == 0 else None) for i, a in enumerate(args))
             self.calls.append((func, materialised, {k: materialise(v) for k, v in kwargs.items()}))
-        self.matmuls = sum(func not in (aten.silu.default, aten.silu_.default) for func, _, _ in calls)
-        self.silus = len(calls) - self.matmuls
 
     def run(self) -> None:
         for func, args, kwargs in self.calls:

@@ -173,17 +173,22 @@ def replay_against_model(model, batch, repeats: int) -> tuple[float, float]:
 
     with torch.inference_mode():
         replay = record_dense_ops(lambda: model(batch))
-        replay.run()
-        model_times, replay_times = [], []
-        for _ in range(repeats):
+        model_times, replay_times = alternate(lambda: model(batch), replay.run, repeats)
+    return 1e3 * float(np.median(replay_times)), float(np.median(replay_times / model_times))
+
+
+def alternate(first, second, repeats: int) -> tuple[np.ndarray, np.ndarray]:
+    """Seconds per call of two callables timed in alternation, after one warm-up call each,
+    so both see the same machine state: (first's times, second's times), ``repeats`` each."""
+    first()
+    second()
+    times = np.empty((repeats, 2))
+    for i in range(repeats):
+        for j, fn in enumerate((first, second)):
             start = time.perf_counter()
-            model(batch)
-            model_times.append(time.perf_counter() - start)
-            start = time.perf_counter()
-            replay.run()
-            replay_times.append(time.perf_counter() - start)
-    ratios = [r / m for r, m in zip(replay_times, model_times)]
-    return 1e3 * float(np.median(replay_times)), float(np.median(ratios))
+            fn()
+            times[i, j] = time.perf_counter() - start
+    return times[:, 0], times[:, 1]
 
 
 def machine() -> str:
@@ -224,10 +229,7 @@ def main() -> None:
           f"hidden 64, 4 layers, C = 3; median of {args.repeats} per run; {args.rounds} run(s); "
           f"allocator tuned: {not args.no_tune}")
     gemm_rates, silu_times = [], []
-    times: dict[tuple[int, str], list[float]] = {}
-    replays: dict[tuple[int, str], list[float]] = {}
-    replay_ratios: dict[tuple[int, str], list[float]] = {}
-    rows: dict[tuple[int, str], dict] = {}
+    results: dict[tuple[int, str], list[dict]] = {}  # (case index, model) -> one run_case result per run
     for round_index in range(args.rounds):
         # Rates and cases are measured again in every run, so a run's floor and times share the
         # machine's state; the table gives medians over runs.
@@ -243,28 +245,27 @@ def main() -> None:
                 if args.no_tune:
                     cmd.append("--no-tune")
                 out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
-                result = json.loads(out.strip().splitlines()[-1])
-                key = (index, model_name)
-                times.setdefault(key, []).append(result["ms_per_graph"])
-                replays.setdefault(key, []).append(result["replay_ms_per_graph"])
-                replay_ratios.setdefault(key, []).append(result["replay_ratio"])
-                rows[key] = {**result, "peak_mib": max(result["peak_mib"], rows.get(key, {}).get("peak_mib", 0.0))}
+                results.setdefault((index, model_name), []).append(json.loads(out.strip().splitlines()[-1]))
     gemm_rate, silu_time = float(np.median(gemm_rates)), float(np.median(silu_times))
     per_run = args.rounds > 1
     print()
     print("| case | model | edges/graph | ms/graph" + (" (median of runs) | runs" if per_run else "")
           + " | goal (FastEGNN) | GEMM+SiLU floor ms | dense-op replay ms | replay / model | peak MiB |")
     print("|---|---|---:|---:|" + ("---|" if per_run else "") + "---:|---:|---:|---:|---:|")
-    for (index, model_name), r in rows.items():
-        goal = f"≤ {r['target_ms']:g}" if r["model"] == "fastegnn" else ""
-        flops, silu = work_counts(CASES[index], r["edges_per_graph"], r["model"])
+    for (index, model_name), runs in results.items():
+        r = runs[0]
+        goal = f"≤ {r['target_ms']:g}" if model_name == "fastegnn" else ""
+        flops, silu = work_counts(CASES[index], r["edges_per_graph"], model_name)
         floor_ms = 1e3 * (flops / gemm_rate + silu * silu_time)
-        runs = times[(index, model_name)]
-        runs_column = (" | " + " / ".join(f"{t:.1f}" for t in runs)) if per_run else ""
-        replay_ms = np.median(replays[(index, model_name)])
-        replay_ratio = np.median(replay_ratios[(index, model_name)])
-        print(f"| {r['case']} | {r['model']} | {r['edges_per_graph']:,.0f} | {np.median(runs):.1f}{runs_column} | {goal} "
-              f"| {floor_ms:.1f} | {replay_ms:.1f} | {replay_ratio:.2f} | {r['peak_mib']:.0f} |")
+
+        def median(field: str) -> float:
+            return float(np.median([run[field] for run in runs]))
+
+        runs_column = (" | " + " / ".join(f"{run['ms_per_graph']:.1f}" for run in runs)) if per_run else ""
+        peak_mib = max(run["peak_mib"] for run in runs)
+        print(f"| {r['case']} | {model_name} | {r['edges_per_graph']:,.0f} | {median('ms_per_graph'):.1f}{runs_column} "
+              f"| {goal} | {floor_ms:.1f} | {median('replay_ms_per_graph'):.1f} | {median('replay_ratio'):.2f} "
+              f"| {peak_mib:.0f} |")
     print()
     print("floor = matmul FLOPs / measured GEMM rate + SiLU evaluations x measured time per SiLU (medians over runs): "
           "the time the arithmetic of this model takes at this machine's rates with zero overhead.")

@@ -24,7 +24,6 @@ import subprocess
 import sys
 import tarfile
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -71,22 +70,13 @@ def compare(case: speed.Case, seed: int, model_name: str, old_build, repeats: in
             with torch.inference_mode():
                 model(batch)
 
-    t_old, t_new = [], []
     with torch.inference_mode():
         difference = float((old(batch).positions - new(batch).positions).abs().max())
-    step(old)
-    step(new)
-    for _ in range(repeats):
-        start = time.perf_counter()
-        step(old)
-        t_old.append(time.perf_counter() - start)
-        start = time.perf_counter()
-        step(new)
-        t_new.append(time.perf_counter() - start)
+    t_old, t_new = speed.alternate(lambda: step(old), lambda: step(new), repeats)
     return {
         "old_ms": 1e3 * float(np.median(t_old)) / case.graphs,
         "new_ms": 1e3 * float(np.median(t_new)) / case.graphs,
-        "ratio": float(np.median(np.array(t_new) / np.array(t_old))),
+        "ratio": float(np.median(t_new / t_old)),
         "max_position_difference": difference,
     }
 
