@@ -1,6 +1,9 @@
-"""Small geometric helpers shared by tests, benchmarks and data augmentation."""
+"""Small geometric helpers shared by the models, the data kinds, tests and benchmarks (numpy only)."""
 
 from __future__ import annotations
+
+import math
+from typing import Sequence
 
 import numpy as np
 
@@ -13,3 +16,15 @@ def random_orthogonal(rng: np.random.Generator, reflect: bool = False) -> np.nda
     if (np.linalg.det(q) < 0) != reflect:
         q[:, 0] = -q[:, 0]
     return q
+
+
+def unit_gravity_axis(axis: Sequence[float]) -> list[float]:
+    """A finite nonzero 3-vector as a unit vector (list of 3 floats); ValueError otherwise."""
+    try:
+        values = [float(a) for a in axis]
+    except (TypeError, ValueError):
+        raise ValueError(f"gravity_axis must be a 3-vector, got {axis!r}") from None
+    norm = math.sqrt(sum(v * v for v in values))
+    if len(values) != 3 or not math.isfinite(norm) or norm == 0.0:
+        raise ValueError(f"gravity_axis must be a finite nonzero 3-vector, got {axis!r}")
+    return [v / norm for v in values]

@@ -1,6 +1,6 @@
-"""The FastEGNN family and its baselines; see `base` for the contract every model follows."""
+"""The FastEGNN family and its baselines; see `contract` for the contract every model follows."""
 
-from .base import JumpModel, ModelOutput
+from .contract import JumpModel, ModelOutput
 from .egnn import EGNN, LinearDynamics, RadialField
 from .fastegnn import FastEGNN, GlobalNodesFastEGNN
 from .registry import available_models, build_model, model_class, model_hparams

@@ -12,7 +12,9 @@ import torch
 from torch import nn
 
 from ..graph import GraphBatch
-from .base import EdgeBlock, EdgeContext, JumpModel, ModelOutput, NodeUpdate, MLP
+from .blocks import MLP, EdgeBlock, NodeUpdate
+from .contract import JumpModel, ModelOutput
+from .kernels import EdgeContext
 
 
 class EGNNLayer(nn.Module):

@@ -27,7 +27,9 @@ import torch
 from torch import nn
 
 from ..graph import GraphBatch
-from .base import EdgeBlock, EdgeContext, GraphPool, JumpModel, ModelOutput, NodeUpdate, ScalarHeads, act, MLP
+from .blocks import MLP, EdgeBlock, NodeUpdate, ScalarHeads, act
+from .contract import JumpModel, ModelOutput
+from .kernels import EdgeContext, GraphPool
 
 
 class VirtualMessage(nn.Module):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import inspect
 from typing import Any
 
-from .base import JumpModel
+from .contract import JumpModel
 from .egnn import EGNN, LinearDynamics, RadialField
 from .fastegnn import FastEGNN, GlobalNodesFastEGNN
 

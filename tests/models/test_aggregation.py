@@ -10,7 +10,7 @@ import torch
 
 from fastegnn_md import collate
 from fastegnn_md.models import available_models
-from fastegnn_md.models.base import Segments
+from fastegnn_md.models.kernels import Segments
 
 from symmetry_helpers import close, make_pairs, perturbed_model  # tests/models/
 
@@ -62,9 +62,9 @@ def test_inference_path_matches_the_autograd_path(name: str, chunk: int, monkeyp
     `EdgeChunk.gather_pairs`); with it, with index_select/index_add_. The symmetry tests run
     the autograd path, so this pins the inference path to it: several graphs, and chunks whose
     borders fall inside one receiver's run of edges."""
-    import fastegnn_md.models.base as base
+    from fastegnn_md.models import kernels
 
-    monkeypatch.setattr(base, "EDGE_CHUNK", chunk)
+    monkeypatch.setattr(kernels, "EDGE_CHUNK", chunk)
     rng = np.random.default_rng(12)
     batch = collate(make_pairs(rng, sizes=(15, 9, 1)), cutoff=2.5, dtype=torch.float64)
     model = perturbed_model(name)

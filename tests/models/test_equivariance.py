@@ -107,7 +107,7 @@ def test_unknown_model_name_is_a_clear_error() -> None:
 def test_chunked_evaluation_matches_single_chunk(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """Edges and node-channel rows are processed in cache-sized chunks; the chunk size must not
     change the result (beyond float64 round-off), for outputs and for gradients."""
-    import fastegnn_md.models.base as base
+    from fastegnn_md.models import kernels
 
     rng = np.random.default_rng(6)
     pairs = make_pairs(rng, sizes=(40, 25))
@@ -125,7 +125,7 @@ def test_chunked_evaluation_matches_single_chunk(name: str, monkeypatch: pytest.
         return out.positions.detach().numpy(), grads
 
     x_one, g_one = outputs_and_grads()
-    monkeypatch.setattr(base, "EDGE_CHUNK", 7)
+    monkeypatch.setattr(kernels, "EDGE_CHUNK", 7)
     x_many, g_many = outputs_and_grads()
     close(x_many, x_one)
     assert len(g_one) == len(g_many)
