@@ -72,7 +72,6 @@ from __future__ import annotations
 
 import math
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, Optional, Sequence, Union
 
@@ -85,6 +84,7 @@ from ase.md.md import MolecularDynamics
 from ase.parallel import world
 from ase.utils import IOContext
 
+from ..conventions import BACKWARD, JumpHistory
 from ..errors import CheckpointError, DataError
 from ..predictor import Jump, Predictor
 
@@ -136,16 +136,6 @@ def transport_forces(
 # --------------------------------------------------------------------------------------------
 # Calculator
 # --------------------------------------------------------------------------------------------
-
-
-@dataclass
-class _History:
-    """The last jump the calculator computed (ASE-side positions, model-side velocity input)."""
-
-    input_positions: np.ndarray  # (N, 3) Å, where the jump started
-    velocity_input: Optional[np.ndarray]  # (N, 3) Å/ps fed to the model; None if declared by the user
-    source: str  # "history", "atoms" or "declared"
-    predicted: np.ndarray  # (N, 3) Å, where it ended
 
 
 class FastEGNNCalculator(Calculator):
@@ -200,7 +190,7 @@ class FastEGNNCalculator(Calculator):
             name = str(checkpoint)
         self.checkpoint_name = name
         spec = self.predictor.spec
-        if spec.units.get("length") != "Å" or spec.units.get("time") != "ps":
+        if not spec.is_molecular:
             raise CheckpointError(
                 f"{name}: trained on data in {spec.units.get('length')}/{spec.units.get('time')}; "
                 "the ASE calculator needs a molecular checkpoint (Å, ps)"
@@ -217,7 +207,8 @@ class FastEGNNCalculator(Calculator):
         )
         self.model_calls = 0
         self.last_velocity_source: Optional[str] = None
-        self._history: Optional[_History] = None
+        #: The last jump computed (or declared): gives backward models their mean velocity over Δt.
+        self.history = JumpHistory(self.dt_ps, self.history_tol)
         self._memo: Optional[tuple[np.ndarray, np.ndarray, Jump]] = None
         self._warned_approximation = False
 
@@ -260,7 +251,9 @@ class FastEGNNCalculator(Calculator):
             new_v[index] = velocity_from_angstrom_per_ps(jump.velocities)
             self.results["jumped_velocities"] = new_v
         self.last_velocity_source = source
-        self._history = _History(positions, model_velocities, source, jumped.copy())
+        # The Atoms are about to be moved by this jump; asked again at the same positions, the
+        # same model input is reused only if it came from the history.
+        self.history.record(positions, jumped, model_velocities if source == "history" else None)
 
     # -- jump history --------------------------------------------------------------------------
 
@@ -276,12 +269,12 @@ class FastEGNNCalculator(Calculator):
             raise DataError(
                 f"set_previous_positions: shapes {previous.shape} and {current.shape} must be equal (N, 3)"
             )
-        self._history = _History(previous, None, "declared", current)
+        self.history.record(previous, current)
         self.reset()
 
     def forget_history(self) -> None:
         """The next calculation uses the Atoms' velocities as model input (until a jump is computed)."""
-        self._history = None
+        self.history.forget()
         self.reset()
 
     def get_jumped_positions(self, atoms: Optional[Atoms] = None) -> np.ndarray:
@@ -316,17 +309,13 @@ class FastEGNNCalculator(Calculator):
             )
         return index
 
-    def _matches(self, a: np.ndarray, b: np.ndarray) -> bool:
-        return a.shape == b.shape and float(np.max(np.abs(a - b), initial=0.0)) <= self.history_tol
-
     def _velocity_input(self, positions: np.ndarray, velocities_ase: np.ndarray) -> tuple[np.ndarray, str]:
         """Model input velocities in Å/ps and where they came from (see the module docstring)."""
-        history = self._history
-        if self.velocity_input == "auto" and self.predictor.spec.velocity_convention == "backward" and history:
-            if self._matches(positions, history.predicted):
-                return (positions - history.input_positions) / self.dt_ps, "history"
-            if history.source == "history" and self._matches(positions, history.input_positions):
-                return history.velocity_input, "history"
+        spec = self.predictor.spec
+        if self.velocity_input == "auto" and spec.velocity_convention == BACKWARD:
+            velocity = self.history.velocity(positions)
+            if velocity is not None:
+                return velocity, "history"
         if self.predictor.spec.velocity_convention != "physical" and not self._warned_approximation:
             if self.velocity_input == "auto":
                 warnings.warn(

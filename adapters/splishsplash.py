@@ -82,6 +82,7 @@ from typing import Any, Optional, Sequence, Union
 import numpy as np
 from tqdm.auto import tqdm
 
+from ..conventions import SPLITS
 from ..errors import DataError
 from .sph import DEEPMIND_WATER, FORMATS, SPHTrajectory, write_dataset
 
@@ -89,7 +90,6 @@ PathLike = Union[str, os.PathLike]
 
 #: DeepMind particle type of water, the only type stored.
 WATER_TYPE = DEEPMIND_WATER
-SPLITS = ("train", "valid", "test")
 #: Rest density of the fluid, kg/m³ (water).
 DENSITY0 = 1000.0
 #: Connectivity radius / particle diameter when ``SPHSceneSettings.connectivity_radius`` is None.

@@ -23,7 +23,7 @@ import torch
 from model_table import Entry, add_run_arguments, measure, run_dir
 
 from fastegnn_md.data.nbody import generate_dataset
-from fastegnn_md.data.sources import open_dataset
+from fastegnn_md.datasets import open_dataset
 from fastegnn_md.runtime import tune_allocator
 from fastegnn_md.training import TrainConfig, Trainer
 

@@ -27,7 +27,7 @@ from model_table import Entry, add_run_arguments, measure, run_dir
 
 from fastegnn_md import metrics
 from fastegnn_md.adapters.mdanalysis import load_md_pairs
-from fastegnn_md.data.sources import resolve_md_files
+from fastegnn_md.adapters.mdanalysis import resolve_md_files
 from fastegnn_md.predictor import Predictor
 from fastegnn_md.rollout import TRIVIAL_PREDICTORS, StartState, roll_out
 from fastegnn_md.runtime import tune_allocator

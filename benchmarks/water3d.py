@@ -22,7 +22,7 @@ epoch of all six models ~2 min on this 2-core machine with one thread while anot
 (measured on one trajectory per split and scaled by particle count), so the table takes ~1 h.
 
 Data are read the way ``fastegnn-md train --data DIR`` reads an SPH directory
-(`fastegnn_md.data.sources.SPHOptions`): jump 15 frames, "backward" input velocity
+(`fastegnn_md.adapters.sph.SPHOptions`): jump 15 frames, "backward" input velocity
 (x_t − x_{t−15}) / Δt, radius graph at the metadata's ``default_connectivity_radius`` (the
 generator's 1.6 particle diameters = 0.064 here: 13-16 neighbours per particle, Water-3D has
 ~12 at 0.035), the learned gravity term along the metadata's axis (−y) in every
@@ -49,7 +49,7 @@ import numpy as np
 import torch
 from model_table import Entry, add_run_arguments, measure, run_dir
 
-from fastegnn_md.data.sources import SPHOptions, open_dataset
+from fastegnn_md.datasets import SPHOptions, open_dataset
 from fastegnn_md.graph import FramePair
 from fastegnn_md.runtime import tune_allocator
 from fastegnn_md.training import METRICS, TrainConfig, Trainer

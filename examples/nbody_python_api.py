@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from fastegnn_md.data.nbody import generate_dataset, load_nbody
-from fastegnn_md.data.sources import open_dataset
+from fastegnn_md.datasets import open_dataset
 from fastegnn_md.predictor import Predictor
 from fastegnn_md.training import TrainConfig, Trainer
 

@@ -26,6 +26,7 @@ from typing import Any, Optional, Union
 import torch
 
 from . import __version__
+from .conventions import VELOCITY_CONVENTIONS
 from .errors import CheckpointError
 from .graph import FEATURE_RECIPE
 from .io import write_atomically
@@ -45,7 +46,6 @@ KEY_SPEC = "data_spec"
 KEY_TRAINING = "training"
 KEY_RESUME = "resume"
 
-VELOCITY_CONVENTIONS = ("physical", "backward", "forward")
 
 
 @dataclass
@@ -89,6 +89,12 @@ class DataSpec:
             raise ValueError(
                 f"velocity_convention must be one of {VELOCITY_CONVENTIONS}, got {self.velocity_convention!r}"
             )
+
+    @property
+    def is_molecular(self) -> bool:
+        """True for molecular data (Å and ps): the one test of "is this a molecular model?" that
+        the MD rollout, the ASE calculator and the OpenMM stepper share."""
+        return self.units.get("length") == "Å" and self.units.get("time") == "ps"
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -29,6 +29,26 @@ def write_atomically(path: Union[str, Path], write: Callable[[BinaryIO], None]) 
     return path
 
 
+def write_path_atomically(path: Union[str, Path], write: Callable[[Path], None]) -> Path:
+    """Like `write_atomically`, for libraries (h5py) that write to a path, not a handle:
+    ``write(tmp)`` fills a temporary file beside ``path``, which is flushed to disk and renamed."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp = Path(name)
+    try:
+        write(tmp)
+        os.chmod(tmp, _default_mode())
+        with open(tmp, "rb+") as handle:  # h5py closes without fsync: flush to disk before the rename
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path
+
+
 def _default_mode() -> int:
     """Mode of a file created with open(): 0o666 less the process umask."""
     umask = os.umask(0)

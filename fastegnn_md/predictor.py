@@ -9,6 +9,7 @@ from typing import Optional, Union
 import numpy as np
 import torch
 
+from . import spec_keys
 from .checkpoint import Checkpoint, DataSpec, load_checkpoint
 from .errors import DataError
 from .graph import FramePair, collate
@@ -72,7 +73,7 @@ class Predictor:
         return float(self.spec.dt)
 
     def default_node_attrs(self, num_nodes: int) -> np.ndarray:
-        stored = self.spec.extra.get("node_attrs")
+        stored = self.spec.extra.get(spec_keys.NODE_ATTRS)
         if stored is not None:
             attrs = np.asarray(stored, dtype=np.float64)
             if attrs.shape[0] == num_nodes:
@@ -88,9 +89,9 @@ class Predictor:
         """(N,) bool moving mask from one-hot node attributes, or None (every node moves).
 
         SPH checkpoints record which attribute columns mark kinematic particles (walls) in
-        ``spec.extra["kinematic_attr_columns"]``; a node with a 1 in any of them is not moving.
+        ``spec.extra[spec_keys.KINEMATIC_ATTR_COLUMNS]``; a node with a 1 in any of them is not moving.
         """
-        columns = self.spec.extra.get("kinematic_attr_columns")
+        columns = self.spec.extra.get(spec_keys.KINEMATIC_ATTR_COLUMNS)
         if not columns:
             return None
         return ~(attrs[:, list(columns)] > 0.5).any(axis=1)

@@ -19,12 +19,13 @@ The trivial predictors every report shows beside the model use the same start:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, Iterator, Optional
+from typing import Callable, Iterator, Optional, Protocol
 
 import numpy as np
 
+from .conventions import FORWARD, PHYSICAL, JumpHistory
 from .errors import DataError
-from .predictor import Predictor
+from .predictor import Jump, Predictor
 
 #: Default per-jump displacement (Å) beyond which a rollout is declared exploding. Thermal motion
 #: moves a backbone atom ~1–3 Å in tens of ps; 20 Å in one jump is a broken structure.
@@ -80,8 +81,7 @@ class RolloutResult:
 
 def check_rollout_safe(predictor: Predictor) -> None:
     """Raise DataError if the checkpoint's velocity convention cannot be fed its own outputs."""
-    convention = predictor.spec.velocity_convention
-    if convention == "forward":
+    if predictor.spec.velocity_convention == FORWARD:
         raise DataError(
             "checkpoint: trained with the 'forward' velocity convention (x[t+1] - x[t], the future), "
             "which only one-shot evaluation may use; train with --velocity backward for rollouts"
@@ -115,6 +115,28 @@ def start_velocity(
     return StartState(x0, velocity, note, False)
 
 
+class JumpFunction(Protocol):
+    """One jump of a rollout: ``jump(positions (N, 3), velocities (N, 3), node_attrs, rng=rng) -> Jump``.
+
+    The loop hands every call the same seeded ``numpy.random.Generator``, so a jump that is a
+    sample from a distribution (not only the model's mean) gives a reproducible rollout.
+    """
+
+    def __call__(self, positions: np.ndarray, velocities: np.ndarray, node_attrs: Optional[np.ndarray], *,
+                 rng: np.random.Generator) -> Jump: ...
+
+
+class MeanJump:
+    """The model's own (deterministic) jump: `Predictor.predict`; ignores the generator."""
+
+    def __init__(self, predictor: Predictor) -> None:
+        self.predictor = predictor
+
+    def __call__(self, positions: np.ndarray, velocities: np.ndarray, node_attrs: Optional[np.ndarray], *,
+                 rng: np.random.Generator) -> Jump:
+        return self.predictor.predict(positions, velocities, node_attrs)
+
+
 def roll_out(
     predictor: Predictor,
     start: StartState,
@@ -124,6 +146,8 @@ def roll_out(
     on_frame: Optional[Callable[[RolloutFrame], None]] = None,
     progress: bool = False,
     constrain: Optional[Constraint] = None,
+    jump: Optional[JumpFunction] = None,
+    seed: Optional[int] = 0,
 ) -> RolloutResult:
     """Apply ``num_jumps`` learned jumps from ``start``; each input is the previous output.
 
@@ -133,16 +157,15 @@ def roll_out(
     ``max_displacement`` Å in one jump, or ``on_frame`` stops it; ``result.stop`` says why.
     ``constrain(k, positions)``, if given, returns the positions of jump k with prescribed nodes
     put where they must be (SPH walls follow the reference); it runs before those checks and
-    the velocity fed to the next jump is computed from what it returns.
+    the velocity fed to the next jump is computed from what it returns. ``jump`` makes each jump
+    (default `MeanJump`: the model's prediction), drawing from ``numpy.random.default_rng(seed)``.
     """
     from tqdm.auto import tqdm
 
     check_rollout_safe(predictor)
     result = RolloutResult()
-    for frame in tqdm(
-        iterate_jumps(predictor, start, num_jumps, node_attrs, max_displacement, result, constrain),
-        total=num_jumps, desc="rollout", unit="jump", disable=not progress,
-    ):
+    steps = iterate_jumps(predictor, start, num_jumps, node_attrs, max_displacement, result, constrain, jump, seed)
+    for frame in tqdm(steps, total=num_jumps, desc="rollout", unit="jump", disable=not progress):
         if on_frame is not None:
             try:
                 on_frame(frame)
@@ -161,14 +184,19 @@ def iterate_jumps(
     max_displacement: float,
     result: RolloutResult,
     constrain: Optional[Constraint] = None,
+    jump: Optional[JumpFunction] = None,
+    seed: Optional[int] = 0,
 ) -> Iterator[RolloutFrame]:
     """Generator behind `roll_out`; on a stop it records ``result.stop`` and returns."""
     dt = predictor.dt
     x, v = np.asarray(start.positions, np.float64), np.asarray(start.velocities, np.float64)
-    convention = predictor.spec.velocity_convention
+    physical = predictor.spec.velocity_convention == PHYSICAL
+    step = jump if jump is not None else MeanJump(predictor)
+    rng = np.random.default_rng(seed)
+    history = JumpHistory(dt)
     for k in range(1, num_jumps + 1):
-        jump = predictor.predict(x, v, node_attrs)
-        new_x = jump.positions if constrain is None else constrain(k, jump.positions)
+        out = step(x, v, node_attrs, rng=rng)
+        new_x = out.positions if constrain is None else constrain(k, out.positions)
         if not np.isfinite(new_x).all():
             result.stop = RolloutStop(k, f"jump {k}: the model predicted non-finite positions")
             return
@@ -176,17 +204,18 @@ def iterate_jumps(
         if moved > max_displacement:
             result.stop = RolloutStop(k, f"jump {k}: {_moved_too_far(predictor, moved, max_displacement)}")
             return
-        if convention == "physical":
-            if jump.velocities is None:
+        if physical:
+            if out.velocities is None:
                 raise DataError(
                     "checkpoint: uses physical velocities but its model does not predict them, "
                     "so it cannot be rolled out; train with --velocity backward"
                 )
-            new_v = jump.velocities
-        else:
-            new_v = (new_x - x) / dt
+            new_v = out.velocities
+        else:  # backward: the mean velocity over the jump just made, from the rollout's own frames
+            history.record(x, new_x)
+            new_v = history.velocity(new_x)
         x, v = new_x, new_v
-        yield RolloutFrame(k, k * dt, x, v, jump.virtual_positions)
+        yield RolloutFrame(k, k * dt, x, v, out.virtual_positions)
 
 
 def _moved_too_far(predictor: Predictor, moved: float, limit: float) -> str:

@@ -27,7 +27,7 @@ from .graph import FramePair, GraphBatch, collate, feature_dims
 from .io import write_atomically
 from .losses import mmd_loss, moving_subset, position_mse
 from .models import JumpModel, build_model, model_hparams
-from .models.base import unit_gravity_axis
+from .geometry import unit_gravity_axis
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 BEST, LAST, METRICS = "best.pt", "last.pt", "metrics.jsonl"
@@ -43,7 +43,7 @@ class TrainConfig:
     MSE before early stopping; grad_clip, if set, caps the global gradient norm of every step
     (off by default, as in the paper; it guards against the early divergence FastEGNN<1,0> showed
     in benchmarks/RESULTS.md). gravity_axis (a 3-vector, stored normalised; None = no term)
-    switches on the models' learned gravity term (`fastegnn_md.models.base.JumpModel`); the
+    switches on the models' learned gravity term (`fastegnn_md.models.contract.JumpModel`); the
     checkpoint's data spec records it. The CLI takes it from the dataset (SPH: metadata or −y).
     """
 

@@ -45,13 +45,13 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from ..conventions import SPLITS
 from ..errors import DataError
 from ..graph import FramePair
 from ..io import write_atomically
+from ..spec_keys import NBODY_FORMAT as FORMAT
 
-FORMAT = "fastegnn-md nbody"
 FORMAT_VERSION = 1
-SPLITS = ("train", "valid", "test")
 ARRAY_KEYS = ("positions", "velocities", "charges")
 REQUIRED_METADATA = ("format", "format_version", "num_particles", "num_frames", "frame_dt", "splits")
 

@@ -12,6 +12,7 @@ import pytest
 from MDAnalysisTests.datafiles import DCD, GRO, PDB_small, PSF, TPR, TRR, XTC
 
 from fastegnn_md.adapters import mdanalysis as mdx
+from fastegnn_md.adapters.mdanalysis import dataset as md_dataset  # where load_md_pairs looks its readers up
 from fastegnn_md.checkpoint import DataSpec
 from fastegnn_md.errors import DataError
 
@@ -289,8 +290,8 @@ def test_cache_hit_skips_reading_and_misses_on_changes(tmp_path, monkeypatch):
     def refuse(*args, **kwargs):
         raise Read("the trajectory was read")
 
-    monkeypatch.setattr(mdx, "trajectory_frames", refuse)
-    monkeypatch.setattr(mdx, "open_universe", refuse)
+    monkeypatch.setattr(md_dataset, "trajectory_frames", refuse)
+    monkeypatch.setattr(md_dataset, "open_universe", refuse)
     second = mdx.load_md_pairs(PSF, DCD, jump=5, cache_dir=cache, progress=False)
     assert second.cached
     assert second.spec_fields == first.spec_fields and second.frames == first.frames
@@ -313,7 +314,7 @@ def test_cache_misses_when_the_file_changes(tmp_path, monkeypatch):
     mdx.load_md_pairs(PSF, dcd, jump=5, cache_dir=tmp_path, progress=False)
     stat = dcd.stat()
     os.utime(dcd, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
-    monkeypatch.setattr(mdx, "trajectory_frames", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("read")))
+    monkeypatch.setattr(md_dataset, "trajectory_frames", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("read")))
     with pytest.raises(RuntimeError, match="read"):
         mdx.load_md_pairs(PSF, dcd, jump=5, cache_dir=tmp_path, progress=False)
 

@@ -25,6 +25,7 @@ import openmm.unit as unit  # noqa: E402
 
 from fastegnn_md import cli  # noqa: E402
 from fastegnn_md.adapters import openmm as omm  # noqa: E402
+from fastegnn_md.adapters.openmm import reference as omm_reference  # noqa: E402  (where simulate looks up)
 from fastegnn_md.errors import DataError  # noqa: E402
 
 ADK = Path(datafiles.PDB_small)  # adk_open.pdb
@@ -78,7 +79,7 @@ def capture_simulation(monkeypatch):
         return made[-1]
 
     original = omm.make_simulation
-    monkeypatch.setattr(omm, "make_simulation", make)
+    monkeypatch.setattr(omm_reference, "make_simulation", make)
     return made
 
 
@@ -243,10 +244,10 @@ def test_interrupted_run_resumes_without_lost_or_repeated_frames(tmp_path, monke
             raise KeyboardInterrupt
         return original(*args)
 
-    monkeypatch.setattr(omm, "_selected_state", interrupt_at_fourth_frame)
+    monkeypatch.setattr(omm_reference, "_selected_state", interrupt_at_fourth_frame)
     with pytest.raises(KeyboardInterrupt):
         run(out, settings, checkpoint_seconds=0)  # checkpoint after every frame
-    monkeypatch.setattr(omm, "_selected_state", original)
+    monkeypatch.setattr(omm_reference, "_selected_state", original)
     _, times, first, first_vel = read(out)
     assert len(first) == 3
     messages = []

@@ -1,0 +1,147 @@
+"""The MD-trajectory data kind: any trajectory file MDAnalysis reads, split into contiguous blocks.
+
+Units: Å, ps, amu (MDAnalysis' own). Reading options are `MDOptions`; `dataset.load_md_pairs`
+does the reading. A checkpoint trained on such data records the selection, jump, stride,
+velocity convention, cutoff and the node attributes' source, and `open_for_checkpoint` reads
+new data the same way.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+from ... import spec_keys as keys
+from ...conventions import BACKWARD, canonical_convention
+from ...data.kinds import DataKind, Dataset, PathLike, TrainingDefaults
+from ...errors import DataError
+from .dataset import load_md_pairs
+from .reading import resolve_md_files
+
+#: Default length scale of molecular data (Å): the paper's 10 Å cutoff, so neighbour distances
+#: inside the model are at most 1 (`fastegnn_md.models.contract.JumpModel`).
+MOLECULAR_LENGTH_SCALE = 10.0
+
+
+@dataclass
+class MDOptions:
+    """How to read an MD trajectory; the defaults are the CLI's.
+
+    topology : topology file; None = `reading.find_topology` (a file beside the trajectory).
+    selection : MDAnalysis selection of the atoms that become graph nodes.
+    jump, stride : the learned jump is ``jump`` frames of the trajectory read every ``stride``
+        frames, i.e. ``jump * stride`` frames of the file.
+    velocity_convention : "backward", "physical" or "forward" (`fastegnn_md.conventions`).
+    cutoff : radius-graph cutoff in Å (None: fully connected graphs).
+    cache_dir : where the adapter caches the processed arrays (None: no cache).
+    progress : progress bar while reading frames.
+    """
+
+    topology: Optional[Path] = None
+    selection: str = "backbone"
+    jump: int = 1
+    stride: int = 1
+    velocity_convention: str = BACKWARD
+    cutoff: Optional[float] = 10.0
+    cache_dir: Optional[Path] = None
+    progress: bool = True
+
+
+def open_md_trajectory(path: PathLike, options: Optional[MDOptions] = None) -> Dataset:
+    """Read an MD trajectory into train/valid/test pairs (`load_md_pairs`); see `MDOptions`.
+
+    The spec's ``extra`` gets ``dataset_format`` = `MD_FORMAT` on top of the adapter's fields
+    (topology path and PDB text, node attributes, jump, stride, ...).
+    """
+    path = Path(path)
+    options = options or MDOptions()
+    topology, trajectory = resolve_md_files(path, options.topology)
+    loaded = load_md_pairs(
+        topology,
+        trajectory,
+        selection=options.selection,
+        jump=options.jump,
+        stride=options.stride,
+        velocity_convention=options.velocity_convention,
+        cutoff=options.cutoff,
+        cache_dir=options.cache_dir,
+        progress=options.progress,
+    )
+    spec = dict(loaded.spec_fields)
+    spec["extra"] = {**spec["extra"], keys.DATASET_FORMAT: keys.MD_FORMAT}
+    return Dataset(path, keys.MD_FORMAT, spec, splits=loaded.splits)
+
+
+def md_options_for_spec(spec: Any, topology: Optional[Path] = None, cache_dir: Optional[Path] = None,
+                        progress: bool = True) -> MDOptions:
+    """The MDOptions that read a trajectory the way a checkpoint's DataSpec was trained on.
+
+    Jump and stride come from ``extra["jump"]``/``extra["stride"]``; specs without them count
+    ``frame_stride`` as the jump with stride 1 (same frames of the file).
+    """
+    extra = spec.extra
+    stride = int(extra.get(keys.STRIDE, 1))
+    jump = int(extra.get(keys.JUMP, max(int(spec.frame_stride) // stride, 1)))
+    return MDOptions(
+        topology=topology,
+        selection=spec.selection or "backbone",
+        jump=jump,
+        stride=stride,
+        velocity_convention=spec.velocity_convention,
+        cutoff=spec.cutoff,
+        cache_dir=cache_dir,
+        progress=progress,
+    )
+
+
+class MDTrajectoryKind(DataKind):
+    name = "md"
+    order = 10
+    format = keys.MD_FORMAT
+    description = "an MD trajectory file"
+    options_class = MDOptions
+    plural = "MD trajectory files"
+    data_name = "an MD trajectory"
+    training = TrainingDefaults(length_scale=MOLECULAR_LENGTH_SCALE)
+    train_flags = {
+        "--topology": "topology", "--selection": "selection", "--jump": "jump", "--stride": "stride",
+        "--velocity": "velocity_convention", "--cache-dir": "cache_dir",
+    }
+    rollout_flags = {"--topology": "topology"}
+    flag_hints = {"--frames": "use --jump/--stride"}
+
+    def recognises(self, path: Path) -> bool:
+        return not path.is_dir()  # any file (MDAnalysis decides whether it can read it)
+
+    def owns_spec(self, spec: Any) -> bool:
+        # Checkpoints trained through the Python API on `load_md_pairs` data lack the format.
+        fmt = spec.extra.get(keys.DATASET_FORMAT)
+        return fmt == self.format or (fmt is None and keys.TOPOLOGY in spec.extra)
+
+    def option_value(self, name: str, value: Any, where: str) -> Any:
+        return canonical_convention(value, "--velocity") if name == "velocity_convention" else value
+
+    def open(self, path: PathLike, options: Any = None) -> Dataset:
+        return open_md_trajectory(path, options)
+
+    def options_for_spec(self, spec: Any, **reading: Any) -> MDOptions:
+        return md_options_for_spec(spec, **reading)
+
+    def check_fits_spec(self, dataset: Dataset, spec: Any) -> None:
+        fields, path = dataset.spec_fields, dataset.path
+        if not math.isclose(fields["dt"], spec.dt, rel_tol=1e-3):
+            frames = fields["frame_stride"]
+            raise DataError(
+                f"{path}: a jump of {frames} frames spans {fields['dt']:g} {fields['units']['time']} here, "
+                f"but the checkpoint learned jumps of {spec.dt:g} {spec.units.get('time', '')}"
+            )
+        source, trained = fields["extra"].get(keys.NODE_ATTR_SOURCE), spec.extra.get(keys.NODE_ATTR_SOURCE)
+        if trained is not None and source != trained:
+            raise DataError(
+                f"{path}: node attributes come from atom {source}s here (topology "
+                f"{fields['extra'][keys.TOPOLOGY]}) but the checkpoint was trained on {trained}s; "
+                "pass --topology with the same kind of topology"
+            )
+        super().check_fits_spec(dataset, spec)

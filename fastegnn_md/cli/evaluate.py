@@ -1,0 +1,54 @@
+"""`fastegnn-md evaluate`: test MSE of a checkpoint and its inference time relative to EGNN."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from ..conventions import SPLITS
+from .common import add_device_arguments, positive_int, set_torch_threads, torch_device
+from .train import add_md_arguments
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    ev = sub.add_parser("evaluate", help="test MSE and inference time relative to EGNN")
+    ev.add_argument("checkpoint", help="checkpoint path or shipped model name")
+    ev.add_argument("--data", required=True, type=Path, help="dataset directory or MD trajectory file")
+    add_md_arguments(ev)
+    ev.add_argument("--quiet", action="store_true", help="no progress bar while reading a trajectory")
+    ev.add_argument("--split", default="test", choices=SPLITS)
+    ev.add_argument("--max-examples", type=positive_int, default=None)
+    ev.add_argument("--batch-size", type=positive_int, default=50)
+    ev.add_argument("--repeats", type=positive_int, default=3, help="timing repeats (median is reported)")
+    add_device_arguments(ev)
+    ev.add_argument("--json", action="store_true", help="print the result as JSON")
+    ev.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..checkpoint import load_checkpoint
+    from ..data.kinds import check_flags
+    from ..datasets import kind_for_path, open_for_checkpoint
+    from ..evaluation import evaluate_checkpoint
+
+    device = torch_device(args.device)
+    set_torch_threads(args.threads)
+    given = {"--topology": args.topology, "--cache-dir": args.cache_dir}
+    if args.data.exists() and any(value is not None for value in given.values()):
+        check_flags(kind_for_path(args.data), given, f"--data {args.data}")
+    ckpt = load_checkpoint(args.checkpoint)
+    dataset = open_for_checkpoint(
+        args.data, ckpt.data_spec, topology=args.topology, cache_dir=args.cache_dir, progress=not args.quiet
+    )
+    pairs = dataset.load(args.split, args.max_examples)
+    result = evaluate_checkpoint(ckpt, pairs, batch_size=args.batch_size, repeats=args.repeats, device=device)
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        print(
+            f"{result['model']} on {len(pairs)} {args.split} examples: MSE {result['mse']:.6g} "
+            f"({ckpt.data_spec.units['length']}^2); inference {result['seconds']:.3f} s, "
+            f"{result['relative_time']:.3f}x EGNN ({result['egnn_seconds']:.3f} s, same process)"
+        )
+    return 0

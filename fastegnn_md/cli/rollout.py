@@ -1,0 +1,67 @@
+"""`fastegnn-md rollout`: learned jumps from a frame of a trajectory or an SPH dataset, with a report.
+
+One command for every kind of data that has a rollout case (`fastegnn_md.rollouts`): the path's
+kind picks the case, the case reads its own flags, `run_rollout` does the rest. Exit status 1
+when the rollout stopped early (frames and report are kept; scripts still see the stop).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from .common import add_device_arguments, positive_int, set_torch_threads, torch_device
+
+#: Flags that only some kinds of data take (each kind declares its own in ``rollout_flags``).
+KIND_FLAGS = {"--topology": "topology", "--split": "split", "--trajectory": "trajectory_index",
+              "--sinkhorn-particles": "sinkhorn_particles"}
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    ro = sub.add_parser("rollout", help="learned jumps from a frame of a trajectory or SPH dataset, with a report")
+    ro.add_argument("trajectory", type=Path, metavar="TRAJ",
+                    help="any trajectory MDAnalysis reads (.xtc, .trr, .dcd, .pdb, ...), or an SPH dataset directory "
+                         "(with metadata.json)")
+    ro.add_argument("--topology", type=Path, default=None,
+                    help="MD: topology (default: TRAJ's stem with .tpr/.psf/.gro/.pdb, else the checkpoint's)")
+    ro.add_argument("--checkpoint", default=None,
+                    help="shipped model name or path (MD default adk-backbone, or a shipped model that fits the atoms; "
+                         "required for SPH)")
+    ro.add_argument("--start", type=int, default=None, help="start frame (default: first with a frame one jump earlier)")
+    ro.add_argument("--jumps", type=positive_int, default=None, help="learned jumps (default: as many as TRAJ covers)")
+    ro.add_argument("--out", type=Path, default=None,
+                    help="predicted trajectory (default REPORT/predicted.<ext of TRAJ>; SPH: REPORT/predicted.h5)")
+    ro.add_argument("--report", type=Path, default=None,
+                    help="report directory (default ./<TRAJ stem>-rollout; SPH: ./<dir name>-<split><index>-rollout)")
+    ro.add_argument("--max-displacement", type=float, default=None,
+                    help="displacement of one atom/particle in one jump that stops the rollout (MD: Å, default 20; "
+                         "SPH: dataset length units, default the diagonal of the dataset's bounds)")
+    ro.add_argument("--split", default=None, help="SPH: split to read (default test)")
+    ro.add_argument("--trajectory", dest="trajectory_index", type=int, default=None, metavar="I",
+                    help="SPH: index of the trajectory in the split, in file order (default 0)")
+    ro.add_argument("--sinkhorn-particles", type=positive_int, default=None, metavar="K",
+                    help="SPH: particles subsampled for the Sinkhorn divergence (default 500)")
+    add_device_arguments(ro)
+    ro.add_argument("--quiet", action="store_true", help="no progress bars")
+    ro.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..data.kinds import check_flags, kind_for_path
+    from ..rollouts import rollout_case_for, rollout_kinds, run_rollout
+
+    path = args.trajectory
+    kind = kind_for_path(path, rollout_kinds(), purpose="rollout")
+    check_flags(kind, {flag: getattr(args, name) for flag, name in KIND_FLAGS.items()}, str(path), "rollout_flags")
+    case = rollout_case_for(kind).from_cli(args)
+    device = torch_device(args.device)
+    set_torch_threads(args.threads)
+    outputs = run_rollout(case, args.checkpoint, device=device, progress=not args.quiet)
+    for line in case.summary_lines(outputs):
+        print(line)
+    if outputs.stopped:
+        print(f"rollout stopped early: {outputs.stopped}", file=sys.stderr)
+    print(f"report: {outputs.report_files['markdown']}")
+    return 1 if outputs.stopped else 0
+

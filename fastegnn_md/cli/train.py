@@ -1,0 +1,167 @@
+"""`fastegnn-md train`: train a model on any kind of data; resumes from OUT/last.pt if present.
+
+The kind of data is the registry's (`fastegnn_md.data.kinds`): it decides which flags apply, how
+the data are read and the training defaults (λ of the MMD term, batch size, length scale).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+from pathlib import Path
+from typing import Any
+
+from ..conventions import CONVENTION_ALIASES, VELOCITY_CONVENTIONS
+from .common import UsageError, add_device_arguments, fraction, positive_int, set_torch_threads, torch_device
+
+#: Flags that only some kinds of data take (each kind declares its own in ``train_flags``).
+KIND_FLAGS = {
+    "--topology": "topology", "--selection": "selection", "--jump": "jump", "--stride": "stride",
+    "--velocity": "velocity", "--cache-dir": "cache_dir", "--frames": "frames", "--gravity-axis": "gravity_axis",
+}
+
+
+def gravity_axis(text: str) -> str:
+    """`--gravity-axis`: x, y or z (optionally signed: gravity points along −axis unless "+"), or none;
+    checked here by `parse_gravity_axis`, which reads it again when the data is opened."""
+    from ..adapters.sph.kind import parse_gravity_axis
+    from ..errors import DataError
+
+    value = text.strip().lower()
+    if value != "none":
+        try:
+            parse_gravity_axis(value, "--gravity-axis")
+        except DataError:
+            raise argparse.ArgumentTypeError(f"must be x, y, z or none, got {text!r}") from None
+    return value
+
+
+def add_md_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of `--data TRAJ` shared by train and evaluate."""
+    parser.add_argument(
+        "--topology", type=Path, default=None,
+        help="MD: topology file (default: TRAJ's stem with .tpr, .psf, .gro or .pdb beside it)",
+    )
+    parser.add_argument(
+        "--cache-dir", type=Path, default=None,
+        help="MD: cache the frames read from the trajectory here (default: no cache)",
+    )
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    from ..models import available_models
+
+    train = sub.add_parser("train", help="train a model; resumes from OUT/last.pt if present")
+    train.add_argument(
+        "--data", required=True, type=Path,
+        help="dataset directory (with metadata.json) or MD trajectory file (any format MDAnalysis reads)",
+    )
+    train.add_argument("--out", required=True, type=Path, help="run directory (checkpoints, metrics.jsonl)")
+    train.add_argument("--model", default="fastegnn", choices=available_models())
+    train.add_argument("--virtual-nodes", "-C", type=positive_int, default=3, help="C, virtual nodes (FastEGNN)")
+    train.add_argument("--drop-rate", "-p", type=fraction, default=0.0, help="fraction of longest edges dropped")
+    train.add_argument("--cutoff", type=float, default=None,
+                       help="radius graph cutoff (default: dataset's; MD: 10 Å; SPH: metadata default_connectivity_radius)")
+    train.add_argument("--sigma", type=float, default=1.5, help="MMD kernel bandwidth, length unit (default 1.5)")
+    train.add_argument("--mmd-weight", type=float, default=None,
+                       help="lambda of Eq. 11; 0 disables MMD (default 0.03; SPH: 0.01, the paper's Water-3D value)")
+    train.add_argument("--mmd-samples", type=positive_int, default=100, help="real nodes sampled per graph for MMD")
+    train.add_argument("--hidden", type=positive_int, default=64)
+    train.add_argument("--layers", type=positive_int, default=4)
+    train.add_argument("--lr", type=float, default=5e-4)
+    train.add_argument("--weight-decay", type=float, default=1e-12)
+    train.add_argument("--batch-size", type=positive_int, default=None,
+                       help="graphs per batch (default 50; SPH: 20, the authors' Water-3D script)")
+    train.add_argument("--epochs", type=positive_int, default=100)
+    train.add_argument("--patience", type=positive_int, default=50, help="early stopping: epochs without improvement")
+    train.add_argument("--length-scale", type=float, default=None,
+                       help="length that becomes 1 inside the model (default: 10 for Å data, 1 otherwise)")
+    train.add_argument("--grad-clip", type=float, default=None, help="cap the gradient norm per step (default off)")
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--max-train", type=positive_int, default=None, help="use only the first N training examples")
+    train.add_argument("--max-valid", type=positive_int, default=None, help="use only the first N validation examples")
+    train.add_argument(
+        "--frames", type=int, nargs=2, default=None, metavar=("IN", "OUT"), help="N-body frames (default 30 40)"
+    )
+    add_md_arguments(train)
+    train.add_argument("--selection", default=None, help="MD: MDAnalysis selection of the graph nodes (default backbone)")
+    train.add_argument("--jump", type=positive_int, default=None,
+                       help="MD: frames per learned jump, after --stride (default 1); SPH: frames per jump (default 15)")
+    train.add_argument("--stride", type=positive_int, default=None, help="MD: read every S-th frame (default 1)")
+    train.add_argument(
+        "--velocity", choices=(*VELOCITY_CONVENTIONS, *CONVENTION_ALIASES), default=None,
+        help="MD/SPH: input velocities from x_t - x_(t-jump) (backward, default), the file (physical, MD only) "
+             "or x_(t+1) - x_t (forward; 'paper' is its deprecated name)",
+    )
+    train.add_argument("--gravity-axis", type=gravity_axis, default=None, metavar="x|y|z|none",
+                       help="SPH: axis of the learned gravity term (default: the dataset's metadata, else y)")
+    train.add_argument("--dtype", choices=("float32", "float64"), default="float32")
+    add_device_arguments(train)
+    train.add_argument("--no-resume", action="store_true", help="start over even if OUT/last.pt exists")
+    train.add_argument("--quiet", action="store_true", help="no progress bars")
+    train.set_defaults(run=run)
+
+
+def data_options(args: argparse.Namespace, kind: Any) -> Any:
+    """The kind's reading options from the flags (a flag of another kind is a one-line error)."""
+    from ..data.kinds import check_flags
+
+    given = {flag: getattr(args, attribute) for flag, attribute in KIND_FLAGS.items()}
+    check_flags(kind, given, f"--data {args.data}")
+    values = {kind.train_flags[flag]: value for flag, value in given.items() if flag in kind.train_flags}
+    values.update(cutoff=args.cutoff, progress=not args.quiet)
+    return kind.make_options(values, str(args.data))
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..datasets import kind_for_path
+    from ..errors import DataError
+    from ..training import TrainConfig, Trainer
+
+    device = torch_device(args.device)
+    set_torch_threads(args.threads)
+    if args.cutoff is not None and not (math.isfinite(args.cutoff) and args.cutoff > 0):
+        raise UsageError(f"--cutoff: must be a positive length, got {args.cutoff}")  # before any slow read
+    if not args.data.exists():
+        raise DataError(f"{args.data}: no such dataset directory or trajectory file")
+    kind = kind_for_path(args.data)
+    dataset = kind.open(args.data, data_options(args, kind))
+    defaults = kind.training
+    cutoff = args.cutoff if args.cutoff is not None else dataset.spec_fields.get("cutoff")
+    try:
+        config = TrainConfig(
+            model=args.model,
+            hidden=args.hidden,
+            layers=args.layers,
+            virtual_nodes=args.virtual_nodes,
+            cutoff=cutoff,
+            drop_rate=args.drop_rate,
+            sigma=args.sigma,
+            mmd_weight=args.mmd_weight if args.mmd_weight is not None else defaults.mmd_weight,
+            mmd_samples=args.mmd_samples,
+            lr=args.lr,
+            weight_decay=args.weight_decay,
+            batch_size=args.batch_size if args.batch_size is not None else defaults.batch_size,
+            epochs=args.epochs,
+            patience=args.patience,
+            grad_clip=args.grad_clip,
+            length_scale=args.length_scale if args.length_scale is not None else defaults.length_scale,
+            gravity_axis=dataset.spec_fields.get("gravity_axis"),
+            seed=args.seed,
+            dtype=args.dtype,
+            device=device,
+        )
+    except ValueError as exc:
+        raise UsageError(f"train: {exc}") from None
+    train_pairs = dataset.load("train", args.max_train)
+    valid_pairs = dataset.load("valid", args.max_valid)
+    trainer = Trainer(
+        config, train_pairs, valid_pairs, args.out, dataset.spec_fields, str(args.data), progress=not args.quiet
+    )
+    summary = trainer.fit(resume=not args.no_resume)
+    print(
+        f"trained {config.model} for {summary['epochs']} epochs; best valid MSE "
+        f"{summary['best_valid_mse']:.6g} at epoch {summary['best_epoch']}; "
+        f"checkpoint {args.out / 'best.pt'}"
+    )
+    return 0

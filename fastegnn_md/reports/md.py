@@ -1,0 +1,293 @@
+"""MD rollout report: the learned jump against the reference frames and the trivial predictors.
+
+Inputs are plain arrays (positions Å, times ps); output is ``report.json``, ``report.md`` and
+PNG plots in one directory, each written atomically. Where the reference trajectory has no
+frame at a rollout time, that jump is listed with ``reference_frame = null`` and no metric:
+nothing is interpolated.
+
+Per-jump metrics (`per_jump.JumpMetric`, by name): ``rmsd`` (mass-weighted Kabsch RMSD, Å),
+``mse`` (position MSE without superposition, Å²), ``radius_of_gyration`` (Å, with the
+reference's as ``reference_radius_of_gyration``), ``contact_f1`` (residue contact maps, 8 Å,
+|i − j| ≥ 3). Beside them, per-residue RMSF over the jumps with reference frames.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+
+from .. import metrics
+from .files import write_report_files
+from .markdown import MarkdownDocument, fixed, info_bullets
+from .per_jump import MODEL, JumpMetric, SummaryStat, final, mean, per_jump_rows, summarise, with_start
+from .plots import PlotSet, new_figure, plot_predictors
+
+#: Residue-residue contact cutoff (Å) and minimum sequence separation of the contact maps.
+CONTACT_CUTOFF = 8.0
+CONTACT_MIN_SEPARATION = 3
+
+
+@dataclass
+class ReportInputs:
+    """Everything the report compares.
+
+    predictions : {predictor name: (K, N, 3) Å} for jumps 1..K (the model's may be shorter if
+        the rollout stopped); must include ``"model"``.
+    start_time : time of the start frame (ps); jump k is at start_time + k·dt.
+    reference_positions : (T, N, 3) Å, reference_times : (T,) ps: every frame of the trajectory.
+    masses : (N,) amu or None; residue_ids : (N,) residue of each atom.
+    """
+
+    predictions: dict[str, np.ndarray]
+    dt: float
+    start_time: float
+    start_frame: int
+    reference_positions: np.ndarray
+    reference_times: np.ndarray
+    residue_ids: np.ndarray
+    masses: Optional[np.ndarray] = None
+    notes: list[str] = field(default_factory=list)
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+def reference_frame_at(times: np.ndarray, time: float, dt: float) -> Optional[int]:
+    """Index of the frame at ``time`` (ps) within 0.1 % of the jump length, else None."""
+    if times.size == 0:
+        return None
+    index = int(np.argmin(np.abs(times - time)))
+    return index if abs(float(times[index]) - time) <= 1e-3 * dt else None
+
+
+# --------------------------------------------------------------------------------------------
+# Metrics by name
+# --------------------------------------------------------------------------------------------
+
+
+class KabschRMSD(JumpMetric):
+    name = "rmsd"
+
+    def __init__(self, masses: Optional[np.ndarray]) -> None:
+        self.masses = masses
+
+    def value(self, name: str, k: int, trajectory: np.ndarray, reference: np.ndarray) -> float:
+        return metrics.kabsch_rmsd(trajectory[k], reference, self.masses)
+
+
+class PositionMSE(JumpMetric):
+    name = "mse"
+
+    def value(self, name: str, k: int, trajectory: np.ndarray, reference: np.ndarray) -> float:
+        return metrics.position_mse(trajectory[k], reference)
+
+
+class RadiusOfGyration(JumpMetric):
+    name = "radius_of_gyration"
+    reference_key = "reference_radius_of_gyration"
+
+    def __init__(self, masses: Optional[np.ndarray]) -> None:
+        self.masses = masses
+
+    def reference_value(self, k: int, reference: np.ndarray) -> float:
+        return float(metrics.radius_of_gyration(reference, self.masses))
+
+    def value(self, name: str, k: int, trajectory: np.ndarray, reference: np.ndarray) -> float:
+        return float(metrics.radius_of_gyration(trajectory[k], self.masses))
+
+
+class ContactF1(JumpMetric):
+    """F1 of the predicted residue contact map against the reference frame's (computed once a jump)."""
+
+    name = "contact_f1"
+
+    def __init__(self, residue_ids: np.ndarray) -> None:
+        self.residue_ids = residue_ids
+        self._reference: dict[int, np.ndarray] = {}
+
+    def contacts(self, positions: np.ndarray) -> np.ndarray:
+        return metrics.contact_map(positions, CONTACT_CUTOFF, self.residue_ids, CONTACT_MIN_SEPARATION)
+
+    def reference_value(self, k: int, reference: np.ndarray) -> None:
+        self._reference[k] = self.contacts(reference)
+        return None
+
+    def value(self, name: str, k: int, trajectory: np.ndarray, reference: np.ndarray) -> float:
+        return metrics.contact_agreement(self.contacts(trajectory[k]), self._reference[k])["f1"]
+
+
+SUMMARY = (
+    SummaryStat("mean_rmsd", "rmsd", mean),
+    SummaryStat("final_rmsd", "rmsd", final),
+    SummaryStat("mean_mse", "mse", mean),
+)
+
+
+def compare(inputs: ReportInputs) -> dict[str, Any]:
+    """The report as a JSON-ready dict: per-jump metrics, RMSF, contacts and a summary."""
+    names = list(inputs.predictions)
+    num_jumps = max(len(p) for p in inputs.predictions.values())
+    start = inputs.reference_positions[inputs.start_frame]
+    bases, references = [], []
+    for k in range(1, num_jumps + 1):
+        time = inputs.start_time + k * inputs.dt
+        frame = reference_frame_at(inputs.reference_times, time, inputs.dt)
+        bases.append({"jump": k, "time_ps": time, "reference_frame": frame})
+        references.append(None if frame is None else inputs.reference_positions[frame])
+    trajectories = {name: with_start(start, frames) for name, frames in inputs.predictions.items()}
+    table = (KabschRMSD(inputs.masses), PositionMSE(), RadiusOfGyration(inputs.masses), ContactF1(inputs.residue_ids))
+    per_jump = per_jump_rows(bases, references, trajectories, table)
+    matched = [row for row in per_jump if row["reference_frame"] is not None]
+    report = {
+        "info": inputs.info,
+        "dt_ps": inputs.dt,
+        "start_frame": inputs.start_frame,
+        "start_time_ps": inputs.start_time,
+        "jumps": num_jumps,
+        "jumps_with_reference": len(matched),
+        "predictors": names,
+        "notes": list(inputs.notes),
+        "per_jump": per_jump,
+        "rmsf": _rmsf(inputs, matched),
+        "summary": summarise(matched, names, "rmsd", SUMMARY, wins=("rmsd",)),
+    }
+    if len(matched) < num_jumps:
+        missing = num_jumps - len(matched)
+        report["notes"].append(
+            f"{missing} of {num_jumps} jump times have no frame in the reference trajectory; "
+            "they are listed without metrics (nothing is interpolated)"
+        )
+    return report
+
+
+def _rmsf(inputs: ReportInputs, matched: list[dict[str, Any]]) -> dict[str, Any]:
+    """Per-residue RMSF (Å) over the jump times that have reference frames, per predictor."""
+    model_len = len(inputs.predictions[MODEL])
+    usable = [row for row in matched if row["jump"] <= model_len]
+    if len(usable) < 2:
+        return {"note": "RMSF needs at least two rollout frames with reference frames"}
+    jumps = [row["jump"] - 1 for row in usable]
+    frames = [row["reference_frame"] for row in usable]
+    residues, reference = metrics.per_residue(
+        metrics.rmsf(inputs.reference_positions[frames], inputs.masses), inputs.residue_ids
+    )
+    result: dict[str, Any] = {"residues": residues.tolist(), "reference": reference.tolist(), "frames": len(frames)}
+    for name, predicted in inputs.predictions.items():
+        if len(predicted) < model_len:
+            continue
+        _, values = metrics.per_residue(metrics.rmsf(predicted[jumps], inputs.masses), inputs.residue_ids)
+        result[name] = values.tolist()
+    return result
+
+
+# --------------------------------------------------------------------------------------------
+# Writing
+# --------------------------------------------------------------------------------------------
+
+
+def write_report(report: dict[str, Any], directory: Path) -> dict[str, Path]:
+    """Write report.json, report.md and the PNG plots into ``directory``; returns the paths."""
+    return write_report_files(report, directory, lambda d: write_plots(report, d), render_markdown)
+
+
+def render_markdown(report: dict[str, Any], plots: dict[str, str]) -> str:
+    """The report as Markdown: verdict, per-jump table, notes and the plots."""
+    names = report["predictors"]
+    info = report.get("info", {})
+    doc = MarkdownDocument("Rollout report")
+    info_bullets(doc, info, ("trajectory", "topology", "checkpoint", "selection", "predicted_trajectory",
+                             "virtual_trajectory"))
+    doc.bullet(
+        f"start frame {report['start_frame']} at {report['start_time_ps']:g} ps; {report['jumps']} jumps "
+        f"of {report['dt_ps']:g} ps; {report['jumps_with_reference']} have a reference frame"
+    )
+    if info.get("stopped"):
+        doc.bullet(f"**rollout stopped early:** {info['stopped']}")
+    doc.heading("Verdict")
+    summary = report["summary"]
+    for name, result in summary["model_vs_trivial"].items():
+        doc.bullet(
+            f"the learned jump has lower RMSD than **{name}** at {result['model_lower_rmsd']} "
+            f"of {result['jumps']} jumps with a reference frame"
+        )
+    doc.line().line(f"Means over the {summary['jumps']} jumps where the model and the reference both have a frame.")
+    doc.line().table(
+        ["predictor", "mean RMSD (Å)", "final RMSD (Å)", "mean MSE (Å²)"],
+        ([name, fixed(summary["mean_rmsd"][name]), fixed(summary["final_rmsd"][name]), fixed(summary["mean_mse"][name])]
+         for name in names),
+    )
+    doc.heading("Per jump").line("Kabsch RMSD (Å) to the reference frame, radius of gyration (Å), contact-map F1.").line()
+    header = ["jump", "time (ps)", "ref. frame", *(f"RMSD {n}" for n in names), "Rg ref.",
+              *(f"Rg {n}" for n in names), *(f"F1 {n}" for n in names)]
+    rows = []
+    for row in report["per_jump"]:
+        if row["reference_frame"] is None:
+            rows.append([str(row["jump"]), f"{row['time_ps']:g}", "no reference frame"] + [""] * (3 * len(names)))
+            continue
+        rows.append(
+            [str(row["jump"]), f"{row['time_ps']:g}", str(row["reference_frame"])]
+            + [fixed(row["rmsd"].get(n)) for n in names]
+            + [fixed(row["reference_radius_of_gyration"], 2)]
+            + [fixed(row["radius_of_gyration"].get(n), 2) for n in names]
+            + [fixed(row["contact_f1"].get(n)) for n in names]
+        )
+    doc.table(header, rows, numeric=False)
+    return doc.notes(report["notes"]).plots(plots).render()
+
+
+def write_plots(report: dict[str, Any], directory: Path) -> dict[str, Path]:
+    """RMSD/MSE vs time, radius of gyration, per-residue RMSF and contact F1 as PNG files."""
+    rows = [row for row in report["per_jump"] if row["reference_frame"] is not None]
+    names = report["predictors"]
+    plots = PlotSet(directory)
+    if not rows:
+        return plots.paths
+
+    fig = new_figure((10, 3.8))
+    axes = fig.subplots(1, 2)
+    for ax, metric in zip(axes, ("rmsd", "mse")):
+        plot_predictors(ax, rows, "time_ps", metric, names)
+    axes[0].set_ylabel("Kabsch RMSD to reference (Å)")
+    axes[1].set_ylabel("position MSE (Å²)")
+    for ax in axes:
+        ax.set_xlabel("time (ps)")
+        ax.set_yscale("log")  # a drifting trivial predictor would otherwise flatten the others
+        ax.grid(alpha=0.3, which="both")
+    axes[0].legend()
+    plots.save(fig, "rmsd")
+
+    fig = new_figure()
+    ax = fig.subplots(1, 1)
+    ax.plot([r["time_ps"] for r in rows], [r["reference_radius_of_gyration"] for r in rows], "k-", lw=2, label="reference")
+    plot_predictors(ax, rows, "time_ps", "radius_of_gyration", names)
+    ax.set_xlabel("time (ps)")
+    ax.set_ylabel("radius of gyration (Å)")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    plots.save(fig, "radius_of_gyration")
+
+    fig = new_figure()
+    ax = fig.subplots(1, 1)
+    plot_predictors(ax, rows, "time_ps", "contact_f1", names)
+    ax.set_xlabel("time (ps)")
+    ax.set_ylabel(f"contact-map F1 (< {CONTACT_CUTOFF:g} Å)")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    plots.save(fig, "contacts")
+
+    rmsf = report["rmsf"]
+    if "residues" in rmsf:
+        fig = new_figure((10, 3.5))
+        ax = fig.subplots(1, 1)
+        ax.plot(rmsf["residues"], rmsf["reference"], "k-", lw=2, label="reference")
+        for name in names:
+            if name in rmsf:
+                ax.plot(rmsf["residues"], rmsf[name], lw=1, label=name)
+        ax.set_xlabel("residue")
+        ax.set_ylabel("RMSF (Å)")
+        ax.grid(alpha=0.3)
+        ax.legend()
+        plots.save(fig, "rmsf")
+    return plots.paths
+

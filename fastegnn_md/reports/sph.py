@@ -1,0 +1,389 @@
+"""SPH rollout report: the learned rollout and the trivial predictors against the reference frames.
+
+Inputs are plain arrays in the dataset's units (length L, time T; `fastegnn_md.particle_metrics`);
+output is ``report.json``, ``report.md`` and two PNGs in one directory, each written atomically:
+
+* ``frames.png``: a few jumps side by side, reference above the model, projected on the x–y
+  plane (side view, gravity −y pointing down), particles coloured by speed (finite difference
+  over the jump that led to the frame), walls grey;
+* ``errors.png``: MSE, Sinkhorn divergence and kinetic energy against the horizon (jumps), for
+  the model and the trivial predictors (and the reference's kinetic energy).
+
+Per-jump metrics (`per_jump.JumpMetric`, by name): ``mse``, ``sinkhorn``, ``kinetic_energy``
+(with the reference's as its entry ``"reference"``) and ``kinetic_energy_error``. Only moving
+particles are scored: walls follow the reference in every predictor.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from .. import particle_metrics as pm
+from .files import write_report_files
+from .markdown import MarkdownDocument, info_bullets, significant
+from .per_jump import MODEL, JumpMetric, SummaryStat, final, mean, mean_square, per_jump_rows, summarise, with_start
+from .plots import PlotSet, new_figure, plot_predictors
+
+#: Columns of frames.png (jumps shown side by side).
+FRAMES_SHOWN = 4
+
+
+@dataclass
+class SinkhornSettings:
+    """Sinkhorn divergence settings (`fastegnn_md.particle_metrics`): ε = ``reg`` (L²), clouds
+    subsampled to at most ``max_particles`` with ``seed``, stopping tolerance ``tol``."""
+
+    reg: float
+    max_particles: int = pm.SINKHORN_MAX_PARTICLES
+    seed: int = pm.SINKHORN_SEED
+    tol: float = pm.SINKHORN_TOL
+
+
+@dataclass
+class SPHReportInputs:
+    """Everything the SPH report compares.
+
+    predictions : {predictor name: (K_p, N, 3) L} frames after jumps 1..K_p; must include
+        ``"model"`` (shorter than the others when the rollout stopped).
+    reference : (K + 1, N, 3) L, the reference frames at start + k·J frames, k = 0..K (row 0 is
+        the start every predictor begins from).
+    moving : (N,) bool, the particles scored (False: walls, which follow the reference).
+    jump_frames : J, stored frames per jump; jump_time : J × metadata dt (T).
+    start_frame : index of the start frame in the trajectory.
+    bounds : [[lo, hi]] per axis (L), the plots' limits.
+    """
+
+    predictions: dict[str, np.ndarray]
+    reference: np.ndarray
+    moving: np.ndarray
+    jump_frames: int
+    jump_time: float
+    start_frame: int
+    sinkhorn: SinkhornSettings
+    bounds: Optional[Sequence[Sequence[float]]] = None
+    horizons: Sequence[int] = pm.DEFAULT_HORIZONS
+    notes: list[str] = field(default_factory=list)
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+# --------------------------------------------------------------------------------------------
+# Metrics by name (clouds of moving particles only)
+# --------------------------------------------------------------------------------------------
+
+
+class ParticleMSE(JumpMetric):
+    """Mean over particles of |x̂ − x|² (LagrangeBench's), computed over whole trajectories at once."""
+
+    name = "mse"
+
+    def __init__(self, reference: np.ndarray) -> None:
+        self.reference = reference
+        self.per_jump: dict[str, np.ndarray] = {}
+
+    def prepare(self, trajectories: dict[str, np.ndarray], references: Sequence[Optional[np.ndarray]]) -> None:
+        self.per_jump = {name: pm.particle_mse(x[1:], self.reference[1 : len(x)]) for name, x in trajectories.items()}
+
+    def value(self, name: str, k: int, trajectory: np.ndarray, reference: np.ndarray) -> float:
+        return float(self.per_jump[name][k - 1])
+
+
+class SinkhornDivergence(JumpMetric):
+    """Debiased Sinkhorn divergence on one seeded subsample; the reference's self-term is solved
+    once a jump and shared by every predictor. ``unconverged`` counts solves that hit the limit."""
+
+    name = "sinkhorn"
+
+    def __init__(self, subset: np.ndarray, settings: SinkhornSettings) -> None:
+        self.subset, self.settings = subset, settings
+        self.unconverged = 0
+        self._self_term: dict[int, pm.TransportCost] = {}
+
+    def value(self, name: str, k: int, trajectory: np.ndarray, reference: np.ndarray) -> float:
+        target = reference[self.subset]
+        if k not in self._self_term:
+            self._self_term[k] = pm.entropic_transport_cost(target, target, self.settings.reg, self.settings.tol)
+        value, converged = pm.sinkhorn_divergence(
+            trajectory[k, self.subset], target, self.settings.reg, self.settings.tol, self_y=self._self_term[k]
+        )
+        self.unconverged += not converged
+        return value
+
+
+class KineticEnergy(JumpMetric):
+    """½Σ|v|² with unit mass, v the displacement over the jump that led to the frame / jump time."""
+
+    name = "kinetic_energy"
+    reference_in_metric = True
+
+    def __init__(self, reference: np.ndarray, jump_time: float) -> None:
+        self.jump_time = jump_time
+        self.reference = pm.kinetic_energy(pm.finite_difference_velocities(reference, jump_time))
+        self.per_jump: dict[str, np.ndarray] = {}
+
+    def prepare(self, trajectories: dict[str, np.ndarray], references: Sequence[Optional[np.ndarray]]) -> None:
+        self.per_jump = {
+            name: pm.kinetic_energy(pm.finite_difference_velocities(x, self.jump_time)) if len(x) > 1 else np.zeros(0)
+            for name, x in trajectories.items()
+        }
+
+    def reference_value(self, k: int, reference: np.ndarray) -> float:
+        return float(self.reference[k - 1])
+
+    def value(self, name: str, k: int, trajectory: np.ndarray, reference: np.ndarray) -> float:
+        return float(self.per_jump[name][k - 1])
+
+
+class KineticEnergyError(JumpMetric):
+    """E_kin(predicted) − E_kin(reference) per jump (of a `KineticEnergy` already prepared)."""
+
+    name = "kinetic_energy_error"
+
+    def __init__(self, energy: KineticEnergy) -> None:
+        self.energy = energy
+
+    def value(self, name: str, k: int, trajectory: np.ndarray, reference: np.ndarray) -> float:
+        return float(self.energy.per_jump[name][k - 1] - self.energy.reference[k - 1])
+
+
+SUMMARY = (
+    SummaryStat("mean_mse", "mse", mean),
+    SummaryStat("final_mse", "mse", final),
+    SummaryStat("mean_sinkhorn", "sinkhorn", mean),
+    SummaryStat("kinetic_energy_mse", "kinetic_energy_error", mean_square),
+)
+
+
+def compare(inputs: SPHReportInputs, progress: bool = False) -> dict[str, Any]:
+    """The report as a JSON-ready dict: per-jump MSE, Sinkhorn divergence and kinetic energy per
+    predictor, the horizon table (MSE at n, MSE_n, Sinkhorn at n) and means over the rollout.
+
+    ``progress`` shows a tqdm bar over the jumps (the Sinkhorn solves are the slow part).
+    """
+    names = list(inputs.predictions)
+    moving = np.asarray(inputs.moving, dtype=bool)
+    reference = np.asarray(inputs.reference, dtype=np.float64)[:, moving]
+    num_jumps = reference.shape[0] - 1
+    settings = inputs.sinkhorn
+    subset = pm.subsample_indices(int(moving.sum()), settings.max_particles, settings.seed)
+    trajectories = {  # (1 + K_p, n, 3): the shared start, then the predictor's frames
+        name: with_start(reference[0], np.asarray(p, np.float64)[:, moving]) for name, p in inputs.predictions.items()
+    }
+    mse = ParticleMSE(reference)
+    sinkhorn = SinkhornDivergence(subset, settings)
+    energy = KineticEnergy(reference, inputs.jump_time)
+    bases = [{"jump": k, "frame": inputs.start_frame + k * inputs.jump_frames, "time": k * inputs.jump_time}
+             for k in range(1, num_jumps + 1)]
+
+    def bar(jumps: Sequence[int]) -> Any:
+        return tqdm(jumps, desc="metrics", unit="jump", disable=not progress)
+
+    per_jump = per_jump_rows(bases, list(reference[1:]), trajectories,
+                             (mse, sinkhorn, energy, KineticEnergyError(energy)), progress=bar)
+
+    notes = list(inputs.notes)
+    if sinkhorn.unconverged:
+        notes.append(
+            f"{sinkhorn.unconverged} Sinkhorn divergences stopped at the iteration limit before reaching the "
+            f"tolerance {settings.tol:g}; their values are approximate"
+        )
+    return {
+        "info": inputs.info,
+        "start_frame": inputs.start_frame,
+        "jump_frames": inputs.jump_frames,
+        "jump_time": inputs.jump_time,
+        "jumps": num_jumps,
+        "model_jumps": len(trajectories[MODEL]) - 1,
+        "particles": int(moving.size),
+        "scored_particles": int(moving.sum()),
+        "predictors": names,
+        "sinkhorn": {
+            "reg": settings.reg,
+            "blur": math.sqrt(settings.reg),
+            "particles": int(len(subset)),
+            "seed": settings.seed,
+            "tol": settings.tol,
+            "cost": "squared Euclidean",
+        },
+        "horizons": _horizons(per_jump, names, mse.per_jump, inputs.horizons),
+        "summary": summarise(per_jump, names, "mse", SUMMARY, wins=("mse", "sinkhorn")),
+        "notes": notes,
+        "per_jump": per_jump,
+    }
+
+
+def _horizons(
+    per_jump: list[dict[str, Any]], names: list[str], mse: dict[str, np.ndarray], horizons: Sequence[int]
+) -> dict[str, Any]:
+    """MSE at jump n, MSE_n (mean over jumps 1..n) and Sinkhorn at jump n, per predictor; None
+    where the predictor has no frame n. Keys are str(n) (JSON)."""
+    result: dict[str, Any] = {"mse_at": {}, "mse_n": {}, "sinkhorn_at": {}}
+    for n in horizons:
+        row = per_jump[n - 1] if 1 <= n <= len(per_jump) else None
+        result["mse_at"][str(n)] = {name: pm.mse_at(mse[name], [n])[n] for name in names}
+        result["mse_n"][str(n)] = {name: pm.mse_n(mse[name], [n])[n] for name in names}
+        result["sinkhorn_at"][str(n)] = {name: (row["sinkhorn"].get(name) if row else None) for name in names}
+    return result
+
+
+# --------------------------------------------------------------------------------------------
+# Writing
+# --------------------------------------------------------------------------------------------
+
+
+def write_report(report: dict[str, Any], directory: Path, inputs: SPHReportInputs) -> dict[str, Path]:
+    """Write report.json, report.md, frames.png and errors.png into ``directory``; returns the paths."""
+    return write_report_files(report, directory, lambda d: write_plots(report, d, inputs), render_markdown)
+
+
+def render_markdown(report: dict[str, Any], plots: dict[str, str]) -> str:
+    """The report as Markdown: setup, horizon table, rollout means, per-jump table, notes, plots."""
+    names = report["predictors"]
+    info = report.get("info", {})
+    doc = MarkdownDocument("SPH rollout report")
+    info_bullets(doc, info, ("dataset", "split", "trajectory", "checkpoint", "model", "predicted_trajectory"))
+    doc.bullet(
+        f"start frame {report['start_frame']}; {report['jumps']} jumps of {report['jump_frames']} frames "
+        f"({report['jump_time']:g} in the dataset's time unit); the model made {report['model_jumps']}"
+    )
+    doc.bullet(f"{report['scored_particles']} of {report['particles']} particles scored (walls follow the reference)")
+    sink = report["sinkhorn"]
+    doc.bullet(
+        f"Sinkhorn divergence: squared Euclidean cost, ε = {sink['reg']:.3g} (blur {sink['blur']:.3g}), "
+        f"on {sink['particles']} particles (seed {sink['seed']})"
+    )
+    if info.get("stopped"):
+        doc.bullet(f"**rollout stopped early:** {info['stopped']}")
+
+    doc.heading("Horizons").line(
+        "MSE = mean over particles of |x̂ − x|² (LagrangeBench's; 3 × the per-coordinate MSE of "
+        "`evaluate`). MSE_n = mean of the per-jump MSE over jumps 1..n."
+    ).line()
+    horizons = report["horizons"]
+    columns = [(f"MSE at {n}", "mse_at", n) for n in horizons["mse_at"]]
+    columns += [(f"MSE_{n}", "mse_n", n) for n in horizons["mse_n"]]
+    columns += [(f"Sinkhorn at {n}", "sinkhorn_at", n) for n in horizons["sinkhorn_at"]]
+    doc.table(["predictor", *(c[0] for c in columns)],
+              ([name, *(significant(horizons[key][n][name]) for _, key, n in columns)] for name in names))
+
+    summary = report["summary"]
+    doc.heading("Over the rollout").line(f"Means over the {summary['jumps']} jumps the model made.").line()
+    doc.table(
+        ["predictor", "mean MSE", "final MSE", "mean Sinkhorn", "kinetic-energy MSE"],
+        ([name, *(significant(summary[key][name]) for key in ("mean_mse", "final_mse", "mean_sinkhorn",
+                                                              "kinetic_energy_mse"))] for name in names),
+    )
+    doc.line()
+    for name, result in summary["model_vs_trivial"].items():
+        doc.bullet(
+            f"the learned rollout has lower MSE than **{name}** at {result['model_lower_mse']} and lower "
+            f"Sinkhorn divergence at {result['model_lower_sinkhorn']} of {result['jumps']} jumps"
+        )
+
+    doc.heading("Per jump").line("Kinetic energy ½Σ|v|² (unit mass, v from the jump's displacement).").line()
+    header = ["jump", "frame", *(f"MSE {n}" for n in names), *(f"Sinkhorn {n}" for n in names), "E_kin ref.",
+              *(f"E_kin {n}" for n in names)]
+    rows = [
+        [str(row["jump"]), str(row["frame"])]
+        + [significant(row["mse"].get(n)) for n in names]
+        + [significant(row["sinkhorn"].get(n)) for n in names]
+        + [significant(row["kinetic_energy"]["reference"])]
+        + [significant(row["kinetic_energy"].get(n)) for n in names]
+        for row in report["per_jump"]
+    ]
+    doc.table(header, rows, numeric=False)
+    return doc.notes(report["notes"]).plots(plots).render()
+
+
+def shown_jumps(model_jumps: int, count: int = FRAMES_SHOWN) -> list[int]:
+    """Up to ``count`` jumps spread over 1..model_jumps, always with the last; [0] (the start)
+    when the model made no frame."""
+    if model_jumps < 1:
+        return [0]
+    return sorted({int(round(k)) for k in np.linspace(1, model_jumps, min(count, model_jumps))})
+
+
+def write_plots(report: dict[str, Any], directory: Path, inputs: SPHReportInputs) -> dict[str, Path]:
+    """frames.png (reference vs model, x–y projection, coloured by speed) and errors.png."""
+    plots = PlotSet(directory)
+    plots.save(_frames_figure(inputs), "frames")
+    if report["per_jump"]:
+        plots.save(_errors_figure(report), "errors")
+    return plots.paths
+
+
+def _frames_figure(inputs: SPHReportInputs) -> Any:
+    reference = np.asarray(inputs.reference, dtype=np.float64)
+    model = np.concatenate([reference[:1], np.asarray(inputs.predictions[MODEL], np.float64)])
+    moving = np.asarray(inputs.moving, dtype=bool)
+    jumps = shown_jumps(len(model) - 1)
+
+    def speed(frames: np.ndarray, k: int) -> np.ndarray:
+        if k == 0:  # the start: its velocity is the reference's over the jump before it, not shown
+            return np.zeros(frames.shape[1])
+        return np.linalg.norm(frames[k] - frames[k - 1], axis=-1) / inputs.jump_time
+
+    rows = (("reference", reference), ("model", model))
+    speeds = {(label, k): speed(frames, k) for label, frames in rows for k in jumps}
+    # One colour scale for all panels, from the reference's 99th percentile so splashes do not
+    # wash out the bulk (faster particles saturate; the colour bar says so).
+    ref_speeds = np.concatenate([speeds[("reference", k)][moving] for k in jumps])
+    vmax = float(np.percentile(ref_speeds, 99)) if ref_speeds.size and np.any(ref_speeds > 0) else 1.0
+
+    fig = new_figure((3.2 * len(jumps) + 1.0, 6.4))
+    axes = np.atleast_2d(fig.subplots(2, len(jumps), squeeze=False))
+    bounds = inputs.bounds
+    scatter = None
+    for r, (label, frames) in enumerate(rows):
+        for c, k in enumerate(jumps):
+            ax = axes[r, c]
+            x = frames[k]
+            order = np.argsort(x[:, 2])  # draw back to front along z, the viewing axis
+            walls = order[~moving[order]]
+            fluid = order[moving[order]]
+            if walls.size:
+                ax.scatter(x[walls, 0], x[walls, 1], s=2, c="0.6", linewidths=0)
+            scatter = ax.scatter(
+                x[fluid, 0], x[fluid, 1], s=4, c=speeds[(label, k)][fluid], cmap="viridis", vmin=0.0, vmax=vmax,
+                linewidths=0,
+            )
+            if bounds is not None:
+                ax.set_xlim(*bounds[0])
+                ax.set_ylim(*bounds[1])
+            ax.set_aspect("equal")
+            ax.set_title(f"{label}, jump {k} (frame {inputs.start_frame + k * inputs.jump_frames})", fontsize=9)
+            ax.tick_params(labelsize=7)
+            if c == 0:
+                ax.set_ylabel("y (gravity ↓)")
+            if r == 1:
+                ax.set_xlabel("x")
+    if scatter is not None:
+        bar = fig.colorbar(scatter, ax=axes.ravel().tolist(), shrink=0.8, extend="max")
+        bar.set_label("speed (length / time unit)")
+    return fig
+
+
+def _errors_figure(report: dict[str, Any]) -> Any:
+    rows = report["per_jump"]
+    names = report["predictors"]
+    fig = new_figure((15, 3.8))
+    axes = fig.subplots(1, 3)
+    for ax, metric in zip(axes, ("mse", "sinkhorn", "kinetic_energy")):
+        plot_predictors(ax, rows, "jump", metric, names)
+    axes[2].plot([r["jump"] for r in rows], [r["kinetic_energy"]["reference"] for r in rows], "k-", lw=2,
+                 label="reference")
+    axes[0].set_ylabel("MSE, mean |x̂ − x|²")
+    axes[1].set_ylabel(f"Sinkhorn divergence (ε = {report['sinkhorn']['reg']:.2g})")
+    axes[2].set_ylabel("kinetic energy ½Σ|v|²")
+    for ax in axes:
+        ax.set_xlabel(f"jumps (1 jump = {report['jump_frames']} frames)")
+        ax.grid(alpha=0.3, which="both")
+    for ax in axes[:2]:
+        ax.set_yscale("log")  # zeros (a perfect start) are masked, growth over decades stays visible
+    axes[2].legend(fontsize=8)
+    return fig

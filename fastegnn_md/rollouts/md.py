@@ -1,0 +1,396 @@
+"""The MD case of the rollout pipeline: learned jumps from a frame of any trajectory MDAnalysis reads.
+
+Reads the trajectory (Å, ps) with the checkpoint's selection, rolls the model out from a start
+frame (`fastegnn_md.rollouts.pipeline`), streams the predicted and virtual-node frames to disk as
+they are made, and writes a report against the reference frames (`fastegnn_md.reports.md`).
+
+Outputs (``out`` defaults to ``<report>/predicted<ext>``, ext = the input's when MDAnalysis can
+write it, else .xtc):
+
+* ``out`` + ``<out stem>.pdb``: predicted trajectory of the selection (frame 0 = start frame)
+  and a topology that VMD, PyMOL and MDAnalysis open with it;
+* ``<out stem>-virtual.pdb`` + ``<out stem>-virtual<ext>``: the C virtual nodes as pseudo-atoms
+  V1..VC (residue VRT, chain V); frame k is the k-th jump (k = 1..K), ``-virtual.npz`` holds the
+  same as arrays (``positions`` (K, C, 3) Å, ``times`` (K,) ps);
+* ``<report>/report.json``, ``report.md`` and PNG plots.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional, Union
+
+import MDAnalysis
+import numpy as np
+from MDAnalysis.coordinates.core import get_reader_for
+from MDAnalysis.lib.util import NamedStream
+
+from .. import spec_keys as keys
+from ..adapters.mdanalysis.kind import MDTrajectoryKind
+from ..adapters.mdanalysis.reading import (
+    TOPOLOGY_EXTENSIONS,
+    atom_masses,
+    load_trajectory,
+    open_universe,
+    resolve_md_files,
+    select_atoms,
+    trajectory_frames,
+)
+from ..adapters.mdanalysis.whole import make_whole
+from ..adapters.mdanalysis.writers import (
+    StreamingTrajectoryWriter,
+    standalone_universe,
+    virtual_node_universe,
+    write_pdb,
+    writer_extension,
+)
+from ..checkpoint import PRETRAINED_DIR, Checkpoint, load_checkpoint
+from ..errors import CheckpointError, DataError
+from ..io import write_atomically
+from ..predictor import Predictor
+from ..reports.md import ReportInputs, compare, write_report
+from ..rollout import DEFAULT_MAX_DISPLACEMENT, RolloutFrame, RolloutResult, StopRollout, start_velocity
+from .pipeline import FrameSink, RolloutCase, RolloutOutputs, RolloutRequest, run_rollout
+
+PathLike = Union[str, Path]
+DEFAULT_CHECKPOINT = "adk-backbone"
+
+
+@dataclass
+class TrajectoryRolloutOutputs(RolloutOutputs):
+    """Files a trajectory rollout wrote (besides `RolloutOutputs`'): the predicted trajectory's
+    topology and the virtual nodes' trajectory, topology and arrays (None without virtual nodes)."""
+
+    predicted_topology: Optional[Path] = None
+    virtual: Optional[Path] = None
+    virtual_topology: Optional[Path] = None
+    virtual_arrays: Optional[Path] = None
+
+
+def resolve_topology(trajectory: Path, topology: Optional[PathLike], extra: dict[str, Any]) -> tuple[Any, str]:
+    """The topology for ``trajectory``: ``topology`` if given, else a file beside it with the same
+    stem (.tpr, .psf, .gro, .pdb), else the checkpoint's stored topology when the atom counts match.
+
+    Returns (something `MDAnalysis.Universe` accepts, a description for the report).
+    """
+    if topology is not None:
+        path = Path(topology)
+        if not path.is_file():
+            raise DataError(f"--topology {path}: no such file")
+        return path, str(path)
+    try:  # a same-stem file beside it, or the trajectory itself when it carries a topology (PDB, GRO)
+        found, _ = resolve_md_files(trajectory)
+        return found, str(found)
+    except DataError:
+        pass  # no file: try the checkpoint's topology below
+    stored = extra.get(keys.TOPOLOGY_PDB)
+    stored_atoms = extra.get(keys.TOPOLOGY_NUM_ATOMS)
+    traj_atoms = _atom_count(trajectory)
+    if stored and stored_atoms is not None and traj_atoms == stored_atoms:
+        return NamedStream(io.StringIO(stored), "checkpoint-topology.pdb"), "topology stored in the checkpoint"
+    looked = ", ".join(trajectory.stem + ext for ext in TOPOLOGY_EXTENSIONS)
+    why = (
+        f"the checkpoint's topology has {stored_atoms} atoms, the trajectory {traj_atoms}"
+        if stored_atoms is not None
+        else "the checkpoint stores no topology"
+    )
+    raise DataError(f"{trajectory}: no topology found (looked for {looked}; {why}); pass --topology FILE")
+
+
+def shipped_models_for(selection: Optional[str], num_atoms: int) -> list[str]:
+    """Names of shipped checkpoints trained on ``num_atoms`` atoms of ``selection``."""
+    found = []
+    for path in sorted(PRETRAINED_DIR.glob("*.pt")):
+        try:
+            ckpt = load_checkpoint(path)
+        except CheckpointError:
+            continue
+        if ckpt.data_spec.selection == selection and ckpt.data_spec.num_nodes == num_atoms:
+            with_mmd = ckpt.training.get("config", {}).get("mmd_weight", 0) > 0
+            found.append((not with_mmd, path.stem))  # full FastEGNN (with MMD) first, ablations after
+    return [name for _, name in sorted(found)]
+
+
+def _atom_count(trajectory: Path) -> Optional[int]:
+    try:
+        reader = get_reader_for(str(trajectory))(str(trajectory))
+    except Exception:  # unreadable or a format that needs a topology to know its atoms
+        return None
+    try:
+        return int(reader.n_atoms)
+    finally:
+        reader.close()
+
+
+def _open(trajectory: Path, topology: Any) -> Any:
+    if isinstance(topology, Path):
+        if topology.resolve() == trajectory.resolve():
+            return open_universe(trajectory)
+        return open_universe(topology, trajectory)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        universe = MDAnalysis.Universe(topology, format="PDB")
+    load_trajectory(universe, Path("checkpoint-topology.pdb"), [trajectory])
+    return universe
+
+
+def fits_pdb(positions: np.ndarray) -> bool:
+    """True if every coordinate (Å) fits the fixed-width columns of a PDB file."""
+    return bool(np.all(positions > -999.999) and np.all(positions < 9999.999))
+
+
+def default_start(times: np.ndarray, dt: float) -> int:
+    """First frame with a frame exactly dt before it (exact start velocity), else frame 1 (or 0)."""
+    for s in range(1, len(times)):
+        earlier = times[:s]
+        if np.any(np.abs(times[s] - earlier - dt) <= 1e-3 * dt):
+            return s
+        if times[s] - times[0] > dt:
+            break
+    return 1 if len(times) > 1 else 0
+
+
+class TrajectorySink(FrameSink):
+    """Streams predicted frames into ``out`` and the virtual nodes into ``<out stem>-virtual<ext>``."""
+
+    def __init__(self, case: "MDRollout", dt: float) -> None:
+        self.case, self.dt = case, dt
+        self.virtual_frames: list[np.ndarray] = []
+        self.virtual_universe: Any = None
+        self.virtual_writer: Optional[StreamingTrajectoryWriter] = None
+        start = case.start.positions
+        if case.predicted_topology != case.out:
+            write_pdb(case.selection_universe, start, case.predicted_topology)
+        self.writer = StreamingTrajectoryWriter(case.out, case.selection_universe, dt)
+        self.writer.write(start, case.start_time)
+
+    def write(self, frame: RolloutFrame) -> None:
+        case = self.case
+        time = case.start_time + frame.time
+        try:
+            self.writer.write(frame.positions, time)
+            if frame.virtual_positions is None:
+                return
+            if self.virtual_universe is None:
+                self._open_virtual(frame)
+            self.virtual_writer.write(frame.virtual_positions, time)
+        except (ValueError, OSError) as exc:  # e.g. a PDB output that cannot hold the coordinates
+            raise StopRollout(f"cannot write the frame ({' '.join(str(exc).split())})") from None
+        self.virtual_frames.append(frame.virtual_positions)
+
+    def _open_virtual(self, frame: RolloutFrame) -> None:
+        case = self.case
+        count = len(frame.virtual_positions)
+        self.virtual_universe = virtual_node_universe(count)
+        if not fits_pdb(frame.virtual_positions):
+            # PDB columns hold -999.999..9999.999 Å; the trajectory keeps the real values.
+            case.notes.append(
+                "the virtual nodes of jump 1 lie outside the PDB coordinate range, so "
+                f"{case.virtual_topology.name} places them at the protein's centroid; "
+                f"{case.virtual_out.name} and {case.virtual_arrays.name} hold their real positions"
+            )
+            placeholder = np.repeat(frame.positions.mean(axis=0, keepdims=True), count, 0)
+            write_pdb(self.virtual_universe, placeholder, case.virtual_topology)
+        else:
+            write_pdb(self.virtual_universe, frame.virtual_positions, case.virtual_topology)
+        self.virtual_writer = StreamingTrajectoryWriter(case.virtual_out, self.virtual_universe, self.dt)
+
+    def close(self) -> None:
+        try:
+            if self.virtual_writer is not None:
+                self.virtual_writer.close()
+        finally:
+            self.writer.close()
+
+    @property
+    def has_virtual(self) -> bool:
+        return bool(self.virtual_frames)
+
+    def finish(self, result: RolloutResult) -> None:
+        if self.has_virtual:
+            times = self.case.start_time + self.dt * np.arange(1, len(self.virtual_frames) + 1)
+            positions = np.stack(self.virtual_frames)
+            write_atomically(self.case.virtual_arrays, lambda h: np.savez(h, positions=positions, times=times))
+
+
+class MDRollout(RolloutCase):
+    """Rollout of a trajectory file: start frame, reference frames at the jump times, streamed files."""
+
+    kind = MDTrajectoryKind
+    default_checkpoint = DEFAULT_CHECKPOINT
+
+    def __init__(self, trajectory: PathLike, topology: Optional[PathLike] = None,
+                 request: Optional[RolloutRequest] = None) -> None:
+        super().__init__(request)
+        self.trajectory = Path(trajectory)
+        self.topology_arg = topology
+        limit = self.request.max_displacement
+        self.max_displacement = DEFAULT_MAX_DISPLACEMENT if limit is None else limit
+
+    @classmethod
+    def from_cli(cls, args: Any) -> "MDRollout":
+        return cls(args.trajectory, topology=args.topology, request=RolloutRequest.from_cli(args))
+
+    def select_checkpoint(self, checkpoint: Optional[PathLike]) -> Checkpoint:
+        trajectory = self.trajectory
+        if not trajectory.is_file():
+            raise DataError(f"{trajectory}: no such trajectory file")
+        chosen_by_user = checkpoint is not None
+        name = checkpoint if chosen_by_user else DEFAULT_CHECKPOINT
+        ckpt = load_checkpoint(name)
+        spec = ckpt.data_spec
+        if not spec.is_molecular or not spec.selection:
+            raise CheckpointError(
+                f"{name}: is not a molecular model (units {spec.units}, selection {spec.selection!r}); "
+                "rollout of MD trajectories needs one trained on MD data"
+            )
+        top, self.topology_description = resolve_topology(trajectory, self.topology_arg, spec.extra)
+        self.universe = _open(trajectory, top)
+        self.atoms = select_atoms(self.universe, spec.selection)
+        if spec.num_nodes is not None and len(self.atoms) != spec.num_nodes:
+            fitting = shipped_models_for(spec.selection, len(self.atoms))
+            if chosen_by_user or not fitting:
+                hint = f"; shipped models that fit: {', '.join(fitting)}" if fitting else ""
+                raise CheckpointError(
+                    f"{name}: was trained on {spec.num_nodes} atoms ({spec.selection!r}) but that selection "
+                    f"has {len(self.atoms)} atoms in {trajectory}{hint}"
+                )
+            # No --checkpoint: the default model does not fit these atoms but another shipped one does.
+            self.notes.append(
+                f"the default model {DEFAULT_CHECKPOINT} was trained on {spec.num_nodes} atoms and the selection "
+                f"has {len(self.atoms)}; used the shipped model {fitting[0]} instead"
+            )
+            name = fitting[0]
+            ckpt = load_checkpoint(name)
+        self.checkpoint_name = str(name)
+        return ckpt
+
+    def prepare(self, predictor: Predictor, progress: bool) -> None:
+        trajectory, universe = self.trajectory, self.universe
+        self.spec = predictor.spec
+        make_whole(universe, self.atoms)
+        positions, _, frame_dt = trajectory_frames(universe, self.atoms, progress=progress)
+        t0 = float(universe.trajectory[0].time)
+        times = t0 + frame_dt * np.arange(len(positions))
+        dt = predictor.dt
+        if times[-1] - times[0] < dt * (1 - 1e-3):
+            raise DataError(
+                f"{trajectory}: covers {times[-1] - times[0]:g} ps, shorter than one jump of {dt:g} ps "
+                f"({len(times)} frames, {frame_dt:g} ps apart)"
+            )
+        start = self.request.start if self.request.start is not None else default_start(times, dt)
+        if not 0 <= start < len(times):
+            raise DataError(f"--start {start}: the trajectory has frames 0..{len(times) - 1}")
+        jumps = self.request.jumps
+        if jumps is None:
+            jumps = int(np.floor((times[-1] - times[start]) / dt + 1e-3))
+            if jumps < 1:
+                raise DataError(
+                    f"--start {start}: no reference frame one jump ({dt:g} ps) later; pass --jumps or an earlier --start"
+                )
+        if jumps < 1:
+            raise DataError(f"--jumps {jumps}: must be at least 1")
+        self.positions, self.times, self.start_frame, self.jumps = positions, times, start, jumps
+
+        report_dir = self.request.report_dir
+        self.report_dir = Path(report_dir) if report_dir is not None else Path(f"{trajectory.stem}-rollout")
+        out = self.request.out
+        if out is None:
+            try:
+                ext = writer_extension(trajectory)
+            except DataError:
+                ext = ".xtc"
+            out = self.report_dir / f"predicted{ext}"
+        self.out = Path(out)
+        ext = writer_extension(self.out)
+        self.predicted_topology = self.out if ext.lower() == ".pdb" else self.out.with_suffix(".pdb")
+        virtual_stem = self.out.with_name(self.out.stem + "-virtual")
+        self.virtual_out = virtual_stem.with_suffix(ext)
+        self.virtual_topology = virtual_stem.with_suffix(".pdb")
+        self.virtual_arrays = virtual_stem.with_suffix(".npz")
+        self.start = start_velocity(positions, times, start, dt)
+        self.start_time = float(times[start])
+        self.selection_universe = standalone_universe(self.atoms)
+
+    def open_sink(self, predictor: Predictor) -> TrajectorySink:
+        return TrajectorySink(self, predictor.dt)
+
+    def info(self, sink: TrajectorySink) -> dict[str, Any]:
+        return {
+            "trajectory": str(self.trajectory),
+            "topology": self.topology_description,
+            "selection": self.spec.selection,
+            "atoms": len(self.atoms),
+            "predicted_trajectory": str(self.out),
+            "predicted_topology": str(self.predicted_topology),
+            "virtual_trajectory": str(self.virtual_out) if sink.has_virtual else None,
+        }
+
+    def write_report(self, predictions: dict[str, np.ndarray], notes: list[str], info: dict[str, Any],
+                     progress: bool) -> tuple[dict[str, Any], dict[str, Path]]:
+        report = compare(
+            ReportInputs(
+                predictions=predictions,
+                dt=self.spec.dt,
+                start_time=self.start_time,
+                start_frame=self.start_frame,
+                reference_positions=self.positions,
+                reference_times=self.times,
+                residue_ids=self.atoms.resids.copy(),
+                masses=atom_masses(self.atoms),
+                notes=notes,
+                info=info,
+            )
+        )
+        return report, write_report(report, self.report_dir)
+
+    def outputs(self, sink: TrajectorySink, report: dict[str, Any], files: dict[str, Path],
+                stopped: Optional[str]) -> TrajectoryRolloutOutputs:
+        virtual = sink.has_virtual
+        return TrajectoryRolloutOutputs(
+            predicted=self.out,
+            report_files=files,
+            report=report,
+            stopped=stopped,
+            predicted_topology=self.predicted_topology,
+            virtual=self.virtual_out if virtual else None,
+            virtual_topology=self.virtual_topology if virtual else None,
+            virtual_arrays=self.virtual_arrays if virtual else None,
+        )
+
+    def summary_lines(self, outputs: TrajectoryRolloutOutputs) -> list[str]:
+        lines = [f"predicted trajectory: {outputs.predicted} (topology {outputs.predicted_topology})"]
+        if outputs.virtual is not None:
+            lines.append(
+                f"virtual nodes: {outputs.virtual} (topology {outputs.virtual_topology}, arrays {outputs.virtual_arrays})"
+            )
+        summary = outputs.report["summary"]
+        if summary["jumps"]:
+            scores = ", ".join(f"{name} {value:.3f} Å" for name, value in summary["mean_rmsd"].items()
+                               if value is not None)
+            lines.append(f"mean Kabsch RMSD over {summary['jumps']} jumps with reference frames: {scores}")
+        else:
+            lines.append("no jump time has a reference frame in the trajectory: the report lists the jumps without metrics")
+        return lines
+
+
+def rollout_trajectory(trajectory: PathLike, topology: Optional[PathLike] = None,
+                       checkpoint: Optional[PathLike] = None, start: Optional[int] = None, jumps: Optional[int] = None,
+                       out: Optional[PathLike] = None, report_dir: Optional[PathLike] = None,
+                       max_displacement: float = DEFAULT_MAX_DISPLACEMENT, device: str = "cpu",
+                       progress: bool = True) -> TrajectoryRolloutOutputs:
+    """Roll a checkpoint out from frame ``start`` of ``trajectory`` and report against it.
+
+    checkpoint : path or shipped name; None means the default shipped model (`DEFAULT_CHECKPOINT`)
+        or, if that was trained on a different number of atoms, the first shipped model that fits
+        (said in the report's notes).
+    start : frame index (default: the first frame with a frame one jump before it).
+    jumps : number of learned jumps (default: as many as the trajectory covers after start).
+    out, report_dir, max_displacement (Å) : see `RolloutRequest` and the module docstring.
+    Raises DataError / CheckpointError with one-line messages (see `resolve_topology`).
+    """
+    request = RolloutRequest(start, jumps, out, report_dir, max_displacement)
+    return run_rollout(MDRollout(trajectory, topology, request), checkpoint, device=device, progress=progress)

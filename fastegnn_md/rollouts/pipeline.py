@@ -1,0 +1,222 @@
+"""One rollout pipeline for every kind of data; each kind adds a small `RolloutCase`.
+
+`run_rollout(case, checkpoint)`:
+
+1. the case picks and checks the checkpoint (`RolloutCase.select_checkpoint`: is it a model of
+   the case's kind? does it fit the data?);
+2. a `Predictor` is built, refused if its velocity convention cannot be fed its own outputs;
+3. the case reads what it needs (`RolloutCase.prepare`): the start state, the number of jumps,
+   the node attributes, the displacement limit and the constraints (SPH walls);
+4. `fastegnn_md.rollout.roll_out` makes the jumps, streaming every frame into the case's sink;
+   the jump function may be a seeded sample (``jump=``, ``seed=``), the loop does not change;
+5. the trivial predictors ("no motion", "constant velocity") start from the same state and obey
+   the same constraints;
+6. the notes (the case's, the start's, the stop's) and the info every report carries (checkpoint,
+   model, convention, stop) are added to the case's own, and the case writes its report.
+
+Units are the checkpoint's (Å and ps for molecular models, the dataset's for SPH).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar, Optional, Union
+
+import numpy as np
+
+from ..checkpoint import Checkpoint
+from ..data.kinds import DataKind, registered_kinds
+from ..errors import DataError
+from ..predictor import Predictor
+from ..reports.per_jump import MODEL
+from ..rollout import TRIVIAL_PREDICTORS, Constraint, JumpFunction, RolloutFrame, RolloutResult, StartState, roll_out
+from ..rollout import check_rollout_safe
+
+PathLike = Union[str, Path]
+
+
+@dataclass
+class RolloutOutputs:
+    """Files a rollout wrote, the report it made, and why it stopped early (or None)."""
+
+    predicted: Path
+    report_files: dict[str, Path]
+    report: dict[str, Any]
+    stopped: Optional[str]
+
+
+@dataclass
+class RolloutRequest:
+    """What every rollout is asked, whatever the data (None: the case's default).
+
+    start : start frame; jumps : number of learned jumps; out : the predicted trajectory file;
+    report_dir : the report's directory; max_displacement : the per-jump displacement of one
+    atom or particle that stops the rollout, in the data's length unit.
+    """
+
+    start: Optional[int] = None
+    jumps: Optional[int] = None
+    out: Optional[PathLike] = None
+    report_dir: Optional[PathLike] = None
+    max_displacement: Optional[float] = None
+
+    @classmethod
+    def from_cli(cls, args: Any) -> "RolloutRequest":
+        """From the `fastegnn-md rollout` arguments (argparse namespace)."""
+        return cls(args.start, args.jumps, args.out, args.report, args.max_displacement)
+
+
+class FrameSink(ABC):
+    """Where a rollout's frames go as they are made (a trajectory file, arrays for a file)."""
+
+    @abstractmethod
+    def write(self, frame: RolloutFrame) -> None:
+        """Store one frame; raise `fastegnn_md.rollout.StopRollout` if it cannot be stored."""
+
+    def close(self) -> None:
+        """Release open files (also after an error)."""
+
+    def finish(self, result: RolloutResult) -> None:
+        """After the last frame: write what is written whole (arrays, files of all frames)."""
+
+
+_CASES: dict[str, type["RolloutCase"]] = {}
+
+
+class RolloutCase(ABC):
+    """What one kind of data adds to the rollout pipeline.
+
+    Subclasses set ``kind`` (the `DataKind` class whose data they roll out; defining the
+    subclass registers it for that kind) and ``default_checkpoint`` (a shipped model name, or
+    None when ``--checkpoint`` is required), and fill, in `prepare`: ``start``, ``jumps``,
+    ``node_attrs``, ``max_displacement`` and ``constrain``. ``notes`` collects the notes the
+    case makes along the way (in order).
+    """
+
+    kind: ClassVar[type[DataKind]]
+    default_checkpoint: ClassVar[Optional[str]] = None
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "kind" in cls.__dict__:
+            _CASES[cls.kind.name] = cls
+
+    def __init__(self, request: Optional[RolloutRequest] = None) -> None:
+        self.request = request or RolloutRequest()
+        self.notes: list[str] = []
+        self.start: StartState
+        self.jumps: int = 0
+        self.node_attrs: Optional[np.ndarray] = None
+        self.max_displacement: float = float("inf")
+        self.constrain: Optional[Constraint] = None
+        self.checkpoint_name: str = ""
+
+    @classmethod
+    def from_cli(cls, args: Any) -> "RolloutCase":
+        """The case for the `fastegnn-md rollout` arguments ``args`` (argparse namespace)."""
+        raise NotImplementedError
+
+    @abstractmethod
+    def select_checkpoint(self, checkpoint: Optional[PathLike]) -> Checkpoint:
+        """Load ``checkpoint`` (None: ``default_checkpoint``), refuse one of another kind; sets
+        ``checkpoint_name`` (what the report calls it)."""
+
+    @abstractmethod
+    def prepare(self, predictor: Predictor, progress: bool) -> None:
+        """Read the data and fill ``start``, ``jumps``, ``node_attrs``, ``max_displacement``,
+        ``constrain`` (one-line DataError on bad input)."""
+
+    @abstractmethod
+    def open_sink(self, predictor: Predictor) -> FrameSink:
+        """The sink of this rollout's frames (it may write the start frame at once)."""
+
+    def closing_notes(self) -> list[str]:
+        """Notes that come after the stop note."""
+        return []
+
+    @abstractmethod
+    def info(self, sink: FrameSink) -> dict[str, Any]:
+        """The case's part of ``report["info"]`` (what was read and written)."""
+
+    @abstractmethod
+    def write_report(self, predictions: dict[str, np.ndarray], notes: list[str], info: dict[str, Any],
+                     progress: bool) -> tuple[dict[str, Any], dict[str, Path]]:
+        """Compare, write the report; returns (report, files)."""
+
+    @abstractmethod
+    def outputs(self, sink: FrameSink, report: dict[str, Any], files: dict[str, Path],
+                stopped: Optional[str]) -> RolloutOutputs:
+        """What `run_rollout` returns for this case."""
+
+    def summary_lines(self, outputs: RolloutOutputs) -> list[str]:
+        """What the CLI prints on stdout after the rollout (before the report's path)."""
+        return [f"predicted trajectory: {outputs.predicted}"]
+
+
+def rollout_case_for(kind: DataKind) -> type[RolloutCase]:
+    """The registered case for data of ``kind``; DataError if that kind has no rollout."""
+    if kind.name not in _CASES:
+        takers = " or ".join(case.kind.description for case in _CASES.values())
+        raise DataError(f"{kind.plural} have no rollout; rollout takes {takers}")
+    return _CASES[kind.name]
+
+
+def rollout_kinds() -> list[DataKind]:
+    """The registered kinds of data that have a rollout case, in registration order."""
+    return [kind for kind in registered_kinds() if kind.name in _CASES]
+
+
+def run_rollout(
+    case: RolloutCase,
+    checkpoint: Optional[PathLike] = None,
+    device: str = "cpu",
+    progress: bool = True,
+    jump: Optional[JumpFunction] = None,
+    seed: Optional[int] = 0,
+) -> RolloutOutputs:
+    """Roll a checkpoint out on the case's data and report against the reference (module docstring)."""
+    ckpt = case.select_checkpoint(checkpoint)
+    predictor = Predictor(ckpt.build_model(), ckpt.data_spec, ckpt.model_name, device, checkpoint=ckpt)
+    check_rollout_safe(predictor)
+    case.prepare(predictor, progress)
+    sink = case.open_sink(predictor)
+    try:
+        result = roll_out(
+            predictor, case.start, case.jumps, case.node_attrs, case.max_displacement, on_frame=sink.write,
+            progress=progress, constrain=case.constrain, jump=jump, seed=seed,
+        )
+    finally:
+        sink.close()
+    sink.finish(result)
+
+    shape = np.shape(case.start.positions)
+    predictions = {MODEL: np.array([frame.positions for frame in result.frames]).reshape(-1, *shape)}
+    for name, predictor_fn in TRIVIAL_PREDICTORS.items():
+        predictions[name] = constrained(predictor_fn(case.start, case.jumps, predictor.dt), case.constrain)
+    stopped = result.stop.reason if result.stop else None
+    notes = list(case.notes)
+    if case.start.note:
+        notes.append(case.start.note)
+    if stopped:
+        notes.append(f"rollout stopped: {stopped}; the {len(result.frames)} frames before it are kept")
+    notes += case.closing_notes()
+    spec = predictor.spec
+    info = {
+        **case.info(sink),
+        "checkpoint": str(case.checkpoint_name),
+        "checkpoint_file": str(ckpt.path) if ckpt.path else None,
+        "model": ckpt.model_name,
+        "velocity_convention": spec.velocity_convention,
+        "stopped": stopped,
+    }
+    report, files = case.write_report(predictions, notes, info, progress)
+    return case.outputs(sink, report, files, stopped)
+
+
+def constrained(frames: np.ndarray, constrain: Optional[Constraint]) -> np.ndarray:
+    """(K, N, 3) frames of a trivial predictor with jump k's constraint applied to frame k."""
+    if constrain is None:
+        return frames
+    return np.stack([constrain(k, frame) for k, frame in enumerate(frames, start=1)]) if len(frames) else frames

@@ -1,0 +1,299 @@
+"""The SPH case of the rollout pipeline: learned jumps from a frame of an SPH dataset trajectory.
+
+Reads one trajectory of a split (`fastegnn_md.adapters.sph.open_sph_dataset`: LagrangeBench
+HDF5 or DeepMind TFRecord), rolls the checkpoint out from a start frame
+(`fastegnn_md.rollouts.pipeline`), and compares every jump with the reference frame at the same
+time and with the trivial predictors (`fastegnn_md.reports.sph`).
+
+Units are the dataset's (length L = its coordinates, time T = ``metadata["dt"]`` per stored
+frame). One jump spans J = the checkpoint's ``frame_stride`` stored frames; the checkpoint's
+``dt`` is that jump in whatever time unit it was trained with, and the velocities fed to it
+follow the checkpoint's convention in that unit:
+
+* ``backward``: the start velocity is (x_s − x_{s−J}) / dt from the reference (so the start
+  frame s must be >= J); jump k is fed (x̂_k − x̂_{k−1}) / dt from the rollout's own frames.
+* ``forward`` (the paper's x[t+1] − x[t]) needs the future and is refused.
+
+Particles whose type is kinematic (walls) are inputs only: after every jump they are put where
+the reference has them (in the trivial predictors too) and they are never scored. The rollout
+stops early, keeping every frame made, on a non-finite prediction or a particle that moves more
+than ``max_displacement`` (default: the diagonal of ``metadata["bounds"]``, i.e. out of the
+domain) in one jump.
+
+Outputs: ``out`` (default ``<report>/predicted.h5``), a LagrangeBench HDF5 file with one
+trajectory (group ``"00000"``: ``position`` (1 + K, N, 3) float32 — row 0 the start frame, row k
+jump k, walls included — and the dataset's ``particle_type``), readable with
+`fastegnn_md.adapters.sph.read_lagrangebench`; and ``<report>/report.json``, ``report.md``,
+``frames.png``, ``errors.png``.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any, Optional, Union
+
+import numpy as np
+
+from .. import spec_keys as keys
+from ..adapters.sph.dataset import open_sph_dataset
+from ..adapters.sph.kind import SPHDatasetKind
+from ..adapters.sph.lagrangebench import write_lagrangebench
+from ..adapters.sph.trajectory import SPHTrajectory, particle_types_to_attrs, trajectory_convention
+from ..checkpoint import Checkpoint, load_checkpoint
+from ..conventions import backward_velocity
+from ..errors import CheckpointError, DataError
+from ..particle_metrics import SINKHORN_MAX_PARTICLES, default_sinkhorn_reg
+from ..predictor import Predictor
+from ..reports.sph import SinkhornSettings, SPHReportInputs, compare, write_report
+from ..rollout import RolloutFrame, RolloutResult, StartState
+from .pipeline import FrameSink, RolloutCase, RolloutOutputs, RolloutRequest, run_rollout
+
+PathLike = Union[str, Path]
+
+#: The outputs of an SPH rollout (the pipeline's).
+SPHRolloutOutputs = RolloutOutputs
+
+
+def read_trajectory(directory: PathLike, split: str, index: int) -> tuple[dict[str, Any], Any]:
+    """(metadata, the ``index``-th `SPHTrajectory` of ``split``), in file order (HDF5 group names
+    sorted, TFRecord records in order). DataError if the split has no such trajectory."""
+    if index < 0:
+        raise DataError(f"--trajectory {index}: must be >= 0")
+    metadata, trajectories = open_sph_dataset(directory, split)
+    count = 0
+    for count, trajectory in enumerate(trajectories, start=1):
+        if count - 1 == index:
+            return metadata, trajectory
+    raise DataError(
+        f"--trajectory {index}: split {split!r} of {directory} has {count} trajector{'y' if count == 1 else 'ies'}"
+        + (f" (0..{count - 1})" if count else "")
+    )
+
+
+def bounds_diagonal(bounds: Any) -> float:
+    """Length of the diagonal of ``metadata["bounds"]`` ([[lo, hi]] per axis), L."""
+    extent = np.asarray(bounds, dtype=np.float64)
+    return float(np.sqrt(((extent[:, 1] - extent[:, 0]) ** 2).sum()))
+
+
+class HDF5Sink(FrameSink):
+    """Keeps the frames and writes the predicted LagrangeBench HDF5 file when the rollout ends."""
+
+    def __init__(self, case: "SPHRollout") -> None:
+        self.case = case
+        self.frames: list[np.ndarray] = []
+
+    def write(self, frame: RolloutFrame) -> None:
+        self.frames.append(frame.positions)
+
+    def finish(self, result: RolloutResult) -> None:
+        case = self.case
+        predicted = np.stack([case.reference[0]] + [frame.positions for frame in result.frames])
+        written = SPHTrajectory(predicted, case.traj.particle_type, key=case.traj.key, convention=case.convention)
+        write_lagrangebench(case.out, [written])
+
+
+class SPHRollout(RolloutCase):
+    """Rollout of one trajectory of an SPH dataset split; walls follow the reference."""
+
+    kind = SPHDatasetKind
+    default_checkpoint = None  # no SPH model is shipped: --checkpoint is required
+
+    def __init__(self, dataset: PathLike, split: str = "test", trajectory: int = 0,
+                 sinkhorn_particles: int = SINKHORN_MAX_PARTICLES, request: Optional[RolloutRequest] = None) -> None:
+        super().__init__(request)
+        self.dataset, self.split, self.index = Path(dataset), split, trajectory
+        self.sinkhorn_particles = sinkhorn_particles
+
+    @classmethod
+    def from_cli(cls, args: Any) -> "SPHRollout":
+        return cls(
+            args.trajectory, split=args.split or "test",
+            trajectory=args.trajectory_index if args.trajectory_index is not None else 0,
+            sinkhorn_particles=args.sinkhorn_particles or SINKHORN_MAX_PARTICLES,
+            request=RolloutRequest.from_cli(args),
+        )
+
+    def select_checkpoint(self, checkpoint: Optional[PathLike]) -> Checkpoint:
+        if checkpoint is None:
+            raise DataError(f"--checkpoint: required for the SPH dataset {self.dataset} (no SPH model is shipped)")
+        ckpt = load_checkpoint(checkpoint)
+        spec = ckpt.data_spec
+        if spec.is_molecular or spec.selection:
+            raise CheckpointError(
+                f"{checkpoint}: is a molecular model (units {spec.units}, selection {spec.selection!r}); "
+                "rollouts of SPH datasets need one trained on SPH data"
+            )
+        self.checkpoint_name = str(checkpoint)
+        return ckpt
+
+    def prepare(self, predictor: Predictor, progress: bool) -> None:
+        spec = self.spec = predictor.spec
+        jump_frames = int(spec.frame_stride)
+        if jump_frames < 1:
+            raise CheckpointError(
+                f"{self.checkpoint_name}: frame_stride {spec.frame_stride} is not a positive number of frames"
+            )
+        if self.sinkhorn_particles < 1:
+            raise DataError(f"--sinkhorn-particles {self.sinkhorn_particles}: must be >= 1")
+        request = self.request
+        if request.report_dir is None:
+            self.report_dir = Path(f"{self.dataset.resolve().name}-{self.split}{self.index}-rollout")
+        else:
+            self.report_dir = Path(request.report_dir)
+        self.out = Path(request.out) if request.out is not None else self.report_dir / "predicted.h5"
+        if self.out.suffix.lower() not in (".h5", ".hdf5"):
+            raise DataError(f"--out {self.out}: the predicted SPH trajectory is LagrangeBench HDF5; give a .h5 file name")
+
+        self.metadata, traj = read_trajectory(self.dataset, self.split, self.index)
+        where = f"{self.dataset} {self.split} trajectory {self.index}"
+        if traj.dim != 3:
+            raise DataError(f"{where}: positions are {traj.dim}-D; the models need 3-D particles")
+        self.convention = trajectory_convention(traj)
+        trained_convention = spec.extra.get(keys.PARTICLE_TYPE_CONVENTION)
+        if trained_convention is not None and trained_convention != self.convention:
+            raise CheckpointError(
+                f"{self.checkpoint_name}: was trained on {trained_convention!r} particle types but {where} uses "
+                f"{self.convention!r}"
+            )
+        try:
+            attrs, moving = particle_types_to_attrs(traj.particle_type, self.convention)
+        except DataError as exc:
+            raise DataError(f"{where}: {exc}") from None
+        spec.check_fits(attrs.shape[1], traj.num_particles, where=where)
+        if not moving.any():
+            raise DataError(f"{where}: has no moving particles (only walls) to roll out")
+        self.traj, self.node_attrs, self.moving = traj, attrs, moving
+        self.jumps, self.start_frame = self._jumps_and_start(traj.num_frames, jump_frames, where)
+
+        frame_dt = self.frame_dt = float(self.metadata["dt"])
+        self.jump_frames, self.jump_time = jump_frames, jump_frames * frame_dt
+        if not any(math.isclose(spec.dt, jump_frames * unit, rel_tol=1e-6) for unit in (1.0, frame_dt)):
+            self.notes.append(
+                f"the checkpoint's jump dt {spec.dt:g} is neither {jump_frames} frames nor {jump_frames} x the "
+                f"dataset's dt {frame_dt:g}: velocities are fed in the checkpoint's unit as trained; check its "
+                "frame_stride"
+            )
+        limit = request.max_displacement
+        if limit is None:
+            self.max_displacement = bounds_diagonal(self.metadata["bounds"])
+        elif not limit > 0:
+            raise DataError(f"--max-displacement {limit}: must be positive")
+        else:
+            self.max_displacement = limit
+
+        start = self.start_frame
+        frames = start + jump_frames * np.arange(self.jumps + 1)
+        self.reference = traj.positions[frames].astype(np.float64)  # (K + 1, N, 3): start, then one per jump
+        before = traj.positions[start - jump_frames].astype(np.float64)
+        self.start = StartState(self.reference[0], backward_velocity(self.reference[0], before, spec.dt))
+        self.walls = ~moving
+        self.constrain = self.follow_walls if self.walls.any() else None
+
+    def _jumps_and_start(self, num_frames: int, jump_frames: int, where: str) -> tuple[int, int]:
+        start = jump_frames if self.request.start is None else self.request.start
+        if not jump_frames <= start <= num_frames - 1 - jump_frames:
+            if num_frames < 2 * jump_frames + 1:
+                raise DataError(
+                    f"{where}: {num_frames} frames are too few for one jump of {jump_frames} frames after a "
+                    f"start with a velocity (need {2 * jump_frames + 1})"
+                )
+            raise DataError(
+                f"--start {start}: must be in {jump_frames}..{num_frames - 1 - jump_frames} (the start velocity "
+                f"needs frame start - {jump_frames}, the first jump frame start + {jump_frames}; {num_frames} frames)"
+            )
+        available = (num_frames - 1 - start) // jump_frames
+        jumps = available if self.request.jumps is None else self.request.jumps
+        if jumps < 1:
+            raise DataError(f"--jumps {jumps}: must be at least 1")
+        if jumps > available:
+            raise DataError(
+                f"--jumps {jumps}: from start frame {start} the trajectory ({num_frames} frames) has reference "
+                f"frames for at most {available} jumps of {jump_frames} frames"
+            )
+        return jumps, start
+
+    def follow_walls(self, k: int, positions: np.ndarray) -> np.ndarray:
+        """Jump k's positions with the walls where the reference has them."""
+        positions = np.array(positions, dtype=np.float64)
+        positions[self.walls] = self.reference[k, self.walls]
+        return positions
+
+    def open_sink(self, predictor: Predictor) -> HDF5Sink:
+        return HDF5Sink(self)
+
+    def closing_notes(self) -> list[str]:
+        count = int(self.walls.sum())
+        return [f"{count} wall particles follow the reference and are not scored"] if count else []
+
+    def info(self, sink: HDF5Sink) -> dict[str, Any]:
+        key = self.traj.key
+        return {
+            "dataset": str(self.dataset),
+            "split": self.split,
+            "trajectory": self.index,
+            "trajectory_key": key if isinstance(key, str) else int(key),
+            "checkpoint_dt": self.spec.dt,
+            "dataset_dt": self.frame_dt,
+            "particle_type_convention": self.convention,
+            "max_displacement": self.max_displacement,
+            "predicted_trajectory": str(self.out),
+        }
+
+    def write_report(self, predictions: dict[str, np.ndarray], notes: list[str], info: dict[str, Any],
+                     progress: bool) -> tuple[dict[str, Any], dict[str, Path]]:
+        inputs = SPHReportInputs(
+            predictions=predictions,
+            reference=self.reference,
+            moving=self.moving,
+            jump_frames=self.jump_frames,
+            jump_time=self.jump_time,
+            start_frame=self.start_frame,
+            sinkhorn=SinkhornSettings(
+                reg=default_sinkhorn_reg(float(self.metadata["default_connectivity_radius"])),
+                max_particles=self.sinkhorn_particles,
+            ),
+            bounds=self.metadata.get("bounds"),
+            notes=notes,
+            info=info,
+        )
+        report = compare(inputs, progress=progress)
+        return report, write_report(report, self.report_dir, inputs)
+
+    def outputs(self, sink: HDF5Sink, report: dict[str, Any], files: dict[str, Path],
+                stopped: Optional[str]) -> RolloutOutputs:
+        return RolloutOutputs(predicted=self.out, report_files=files, report=report, stopped=stopped)
+
+    def summary_lines(self, outputs: RolloutOutputs) -> list[str]:
+        report = outputs.report
+        horizons = report["horizons"]["mse_at"]
+        scores = "; ".join(
+            f"{name} " + " / ".join("–" if per[name] is None else f"{per[name]:.3g}" for per in horizons.values())
+            for name in report["predictors"]
+        )
+        return [
+            f"predicted trajectory: {outputs.predicted} (LagrangeBench HDF5, start + {report['model_jumps']} jumps)",
+            f"MSE at {' / '.join(horizons)} jumps: {scores}",
+        ]
+
+
+def rollout_sph(dataset: PathLike, checkpoint: PathLike, split: str = "test", trajectory: int = 0,
+                start: Optional[int] = None, jumps: Optional[int] = None, out: Optional[PathLike] = None,
+                report_dir: Optional[PathLike] = None, max_displacement: Optional[float] = None,
+                sinkhorn_particles: int = SINKHORN_MAX_PARTICLES, device: str = "cpu",
+                progress: bool = True) -> RolloutOutputs:
+    """Roll ``checkpoint`` out on trajectory ``trajectory`` of ``split`` of an SPH dataset directory.
+
+    start : start frame s (default J, the first with a backward start velocity).
+    jumps : number of learned jumps (default: as many as the trajectory covers after s; more is
+        an error, since walls follow and metrics need the reference frames).
+    out : predicted LagrangeBench HDF5 file (default ``<report_dir>/predicted.h5``).
+    report_dir : default ``./<dataset name>-<split><trajectory>-rollout``.
+    max_displacement : per-jump displacement (L) that stops the rollout (default: bounds diagonal).
+    sinkhorn_particles : at most this many particles enter each Sinkhorn divergence.
+    Raises DataError / CheckpointError with one-line messages.
+    """
+    request = RolloutRequest(start, jumps, out, report_dir, max_displacement)
+    case = SPHRollout(dataset, split, trajectory, sinkhorn_particles, request)
+    return run_rollout(case, checkpoint, device=device, progress=progress)
