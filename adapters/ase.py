@@ -85,7 +85,7 @@ from ase.parallel import world
 from ase.utils import IOContext
 
 from ..conventions import BACKWARD, JumpHistory
-from ..errors import CheckpointError, DataError
+from ..errors import CheckpointError, DataError, FastEGNNWarning
 from ..predictor import Jump, Predictor
 
 #: ASE time units in one picosecond (ASE's time unit is Å·sqrt(amu/eV) ≈ 10.18 fs).
@@ -323,7 +323,7 @@ class FastEGNNCalculator(Calculator):
                     "velocities (a mean over the previous jump) and no previous jump is known; using the "
                     "Atoms' instantaneous velocities as an approximation (see "
                     "FastEGNNCalculator.set_previous_positions)",
-                    UserWarning,
+                    FastEGNNWarning,
                     stacklevel=4,
                 )
             self._warned_approximation = True

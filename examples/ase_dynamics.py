@@ -1,12 +1,14 @@
 """ASE dynamics whose steps are learned jumps: the AdK backbone with `FastEGNNCalculator`.
 
-Loads the adenylate kinase (AdK) backbone from MDAnalysisTests (adk.psf + adk_dims.dcd),
-starts from one DCD frame, sets ``atoms.calc = FastEGNNCalculator(checkpoint)`` and runs
-`FastEGNNDynamics` for a few jumps, writing an ASE trajectory. Each step is one jump of the
-checkpoint's Δt (5 ps for the shipped ``adk-dims``)::
+Loads the adenylate kinase (AdK) backbone from a trajectory, starts from one of its frames, sets
+``atoms.calc = FastEGNNCalculator(checkpoint)`` and runs `FastEGNNDynamics` for a few jumps,
+writing an ASE trajectory. Each step is one jump of the checkpoint's Δt (5 ps for the shipped
+models). The data: MDAnalysisTests' adk.psf + adk_dims.dcd with the shipped ``adk-dims`` when the
+test extra is installed, else the trajectory shipped in trajectories/adk-obc with ``adk-backbone``
+(``--data`` chooses)::
 
-    python examples/ase_dynamics.py                     # shipped model "adk-dims", 5 jumps
-    python examples/ase_dynamics.py runs/x/best.pt --jumps 20 --out adk.traj
+    python examples/ase_dynamics.py                     # 5 jumps of the shipped model
+    python examples/ase_dynamics.py runs/x/best.pt --jumps 20 --out adk.traj --data shipped
 
 The shipped models take ``backward`` velocities (mean velocity over the previous jump), so the
 frame one jump before the start frame is given to the calculator as history
@@ -25,7 +27,11 @@ import numpy as np
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("checkpoint", nargs="?", default="adk-dims", help="checkpoint path or shipped name")
+    parser.add_argument("checkpoint", nargs="?", default=None,
+                        help="checkpoint path or shipped name (default: adk-dims for --data dims, adk-backbone for shipped)")
+    parser.add_argument("--data", choices=("auto", "dims", "shipped"), default="auto",
+                        help="dims: MDAnalysisTests' AdK PSF/DCD (test extra); shipped: trajectories/adk-obc; "
+                             "auto (default): dims if MDAnalysisTests is installed")
     parser.add_argument("--jumps", type=int, default=5, help="number of learned jumps (default 5)")
     parser.add_argument("--out", type=Path, default=Path("adk-ase.traj"), help="ASE trajectory to write")
     parser.add_argument("--frame", type=int, default=50, help="DCD frame to start from (default 50)")
@@ -38,7 +44,6 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
 
     from ase.io import read
-    from MDAnalysisTests.datafiles import DCD, PSF
 
     from fastegnn_md import FastEGNNCalculator
     from fastegnn_md.adapters.ase import FastEGNNDynamics, ase_time_to_ps, atoms_from_mdanalysis
@@ -48,9 +53,18 @@ def main(argv: list[str] | None = None) -> None:
     # has no coordinates and that its DCD reader will change; neither matters here.
     warnings.filterwarnings("ignore", module="MDAnalysis")
 
-    calc = FastEGNNCalculator(args.checkpoint)
+    data = args.data if args.data != "auto" else ("dims" if _has_test_files() else "shipped")
+    if data == "dims":
+        from MDAnalysisTests.datafiles import DCD, PSF
+
+        topology, trajectory, default_model = PSF, DCD, "adk-dims"
+    else:
+        shipped = Path(__file__).resolve().parents[1] / "trajectories" / "adk-obc"
+        topology, trajectory, default_model = shipped / "adk_obc.pdb", shipped / "adk_obc.xtc", "adk-backbone"
+    print(f"data: {trajectory} ({data})")
+    calc = FastEGNNCalculator(args.checkpoint or default_model)
     selection = calc.predictor.spec.selection or "backbone"
-    universe = open_universe(PSF, DCD)
+    universe = open_universe(topology, trajectory)
     atoms_group = select_atoms(universe, selection)
 
     # The frame one jump earlier, for the backward velocity of the first jump.
@@ -88,6 +102,14 @@ def main(argv: list[str] | None = None) -> None:
     dyn.run(args.jumps)
     frames = read(str(args.out), ":")
     print(f"wrote {len(frames)} frames to {args.out} ({calc.model_calls} model calls)")
+
+
+def _has_test_files() -> bool:
+    try:
+        import MDAnalysisTests.datafiles  # noqa: F401
+    except ImportError:
+        return False
+    return True
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """Drive an OpenMM Simulation with learned FastEGNN jumps (`FastEGNNStepper`).
 
-Prepares AdK (MDAnalysisTests' adk_open.pdb) for amber14 in vacuum, builds a simulation (2 fs,
+Prepares AdK for amber14 in vacuum (``--structure``; default MDAnalysisTests' adk_open.pdb when the
+test extra is installed, else the shipped trajectories/adk-obc/adk_obc.pdb), builds a simulation (2 fs,
 1 nm cutoff), attaches a DCDReporter and a StateDataReporter that report once per jump, runs
 ``--warm-up`` Δt of ordinary MD (so the first learned jump gets the mean velocity over the previous
 Δt that the model was trained with), then ``--jumps`` jumps with the stepper and prints its summary::
@@ -17,9 +18,20 @@ from pathlib import Path
 
 import openmm.app as app
 import openmm.unit as unit
-from MDAnalysisTests.datafiles import PDB_small
 
 from fastegnn_md.adapters import openmm as omm
+
+SHIPPED_STRUCTURE = Path(__file__).resolve().parents[1] / "trajectories" / "adk-obc" / "adk_obc.pdb"
+
+
+def default_structure() -> Path:
+    """MDAnalysisTests' AdK (CHARMM names, what the tests' models were trained on) when installed,
+    else the AdK structure shipped with the repository (the main install has no MDAnalysisTests)."""
+    try:
+        from MDAnalysisTests.datafiles import PDB_small
+    except ImportError:
+        return SHIPPED_STRUCTURE
+    return Path(PDB_small)
 
 
 def main(argv=None) -> dict:
@@ -31,12 +43,16 @@ def main(argv=None) -> dict:
     parser.add_argument("--warm-up", type=int, default=1, help="Δt of ordinary MD before the first jump")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--minimise-iterations", type=int, default=100, help="of the start structure")
+    parser.add_argument("--structure", type=Path, default=None,
+                        help="PDB structure (default: MDAnalysisTests' adk_open.pdb if installed, else the shipped AdK)")
     args = parser.parse_args(argv)
+    structure = args.structure or default_structure()
+    print(f"structure: {structure}")
     args.out.mkdir(parents=True, exist_ok=True)
 
     settings = omm.SimulationSettings(forcefield="amber14", solvent="vacuum", cutoff_nm=1.0, timestep_fs=2.0,
                                       hydrogen_mass_amu=None, temperature_k=300.0, seed=0)
-    topology, positions = omm.prepare_structure(PDB_small)
+    topology, positions = omm.prepare_structure(structure)
     simulation = omm.make_simulation(topology, omm.build_system(topology, settings), settings, args.threads)
     simulation.context.setPositions(positions)
     simulation.minimizeEnergy(maxIterations=args.minimise_iterations)

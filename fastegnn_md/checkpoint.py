@@ -140,8 +140,13 @@ class Checkpoint:
         try:
             model.load_state_dict(self.state_dict)
         except RuntimeError as exc:
-            first = str(exc).strip().splitlines()[0]
-            raise CheckpointError(f"{where}: weights do not fit model {self.model_name!r}: {first}") from None
+            # torch lists every missing / unexpected / misshapen tensor on its own line: keep them
+            # all, on one line (the first few, and how many more).
+            details = [line.strip() for line in str(exc).strip().splitlines()[1:] if line.strip()]
+            shown = "; ".join(details[:4]) + (f"; ... ({len(details) - 4} more)" if len(details) > 4 else "")
+            raise CheckpointError(
+                f"{where}: weights do not fit model {self.model_name!r}: {shown or str(exc).strip()}"
+            ) from None
         return model.eval()
 
 
@@ -189,6 +194,8 @@ def load_checkpoint(name_or_path: Union[str, Path]) -> Checkpoint:
     path = resolve_checkpoint(name_or_path)
     if path.is_dir():
         raise CheckpointError(f"{path}: is a directory, not a checkpoint file")
+    if not _is_torch_file(path):
+        raise CheckpointError(f"{path}: not a fastegnn-md checkpoint (not a file torch.save wrote)")
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
@@ -209,6 +216,10 @@ def load_checkpoint(name_or_path: Union[str, Path]) -> Checkpoint:
             f"{path}: checkpoint format version {version} is newer than this fastegnn-md "
             f"({__version__}) reads (up to {FORMAT_VERSION}); upgrade fastegnn-md"
         )
+    for key, kind in ((KEY_MODEL, dict), (KEY_SPEC, dict), (KEY_STATE, dict)):
+        if not isinstance(payload.get(key), kind):
+            found = "missing" if key not in payload else f"a {type(payload[key]).__name__}"
+            raise CheckpointError(f"{path}: not a fastegnn-md checkpoint: its {key!r} is {found}, not a dict")
     try:
         model = payload[KEY_MODEL]
         return Checkpoint(
@@ -222,5 +233,16 @@ def load_checkpoint(name_or_path: Union[str, Path]) -> Checkpoint:
             resume=payload.get(KEY_RESUME),
             path=path,
         )
-    except (KeyError, TypeError, ValueError) as exc:
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise CheckpointError(f"{path}: checkpoint is incomplete or malformed ({exc})") from None
+
+
+#: First bytes of the two formats torch.save writes: a zip archive (the default since torch 1.6)
+#: and the legacy format (a pickle; protocol 2 or above starts with 0x80).
+_TORCH_MAGIC = (b"PK\x03\x04", b"\x80")
+
+
+def _is_torch_file(path: Path) -> bool:
+    with open(path, "rb") as handle:
+        head = handle.read(4)
+    return any(head.startswith(magic) for magic in _TORCH_MAGIC)

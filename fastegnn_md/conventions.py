@@ -31,7 +31,7 @@ from typing import Iterable, Optional, Sequence
 
 import numpy as np
 
-from .errors import DataError
+from .errors import DataError, FastEGNNDeprecationWarning
 
 PHYSICAL = "physical"
 BACKWARD = "backward"
@@ -45,10 +45,6 @@ CONVENTION_ALIASES = {"paper": FORWARD}
 SPLITS = ("train", "valid", "test")
 #: Train/valid/test sizes of the FastEGNN paper's AdK split (4,171 examples).
 PAPER_ADK_RATIOS = (2481, 827, 863)
-
-
-class FastEGNNDeprecationWarning(FutureWarning):
-    """A deprecated name or option; shown by default (FutureWarning), one line for CLI users."""
 
 
 def canonical_convention(name: str, where: str = "velocity_convention",

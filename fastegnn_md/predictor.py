@@ -11,7 +11,7 @@ import torch
 
 from . import spec_keys
 from .checkpoint import Checkpoint, DataSpec, load_checkpoint
-from .errors import DataError
+from .errors import DataError, NonFiniteJump
 from .graph import FramePair, collate
 from .models import JumpModel
 from .runtime import tune_allocator
@@ -69,6 +69,12 @@ class Predictor:
         return cls(ckpt.build_model(), ckpt.data_spec, ckpt.model_name, device, dtype, ckpt)
 
     @property
+    def name(self) -> str:
+        """The checkpoint file (or the model's name) for messages."""
+        path = getattr(self.checkpoint, "path", None)
+        return str(path) if path else (self.model_name or "model")
+
+    @property
     def dt(self) -> float:
         return float(self.spec.dt)
 
@@ -106,6 +112,9 @@ class Predictor:
         kinematic_positions: Optional[np.ndarray] = None,
     ) -> Jump:
         """One learned jump for one frame (N, 3) or a batch of frames (B, N, 3).
+
+        Raises DataError for malformed or non-finite input, and `NonFiniteJump` (naming the
+        checkpoint) when the model's output is not finite.
 
         positions in the checkpoint's length unit, velocities in length/time following the
         checkpoint's velocity convention; node_attrs (N, F) defaults to the ones stored in the
@@ -156,6 +165,12 @@ class Predictor:
         jumped = out.positions.double().cpu().numpy().reshape(positions.shape)
         new_v = None if out.velocities is None else out.velocities.double().cpu().numpy().reshape(positions.shape)
         virtual = None if out.virtual_positions is None else out.virtual_positions.double().cpu().numpy()
+        for name, values in (("positions", jumped), ("velocities", new_v), ("virtual-node positions", virtual)):
+            if values is not None and not np.isfinite(values).all():
+                raise NonFiniteJump(
+                    f"{self.name}: the model predicted non-finite {name} from finite input "
+                    "(it is diverging, or its weights are broken)"
+                )
         if single:
             jumped = jumped[0]
             new_v = None if new_v is None else new_v[0]

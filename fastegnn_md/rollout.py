@@ -24,7 +24,7 @@ from typing import Callable, Iterator, Optional, Protocol
 import numpy as np
 
 from .conventions import FORWARD, PHYSICAL, JumpHistory
-from .errors import DataError
+from .errors import DataError, NonFiniteJump
 from .predictor import Jump, Predictor
 
 #: Default per-jump displacement (Å) beyond which a rollout is declared exploding. Thermal motion
@@ -195,7 +195,11 @@ def iterate_jumps(
     rng = np.random.default_rng(seed)
     history = JumpHistory(dt)
     for k in range(1, num_jumps + 1):
-        out = step(x, v, node_attrs, rng=rng)
+        try:
+            out = step(x, v, node_attrs, rng=rng)
+        except NonFiniteJump:
+            result.stop = RolloutStop(k, f"jump {k}: the model predicted non-finite positions")
+            return
         new_x = out.positions if constrain is None else constrain(k, out.positions)
         if not np.isfinite(new_x).all():
             result.stop = RolloutStop(k, f"jump {k}: the model predicted non-finite positions")

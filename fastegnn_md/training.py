@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import math
 import time
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Optional, Sequence
@@ -22,7 +23,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .checkpoint import DataSpec, load_checkpoint, save_checkpoint
-from .errors import FastEGNNError
+from .errors import FastEGNNError, FastEGNNWarning
 from .graph import FramePair, GraphBatch, collate, feature_dims
 from .io import write_atomically
 from .losses import mmd_loss, moving_subset, position_mse
@@ -110,6 +111,24 @@ def make_model(config: TrainConfig, num_node_attrs: int, dt: float = 1.0) -> tup
         hparams["gravity_axis"] = list(config.gravity_axis)
     torch.manual_seed(config.seed)
     return build_model(config.model, **hparams), hparams
+
+
+def read_metrics(path: Path) -> tuple[list[dict[str, Any]], int]:
+    """The epoch records of a ``metrics.jsonl`` up to its first unreadable line, and how many
+    lines from there on were not read (0 for a whole log)."""
+    lines = path.read_bytes().splitlines()
+    records: list[dict[str, Any]] = []
+    for index, line in enumerate(lines):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line.decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            record = None
+        if not (isinstance(record, dict) and isinstance(record.get("epoch"), int)):
+            return records, sum(1 for rest in lines[index:] if rest.strip())
+        records.append(record)
+    return records, 0
 
 
 def batches(
@@ -301,13 +320,26 @@ class Trainer:
         return True
 
     def _truncate_metrics(self, epochs_done: int) -> None:
-        """Drop log lines of epochs that were not checkpointed (they will be run again)."""
+        """Keep the log lines of the checkpointed epochs only (the others will be run again).
+
+        The log is read line by line as bytes and ends at the first line that is not a complete
+        JSON record of an epoch (a line cut short by a kill, or garbage): what follows it cannot
+        be trusted, and the epochs it would describe are rerun from the checkpoint anyway. What
+        was dropped is said in one warning.
+        """
         path = self.out_dir / METRICS
         if not path.exists():
             return
-        kept = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line)["epoch"] <= epochs_done]
-        self.state.history = [json.loads(line) for line in kept]
-        text = "".join(line + "\n" for line in kept)
+        records, unreadable = read_metrics(path)
+        kept = [record for record in records if record["epoch"] <= epochs_done]
+        if unreadable:
+            warnings.warn(
+                f"{path}: {unreadable} unreadable line(s) dropped (cut short or not JSON); "
+                f"the log keeps the {len(kept)} checkpointed epoch(s) it could read",
+                FastEGNNWarning, stacklevel=2,
+            )
+        self.state.history = kept
+        text = "".join(json.dumps(record) + "\n" for record in kept)
         write_atomically(path, lambda handle: handle.write(text.encode("utf-8")))
 
     def _log(self, record: dict[str, Any]) -> None:
@@ -369,7 +401,10 @@ class Trainer:
         """Train until ``epochs`` or early stopping; returns the training summary."""
         self.out_dir.mkdir(parents=True, exist_ok=True)
         if resume:
-            self._try_resume()
+            if not self._try_resume():
+                # No checkpoint to resume from (e.g. killed after logging its first epoch but
+                # before last.pt was written): the log's epochs will all be run again.
+                self._truncate_metrics(0)
         elif (self.out_dir / METRICS).exists():
             (self.out_dir / METRICS).unlink()
         config = self.config

@@ -87,7 +87,7 @@ def test_jump_history_gives_the_mean_velocity_only_after_the_recorded_jump():
 
 
 def test_the_cli_prints_the_deprecation_on_one_line(tmp_path):
-    # --velocity paper for a trajectory with no topology: the warning line, then the error line.
+    # --velocity paper for an empty .xtc: the warning line, then the error line.
     trajectory = tmp_path / "md.xtc"
     trajectory.write_bytes(b"")
     result = subprocess.run(
@@ -99,4 +99,4 @@ def test_the_cli_prints_the_deprecation_on_one_line(tmp_path):
     warning, error = result.stderr.splitlines()
     assert warning == ("fastegnn-md: warning: --velocity: 'paper' is a deprecated name of the 'forward' "
                        "velocity convention; use 'forward'")
-    assert error.startswith("fastegnn-md: error: ") and "topology" in error
+    assert error.startswith("fastegnn-md: error: ") and "cannot read as XTC" in error

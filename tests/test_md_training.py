@@ -97,7 +97,7 @@ def test_train_writes_md_checkpoint(trained, adk, cache_dir):
     extra = spec.extra
     assert extra["dataset_format"] == MD_FORMAT
     assert (extra["jump"], extra["stride"]) == (2, 1)
-    assert extra["topology"] == str((adk.parent / "adk.psf").absolute())
+    assert extra["topology"] == "adk.psf"  # relative to the data, not this machine's path (issue 13)
     assert (extra["topology_scope"], extra["topology_num_atoms"]) == ("all", ADK_ATOMS)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -210,9 +211,11 @@ def _spec_fields(
         "selection": selection,
         "extra": {
             keys.NODE_ATTR_SOURCE: data.node_attr_source,
-            keys.TOPOLOGY: str(top),
+            # Where the data were, relative to the data (not this machine's absolute paths): the
+            # trajectory files by name, the topology relative to the first trajectory's folder.
+            keys.TOPOLOGY: os.path.relpath(top, trajectories[0].parent) if trajectories else top.name,
             keys.NODE_ATTRS: data.node_attrs.tolist(),
-            keys.TRAJECTORY: [str(path) for path in trajectories],
+            keys.TRAJECTORY: [path.name for path in trajectories],
             keys.MAKE_WHOLE: data.make_whole,
             keys.JUMP: jump,
             keys.STRIDE: stride,

@@ -9,11 +9,14 @@ These are fastegnn-md's MD units (``UNITS``), so nothing here converts units.
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import os
+import sys
 import tempfile
 import warnings
 from pathlib import Path
-from typing import Any, Optional, Sequence, Union
+from typing import Any, Iterator, Optional, Sequence, Union
 
 import MDAnalysis
 import numpy as np
@@ -73,6 +76,8 @@ def resolve_md_files(trajectory: Path, topology: Optional[Path] = None) -> tuple
     if topology is None:
         if carries_topology(trajectory):
             return trajectory, None
+        if trajectory.is_file():
+            probe_trajectory(trajectory)  # an unreadable file is that, before "no topology"
         tried = ", ".join(trajectory.with_suffix(ext).name for ext in TOPOLOGY_EXTENSIONS)
         raise DataError(f"{trajectory}: no topology found beside it (tried {tried}); pass --topology")
     topology = Path(topology)
@@ -138,11 +143,15 @@ def load_trajectory(universe: MDAnalysis.Universe, topology: Path, files: list[P
     """Load ``files`` (read one after the other) as the trajectory of ``universe``; one-line
     DataError naming the file at fault (``topology`` names the topology in messages)."""
     names = [str(path) for path in files]
-    try:
-        universe.load_new(names[0] if len(names) == 1 else names)
-    except Exception as exc:
-        # load_new's messages do not always say which file is at fault: find out (error path only).
-        raise _diagnose_trajectory(universe, topology, files, exc) from None
+    error: Optional[DataError] = None
+    with quiet_reader_cleanup():
+        try:
+            universe.load_new(names[0] if len(names) == 1 else names)
+        except Exception as exc:
+            # load_new's messages do not always say which file is at fault: find out (error path only).
+            error = _diagnose_trajectory(universe, topology, files, exc)
+    if error is not None:
+        raise error
 
 
 def _diagnose_trajectory(
@@ -158,12 +167,68 @@ def _diagnose_trajectory(
         try:
             reader = reader_class(str(path), n_atoms=n_atoms)
         except Exception as err:
-            return DataError(f"{path}: cannot read as a trajectory ({_one_line(err)})")
+            return DataError(f"{path}: cannot read as {format_name(path)} ({_one_line(err)})")
         found = reader.n_atoms
         reader.close()
         if found != n_atoms:
             return DataError(f"{path}: has {found} atoms but the topology {topology} has {n_atoms}")
     return DataError(f"{files[0]}: cannot read the trajectory ({_one_line(exc)})")
+
+
+@contextlib.contextmanager
+def quiet_reader_cleanup() -> Iterator[None]:
+    """Swallow the "Exception ignored in ReaderBase.__del__" tracebacks that MDAnalysis prints
+    when a reader fails half-way through opening a file (its ``close`` then fails too); the
+    reason the file could not be read is reported as a DataError instead."""
+    previous = sys.unraisablehook
+
+    def hook(unraisable: Any) -> None:
+        if type(unraisable.object).__name__ == "function" and getattr(unraisable.object, "__qualname__", "").endswith(
+            "__del__"
+        ):
+            return
+        previous(unraisable)
+
+    sys.unraisablehook = hook
+    try:
+        yield
+    finally:
+        gc.collect()  # readers of a failed attempt are finalised now, while the hook is ours
+        sys.unraisablehook = previous
+
+
+def format_name(path: PathLike) -> str:
+    """The format MDAnalysis reads ``path`` as (its extension, upper case)."""
+    return Path(path).suffix.lstrip(".").upper() or "a file without extension"
+
+
+def probe_trajectory(path: PathLike) -> Optional[int]:
+    """Atoms in a trajectory file read on its own (no topology), or None when its format needs a
+    topology to be read at all. DataError (one line) when MDAnalysis has no reader for it or its
+    reader cannot read it (a text file named .xtc): that is said before any topology is looked for.
+    """
+    path = Path(path)
+    try:
+        reader_class = get_reader_for(str(path))
+    except Exception:
+        raise DataError(f"{path}: unsupported trajectory format ({format_name(path)}); MDAnalysis has no reader") from None
+    error: Optional[DataError] = None
+    with quiet_reader_cleanup():
+        try:
+            reader = reader_class(str(path))
+        except (TypeError, ValueError) as exc:
+            if "n_atoms" in str(exc):
+                return None  # the format stores no atom count: the topology gives it
+            error = DataError(f"{path}: cannot read as {format_name(path)} ({_one_line(exc)})")
+        except Exception as exc:  # MDAnalysis raises OSError, RuntimeError, ... for unreadable files
+            error = DataError(f"{path}: cannot read as {format_name(path)} ({_one_line(exc)})")
+        else:
+            count = int(reader.n_atoms)
+            reader.close()
+            return count
+    # Raised here, outside the except blocks, so the failed reader is not kept alive by the
+    # exception's context (its __del__ ran inside quiet_reader_cleanup).
+    raise error
 
 
 def _one_line(exc: BaseException) -> str:

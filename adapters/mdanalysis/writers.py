@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import warnings
 from pathlib import Path
 from typing import Any, Optional
@@ -67,6 +68,12 @@ def write_pdb(universe: MDAnalysis.Universe, positions: np.ndarray, path: PathLi
     return write_atomically(path, write)
 
 
+def partial_path(path: PathLike) -> Path:
+    """Where the frames of ``path`` stream until the run finishes: ``<stem>.partial<ext>``."""
+    path = Path(path)
+    return path.with_name(f"{path.stem}.partial{path.suffix}")
+
+
 class StreamingTrajectoryWriter:
     """Append frames of a fixed atom set to a trajectory file as they are made.
 
@@ -74,21 +81,31 @@ class StreamingTrajectoryWriter:
     ``dt`` (ps) is the frame interval for formats that store one instead of per-frame times (DCD
     stores no start time: its frames read back from 0 ps). Use as a context manager; frames
     written before an exception stay in the file.
+
+    With ``partial=True`` the frames go to `partial_path` (``predicted.partial.xtc``) and
+    `commit` renames that file to ``path`` once the run is complete: a run that is killed or fails
+    leaves its frames under the partial name, and an earlier finished ``path`` is untouched.
     """
 
-    def __init__(self, path: PathLike, universe: MDAnalysis.Universe, dt: Optional[float] = None) -> None:
+    def __init__(self, path: PathLike, universe: MDAnalysis.Universe, dt: Optional[float] = None,
+                 partial: bool = False) -> None:
         self.path = Path(path)
         writer_extension(self.path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.file = partial_path(self.path) if partial else self.path
         self.universe = universe
         self.frames = 0
+        self.closed = False
         writer_class = MDAnalysis.coordinates.core.get_writer_for(str(self.path))
         options: dict[str, Any] = {}
         if dt is not None and _stores_interval_only(writer_class):
             options["dt"] = dt
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            self._writer = writer_class(str(self.path), n_atoms=len(universe.atoms), **options)
+        try:
+            self.file.parent.mkdir(parents=True, exist_ok=True)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                self._writer = writer_class(str(self.file), n_atoms=len(universe.atoms), **options)
+        except OSError as exc:  # name the output the user gave, not the partial file
+            raise type(exc)(exc.errno, exc.strerror, str(self.path)) from None
 
     def write(self, positions: np.ndarray, time: float) -> None:
         """Write one frame: positions (N, 3) Å at ``time`` ps."""
@@ -102,13 +119,32 @@ class StreamingTrajectoryWriter:
         self.frames += 1
 
     def close(self) -> None:
-        self._writer.close()
+        if not self.closed:
+            self._writer.close()
+            self.closed = True
+
+    def commit(self) -> Path:
+        """Close, flush to disk and (partial mode) rename the file to ``path``; returns ``path``."""
+        self.close()
+        if self.file != self.path:
+            with open(self.file, "rb+") as handle:
+                os.fsync(handle.fileno())
+            _remove_offsets(self.path)  # the offsets of the file it replaces
+            os.replace(self.file, self.path)
+            _remove_offsets(self.file)
+        return self.path
 
     def __enter__(self) -> "StreamingTrajectoryWriter":
         return self
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
+
+
+def _remove_offsets(path: Path) -> None:
+    """MDAnalysis' XTC/TRR offset cache of a renamed file (``.<name>_offsets.npz``) describes it no more."""
+    for cache in (path.with_name(f".{path.name}_offsets.npz"), path.with_name(f".{path.name}_offsets.lock")):
+        cache.unlink(missing_ok=True)
 
 
 def _stores_interval_only(writer_class: type) -> bool:

@@ -15,7 +15,7 @@ from typing import Any, Optional
 import numpy as np
 
 from ...conventions import BACKWARD, PHYSICAL, JumpHistory
-from ...errors import DataError
+from ...errors import DataError, FastEGNNWarning, NonFiniteJump
 from ...predictor import Predictor
 from .system import select_atoms
 from .units import angstrom_to_nm, app, nm_to_angstrom, openmm, unit
@@ -321,7 +321,7 @@ class FastEGNNStepper:
         if convention != PHYSICAL and not self._warned:
             warnings.warn(
                 f"FastEGNNStepper: the checkpoint expects {convention} mean velocities over Δt; using the "
-                "Context's instantaneous velocities for this jump (an approximation)", stacklevel=3,
+                "Context's instantaneous velocities for this jump (an approximation)", FastEGNNWarning, stacklevel=3,
             )
             self._warned = True
         return v_sel
@@ -337,11 +337,11 @@ class FastEGNNStepper:
         reference_energy = before.getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole)
         x_sel = x[self.selected]
         self.jumps += 1
-        jump = self.predictor.predict(x_sel, self._model_velocities(x_sel, v[self.selected]))
-        predicted = jump.positions
-        if not np.isfinite(predicted).all():
+        try:
+            predicted = self.predictor.predict(x_sel, self._model_velocities(x_sel, v[self.selected])).positions
+        except NonFiniteJump as exc:  # the Context has not been touched
             if not self.guarded:
-                raise DataError("FastEGNNStepper: the model predicted non-finite positions (unguarded mode)")
+                raise DataError(f"FastEGNNStepper: {exc} (unguarded mode)") from None
             self._fallback(x_sel, "non-finite prediction")
             return
         saved = context.createCheckpoint() if self.guarded else None

@@ -150,13 +150,14 @@ def prepare_structure(path: PathLike, ph: float = 7.0) -> tuple["app.Topology", 
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: no such structure file")
+    mmcif = path.suffix.lower() in (".cif", ".pdbx")
+    if not mmcif and not _has_pdb_atoms(path):
+        raise DataError(f"{path}: not a PDB structure (no ATOM or HETATM records); give a PDB or PDBx/mmCIF file")
     try:
-        if path.suffix.lower() in (".cif", ".pdbx"):
-            structure = app.PDBxFile(str(path))
-        else:
-            structure = app.PDBFile(str(path))
+        structure = app.PDBxFile(str(path)) if mmcif else app.PDBFile(str(path))
     except Exception as exc:  # OpenMM raises ValueError/KeyError/IndexError on malformed files
-        raise DataError(f"{path}: cannot read structure ({type(exc).__name__}: {exc})") from None
+        kind = "PDBx/mmCIF" if mmcif else "PDB"
+        raise DataError(f"{path}: cannot read as a {kind} structure ({' '.join(str(exc).split()) or type(exc).__name__})") from None
     topology = structure.topology
     if topology.getNumAtoms() == 0:
         raise DataError(f"{path}: the structure has no atoms")
@@ -176,6 +177,13 @@ def prepare_structure(path: PathLike, ph: float = 7.0) -> tuple["app.Topology", 
     fixer.addMissingHydrogens(ph)
     fixer.topology.setPeriodicBoxVectors(None)
     return fixer.topology, fixer.positions
+
+
+def _has_pdb_atoms(path: Path) -> bool:
+    """True if a PDB file has at least one ATOM or HETATM record (a cheap check before OpenMM,
+    whose parser fails on other text with a bare IndexError)."""
+    with open(path, "rb") as handle:
+        return any(line.startswith((b"ATOM  ", b"HETATM")) for line in handle)
 
 
 def build_system(topology: "app.Topology", settings: SimulationSettings) -> "openmm.System":

@@ -34,7 +34,7 @@ import sys
 from typing import Optional, Sequence
 
 from . import evaluate, nbody, rollout, simulate, sph, train, validate
-from .common import PROG, OneLineParser, UsageError, show_warnings_on_one_line
+from .common import PROG, OneLineParser, UsageError, route_warnings
 
 #: The commands in the order ``--help`` lists them.
 COMMAND_MODULES = (nbody, sph, train, rollout, simulate, validate, evaluate)
@@ -59,7 +59,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         from ..runtime import tune_allocator
 
         tune_allocator()
-        show_warnings_on_one_line()
+        route_warnings()
         return args.run(args)
     except (UsageError, FastEGNNError) as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)

@@ -42,6 +42,12 @@ def nonneg_float(text: str) -> float:
     return value
 
 
+# argparse names a type in "invalid <type> value: 'abc'": say what is expected, not the function.
+positive_int.__name__ = "positive integer"
+fraction.__name__ = "fraction (0 to 1)"
+nonneg_float.__name__ = "non-negative number"
+
+
 def torch_device(name: str) -> str:
     """``--device``: a torch device that exists here, as a string; UsageError otherwise."""
     import torch
@@ -69,19 +75,35 @@ def add_device_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda (default cpu)")
 
 
-def show_warnings_on_one_line() -> None:
-    """fastegnn-md's own warnings (deprecated names) print as ``fastegnn-md: warning: <message>``."""
-    from ..conventions import FastEGNNDeprecationWarning
+def route_warnings() -> None:
+    """Warnings for a command-line user: fastegnn-md's own (`FastEGNNWarning`, deprecated names)
+    print once each as ``fastegnn-md: warning: <message>``; warnings of the libraries underneath
+    (MDAnalysis about PDB fields and placeholder unit cells, ...) stay off the screen, since the
+    code that called them already deals with what they report; so do the "Exception ignored in
+    __del__" tracebacks of library objects finalised after an error."""
+    from ..errors import FastEGNNDeprecationWarning, FastEGNNWarning
 
-    default = warnings.showwarning
-    if getattr(default, "fastegnn_md", False):
+    if getattr(warnings.showwarning, "fastegnn_md", False):
         return  # already installed
+    shown: set[str] = set()
 
     def show(message: Any, category: type, filename: str, lineno: int, file: Any = None, line: Any = None) -> None:
-        if issubclass(category, FastEGNNDeprecationWarning):
-            print(f"{PROG}: warning: {message}", file=sys.stderr if file is None else file)
-        else:
-            default(message, category, filename, lineno, file, line)
+        if not issubclass(category, (FastEGNNWarning, FastEGNNDeprecationWarning)):
+            return
+        text = " ".join(str(message).split())
+        if text not in shown:
+            shown.add(text)
+            print(f"{PROG}: warning: {text}", file=sys.stderr if file is None else file)
 
     show.fastegnn_md = True  # type: ignore[attr-defined]
     warnings.showwarning = show
+    previous = sys.unraisablehook
+
+    def unraisable(report: Any) -> None:
+        # A library object that fails again while being finalised after the error the user was
+        # already told about (MDAnalysis' readers): not a second traceback on their screen.
+        if getattr(report.object, "__qualname__", "").endswith("__del__"):
+            return
+        previous(report)
+
+    sys.unraisablehook = unraisable

@@ -36,6 +36,9 @@ def gravity_axis(text: str) -> str:
     return value
 
 
+gravity_axis.__name__ = "gravity axis"
+
+
 def add_md_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of `--data TRAJ` shared by train and evaluate."""
     parser.add_argument(

@@ -46,7 +46,7 @@ import torch
 from tqdm import tqdm
 
 from ..conventions import SPLITS
-from ..errors import DataError
+from ..errors import DataError, FastEGNNWarning
 from ..graph import FramePair
 from ..io import write_atomically
 from ..spec_keys import NBODY_FORMAT as FORMAT
@@ -159,7 +159,8 @@ class _ForceKernel:
         except Exception as exc:  # compilation needs a C++ toolchain; any failure means "not here"
             if self._strict:
                 raise
-            warnings.warn(f"torch.compile unavailable ({type(exc).__name__}); N-body simulation runs eagerly (slower)")
+            warnings.warn(f"torch.compile unavailable ({type(exc).__name__}); N-body simulation runs eagerly (slower)",
+                          FastEGNNWarning)
             self._fn = _forces_eager
             out = self._fn(pos, charges, diag_pad, max_force)
         self._verified = True

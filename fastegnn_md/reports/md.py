@@ -129,10 +129,13 @@ def compare(inputs: ReportInputs) -> dict[str, Any]:
     names = list(inputs.predictions)
     num_jumps = max(len(p) for p in inputs.predictions.values())
     start = inputs.reference_positions[inputs.start_frame]
-    bases, references = [], []
+    bases, references, non_finite = [], [], []
     for k in range(1, num_jumps + 1):
         time = inputs.start_time + k * inputs.dt
         frame = reference_frame_at(inputs.reference_times, time, inputs.dt)
+        if frame is not None and not np.isfinite(inputs.reference_positions[frame]).all():
+            non_finite.append(frame)
+            frame = None  # a frame without finite coordinates is no reference: listed as such
         bases.append({"jump": k, "time_ps": time, "reference_frame": frame})
         references.append(None if frame is None else inputs.reference_positions[frame])
     trajectories = {name: with_start(start, frames) for name, frames in inputs.predictions.items()}
@@ -152,8 +155,13 @@ def compare(inputs: ReportInputs) -> dict[str, Any]:
         "rmsf": _rmsf(inputs, matched),
         "summary": summarise(matched, names, "rmsd", SUMMARY, wins=("rmsd",)),
     }
-    if len(matched) < num_jumps:
-        missing = num_jumps - len(matched)
+    if non_finite:
+        shown = ", ".join(str(frame) for frame in non_finite[:10]) + (", ..." if len(non_finite) > 10 else "")
+        report["notes"].append(
+            f"reference frame(s) {shown} hold non-finite coordinates; their jumps are listed without a reference"
+        )
+    missing = num_jumps - len(matched) - len(non_finite)
+    if missing:
         report["notes"].append(
             f"{missing} of {num_jumps} jump times have no frame in the reference trajectory; "
             "they are listed without metrics (nothing is interpolated)"

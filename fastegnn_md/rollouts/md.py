@@ -25,7 +25,6 @@ from typing import Any, Optional, Union
 
 import MDAnalysis
 import numpy as np
-from MDAnalysis.coordinates.core import get_reader_for
 from MDAnalysis.lib.util import NamedStream
 
 from .. import spec_keys as keys
@@ -33,9 +32,11 @@ from ..adapters.mdanalysis.kind import MDTrajectoryKind
 from ..adapters.mdanalysis.reading import (
     TOPOLOGY_EXTENSIONS,
     atom_masses,
+    carries_topology,
+    find_topology,
     load_trajectory,
     open_universe,
-    resolve_md_files,
+    probe_trajectory,
     select_atoms,
     trajectory_frames,
 )
@@ -81,14 +82,14 @@ def resolve_topology(trajectory: Path, topology: Optional[PathLike], extra: dict
         if not path.is_file():
             raise DataError(f"--topology {path}: no such file")
         return path, str(path)
-    try:  # a same-stem file beside it, or the trajectory itself when it carries a topology (PDB, GRO)
-        found, _ = resolve_md_files(trajectory)
+    found = find_topology(trajectory)  # a same-stem file beside it
+    if found is not None:
         return found, str(found)
-    except DataError:
-        pass  # no file: try the checkpoint's topology below
+    if carries_topology(trajectory):  # the trajectory is its own topology (PDB, GRO)
+        return trajectory, str(trajectory)
+    traj_atoms = probe_trajectory(trajectory)  # an unreadable file is said first, not "no topology"
     stored = extra.get(keys.TOPOLOGY_PDB)
     stored_atoms = extra.get(keys.TOPOLOGY_NUM_ATOMS)
-    traj_atoms = _atom_count(trajectory)
     if stored and stored_atoms is not None and traj_atoms == stored_atoms:
         return NamedStream(io.StringIO(stored), "checkpoint-topology.pdb"), "topology stored in the checkpoint"
     looked = ", ".join(trajectory.stem + ext for ext in TOPOLOGY_EXTENSIONS)
@@ -112,17 +113,6 @@ def shipped_models_for(selection: Optional[str], num_atoms: int) -> list[str]:
             with_mmd = ckpt.training.get("config", {}).get("mmd_weight", 0) > 0
             found.append((not with_mmd, path.stem))  # full FastEGNN (with MMD) first, ablations after
     return [name for _, name in sorted(found)]
-
-
-def _atom_count(trajectory: Path) -> Optional[int]:
-    try:
-        reader = get_reader_for(str(trajectory))(str(trajectory))
-    except Exception:  # unreadable or a format that needs a topology to know its atoms
-        return None
-    try:
-        return int(reader.n_atoms)
-    finally:
-        reader.close()
 
 
 def _open(trajectory: Path, topology: Any) -> Any:
@@ -154,18 +144,21 @@ def default_start(times: np.ndarray, dt: float) -> int:
 
 
 class TrajectorySink(FrameSink):
-    """Streams predicted frames into ``out`` and the virtual nodes into ``<out stem>-virtual<ext>``."""
+    """Streams predicted frames into ``out`` and the virtual nodes into ``<out stem>-virtual<ext>``.
+
+    Frames go to ``<name>.partial<ext>`` while the rollout runs; `finish` writes the topology PDBs
+    and the virtual-node arrays and renames the trajectories into place, so a run that is killed
+    keeps its frames under the partial names and leaves a finished earlier result as it was.
+    """
 
     def __init__(self, case: "MDRollout", dt: float) -> None:
         self.case, self.dt = case, dt
         self.virtual_frames: list[np.ndarray] = []
         self.virtual_universe: Any = None
+        self.virtual_topology_positions: Optional[np.ndarray] = None
         self.virtual_writer: Optional[StreamingTrajectoryWriter] = None
-        start = case.start.positions
-        if case.predicted_topology != case.out:
-            write_pdb(case.selection_universe, start, case.predicted_topology)
-        self.writer = StreamingTrajectoryWriter(case.out, case.selection_universe, dt)
-        self.writer.write(start, case.start_time)
+        self.writer = StreamingTrajectoryWriter(case.out, case.selection_universe, dt, partial=True)
+        self.writer.write(case.start.positions, case.start_time)
 
     def write(self, frame: RolloutFrame) -> None:
         case = self.case
@@ -192,11 +185,10 @@ class TrajectorySink(FrameSink):
                 f"{case.virtual_topology.name} places them at the protein's centroid; "
                 f"{case.virtual_out.name} and {case.virtual_arrays.name} hold their real positions"
             )
-            placeholder = np.repeat(frame.positions.mean(axis=0, keepdims=True), count, 0)
-            write_pdb(self.virtual_universe, placeholder, case.virtual_topology)
+            self.virtual_topology_positions = np.repeat(frame.positions.mean(axis=0, keepdims=True), count, 0)
         else:
-            write_pdb(self.virtual_universe, frame.virtual_positions, case.virtual_topology)
-        self.virtual_writer = StreamingTrajectoryWriter(case.virtual_out, self.virtual_universe, self.dt)
+            self.virtual_topology_positions = np.array(frame.virtual_positions)
+        self.virtual_writer = StreamingTrajectoryWriter(case.virtual_out, self.virtual_universe, self.dt, partial=True)
 
     def close(self) -> None:
         try:
@@ -210,10 +202,18 @@ class TrajectorySink(FrameSink):
         return bool(self.virtual_frames)
 
     def finish(self, result: RolloutResult) -> None:
+        case = self.case
+        if case.predicted_topology != case.out:
+            write_pdb(case.selection_universe, case.start.positions, case.predicted_topology)
+        if self.virtual_universe is not None:
+            write_pdb(self.virtual_universe, self.virtual_topology_positions, case.virtual_topology)
         if self.has_virtual:
-            times = self.case.start_time + self.dt * np.arange(1, len(self.virtual_frames) + 1)
+            times = case.start_time + self.dt * np.arange(1, len(self.virtual_frames) + 1)
             positions = np.stack(self.virtual_frames)
-            write_atomically(self.case.virtual_arrays, lambda h: np.savez(h, positions=positions, times=times))
+            write_atomically(case.virtual_arrays, lambda h: np.savez(h, positions=positions, times=times))
+        if self.virtual_writer is not None:
+            self.virtual_writer.commit()
+        self.writer.commit()
 
 
 class MDRollout(RolloutCase):
@@ -311,7 +311,14 @@ class MDRollout(RolloutCase):
         self.virtual_out = virtual_stem.with_suffix(ext)
         self.virtual_topology = virtual_stem.with_suffix(".pdb")
         self.virtual_arrays = virtual_stem.with_suffix(".npz")
+        if not np.isfinite(positions[start]).all():
+            raise DataError(f"{trajectory}: frame {start} holds non-finite coordinates; pass another --start")
         self.start = start_velocity(positions, times, start, dt)
+        if not np.isfinite(self.start.velocities).all():
+            raise DataError(
+                f"{trajectory}: the frame before frame {start} that gives the start velocity holds non-finite "
+                "coordinates; pass another --start"
+            )
         self.start_time = float(times[start])
         self.selection_universe = standalone_universe(self.atoms)
 

@@ -20,6 +20,7 @@ Units are the checkpoint's (Å and ps for molecular models, the dataset's for SP
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Optional, Union
@@ -29,6 +30,7 @@ import numpy as np
 from ..checkpoint import Checkpoint
 from ..data.kinds import DataKind, registered_kinds
 from ..errors import DataError
+from ..io import OutputLock
 from ..predictor import Predictor
 from ..reports.per_jump import MODEL
 from ..rollout import TRIVIAL_PREDICTORS, Constraint, JumpFunction, RolloutFrame, RolloutResult, StartState, roll_out
@@ -91,7 +93,8 @@ class RolloutCase(ABC):
     Subclasses set ``kind`` (the `DataKind` class whose data they roll out; defining the
     subclass registers it for that kind) and ``default_checkpoint`` (a shipped model name, or
     None when ``--checkpoint`` is required), and fill, in `prepare`: ``start``, ``jumps``,
-    ``node_attrs``, ``max_displacement`` and ``constrain``. ``notes`` collects the notes the
+    ``node_attrs``, ``max_displacement``, ``constrain``, ``report_dir`` and ``out`` (the
+    predicted trajectory), which the pipeline locks while the rollout writes them. ``notes`` collects the notes the
     case makes along the way (in order).
     """
 
@@ -112,6 +115,8 @@ class RolloutCase(ABC):
         self.max_displacement: float = float("inf")
         self.constrain: Optional[Constraint] = None
         self.checkpoint_name: str = ""
+        self.report_dir: Path = Path(".")
+        self.out: Path = Path(".")
 
     @classmethod
     def from_cli(cls, args: Any) -> "RolloutCase":
@@ -181,16 +186,38 @@ def run_rollout(
     predictor = Predictor(ckpt.build_model(), ckpt.data_spec, ckpt.model_name, device, checkpoint=ckpt)
     check_rollout_safe(predictor)
     case.prepare(predictor, progress)
-    sink = case.open_sink(predictor)
-    try:
-        result = roll_out(
-            predictor, case.start, case.jumps, case.node_attrs, case.max_displacement, on_frame=sink.write,
-            progress=progress, constrain=case.constrain, jump=jump, seed=seed,
-        )
-    finally:
-        sink.close()
-    sink.finish(result)
+    if Path(case.report_dir).exists() and not Path(case.report_dir).is_dir():
+        raise DataError(f"{case.report_dir}: exists and is not a directory; the report needs a directory")
+    with ExitStack() as locks:
+        for target, is_directory in output_locks(case):
+            locks.enter_context(OutputLock(target, is_directory, "rollout"))
+        sink = case.open_sink(predictor)
+        try:
+            result = roll_out(
+                predictor, case.start, case.jumps, case.node_attrs, case.max_displacement, on_frame=sink.write,
+                progress=progress, constrain=case.constrain, jump=jump, seed=seed,
+            )
+        finally:
+            sink.close()
+        sink.finish(result)
+        outputs = _report(case, ckpt, predictor, sink, result, progress)
+    return outputs
 
+
+def output_locks(case: "RolloutCase") -> list[tuple[Path, bool]]:
+    """What a rollout locks while it writes: its report directory, and its predicted trajectory
+    when that lies elsewhere (two runs on either would mix their files)."""
+    report_dir = Path(case.report_dir)
+    locks = [(report_dir, True)]
+    out = Path(case.out)
+    if out.resolve().parent != report_dir.resolve():
+        locks.append((out, False))
+    return locks
+
+
+def _report(case: "RolloutCase", ckpt: Checkpoint, predictor: Predictor, sink: FrameSink, result: RolloutResult,
+            progress: bool) -> RolloutOutputs:
+    """Steps 5 and 6 of the module docstring: the trivial predictors, notes, info, the report."""
     shape = np.shape(case.start.positions)
     predictions = {MODEL: np.array([frame.positions for frame in result.frames]).reshape(-1, *shape)}
     for name, predictor_fn in TRIVIAL_PREDICTORS.items():

@@ -187,6 +187,9 @@ class SPHRollout(RolloutCase):
         frames = start + jump_frames * np.arange(self.jumps + 1)
         self.reference = traj.positions[frames].astype(np.float64)  # (K + 1, N, 3): start, then one per jump
         before = traj.positions[start - jump_frames].astype(np.float64)
+        for frame, values in [(start - jump_frames, before), *zip(frames.tolist(), self.reference)]:
+            if not np.isfinite(values).all():  # walls follow the reference, and every jump is scored
+                raise DataError(f"{where}: frame {frame} holds non-finite coordinates; pass another --start or --jumps")
         self.start = StartState(self.reference[0], backward_velocity(self.reference[0], before, spec.dt))
         self.walls = ~moving
         self.constrain = self.follow_walls if self.walls.any() else None

@@ -146,7 +146,7 @@ def test_load_md_pairs_psf_dcd_splits_and_spec():
     assert (spec["velocity_convention"], spec["cutoff"], spec["selection"]) == ("backward", 10.0, "backbone")
     assert (spec["num_nodes"], spec["num_node_attrs"]) == (BACKBONE_ATOMS, 1)
     assert spec["extra"]["node_attr_source"] == "charge"
-    assert spec["extra"]["topology"] == str(os.path.abspath(PSF))
+    assert spec["extra"]["topology"] == "adk.psf" and spec["extra"]["trajectory"] == ["adk_dims.dcd"]  # issue 13
     assert len(spec["extra"]["node_attrs"]) == BACKBONE_ATOMS and len(spec["extra"]["node_attrs"][0]) == 1
     DataSpec(**spec).check_fits(num_node_attrs=1, num_nodes=BACKBONE_ATOMS)
     assert list(dataset.splits) == ["train", "valid", "test"]
