@@ -94,6 +94,10 @@ ASE_TIME_PER_PS = 1000.0 * units.fs
 VELOCITY_POLICIES = ("predicted", "finite-difference", "maxwell-boltzmann")
 VELOCITY_INPUTS = ("auto", "atoms")
 
+#: Per-atom arrays holding atom names and residue names (the keys ase.io's PDB reader uses).
+ATOM_NAMES = "atomtypes"
+RESIDUE_NAMES = "residuenames"
+
 #: Properties an energy model would have and a jump model does not.
 _ENERGY_LIKE = ("energy", "free_energy", "energies", "stress", "stresses")
 
@@ -237,7 +241,7 @@ class FastEGNNCalculator(Calculator):
         masses = atoms.get_masses()
         index = self._check_atoms(atoms)
         model_velocities, source = self._velocity_input(positions, velocities)
-        jump = self._predict(positions[index], model_velocities[index])
+        jump = self._predict(positions[index], model_velocities[index], self._node_attrs(atoms, index))
         jumped = positions.copy()
         jumped[index] = jump.positions
         self.results = {
@@ -329,11 +333,30 @@ class FastEGNNCalculator(Calculator):
             self._warned_approximation = True
         return velocity_to_angstrom_per_ps(velocities_ase), "atoms"
 
-    def _predict(self, positions: np.ndarray, velocities: np.ndarray) -> Jump:
+    def _node_attrs(self, atoms: Atoms, index: np.ndarray) -> Optional[np.ndarray]:
+        """The model's node attributes: the ones given, else (identity checkpoints) computed from the
+        Atoms' names and residue names (``atoms.arrays["atomtypes"]``, ``["residuenames"]``, as ASE's
+        PDB reader and `atoms_from_mdanalysis` store them), else None (the checkpoint's)."""
+        if self.node_attrs is not None or not self.predictor.uses_identity:
+            return self.node_attrs
+        names, residues = atoms.arrays.get(ATOM_NAMES), atoms.arrays.get(RESIDUE_NAMES)
+        if names is None or residues is None:
+            raise DataError(
+                f"ASE Atoms: {self.checkpoint_name} computes its node attributes from atom identity and the Atoms "
+                f"have no atoms.arrays[{ATOM_NAMES!r}] and [{RESIDUE_NAMES!r}]; build them with "
+                "atoms_from_mdanalysis, read a PDB with ase.io, or pass node_attrs"
+            )
+        symbols = atoms.get_chemical_symbols()
+        return self.predictor.identity_attributes(
+            [str(n) for n in names[index]], [str(r) for r in residues[index]], [symbols[i] for i in index],
+            where="ASE Atoms",
+        )
+
+    def _predict(self, positions: np.ndarray, velocities: np.ndarray, node_attrs: Optional[np.ndarray]) -> Jump:
         memo = self._memo
         if memo is not None and np.array_equal(memo[0], positions) and np.array_equal(memo[1], velocities):
             return memo[2]
-        jump = self.predictor.predict(positions, velocities, self.node_attrs)
+        jump = self.predictor.predict(positions, velocities, node_attrs)
         self.model_calls += 1
         self._memo = (positions.copy(), np.array(velocities, copy=True), jump)
         return jump
@@ -560,6 +583,9 @@ def atoms_from_mdanalysis(universe_or_atomgroup: Any, frame: Optional[int] = Non
             atoms.set_masses(masses)
     if ts.has_velocities:
         atoms.set_velocities(velocity_from_angstrom_per_ps(np.asarray(group.velocities, dtype=np.float64)))
+    if hasattr(group, "names") and hasattr(group, "resnames"):  # identity for FastEGNNCalculator (ASE's PDB keys)
+        atoms.set_array(ATOM_NAMES, np.array([str(n) for n in group.names]))
+        atoms.set_array(RESIDUE_NAMES, np.array([str(r) for r in group.resnames]))
     atoms.info["mdanalysis_frame"] = int(ts.frame)
     atoms.info["mdanalysis_time_ps"] = float(ts.time)
     if ts.dimensions is not None:

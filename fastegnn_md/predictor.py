@@ -11,6 +11,7 @@ import torch
 
 from . import spec_keys
 from .checkpoint import Checkpoint, DataSpec, load_checkpoint
+from .chemistry import identity_attributes, uses_identity
 from .errors import DataError, NonFiniteJump
 from .graph import FramePair, collate
 from .models import JumpModel
@@ -78,7 +79,23 @@ class Predictor:
     def dt(self) -> float:
         return float(self.spec.dt)
 
+    @property
+    def uses_identity(self) -> bool:
+        """True if the model's node attributes come from atom identity (`fastegnn_md.chemistry`):
+        give them with `identity_attributes` (names, residue names, elements) for each system."""
+        return uses_identity(self.spec)
+
+    def identity_attributes(self, names, residue_names, elements=None, where: str = "atoms") -> np.ndarray:
+        """(N, 32) node attributes of atoms with these names, residue names and elements (see
+        `fastegnn_md.chemistry.identity_attributes`), for a checkpoint that `uses_identity`."""
+        return identity_attributes(names, residue_names, elements, where=where)
+
     def default_node_attrs(self, num_nodes: int) -> np.ndarray:
+        if self.uses_identity:
+            raise DataError(
+                "node_attrs: the checkpoint's node attributes come from atom identity (role, residue, element); "
+                "pass node_attrs=predictor.identity_attributes(names, residue_names)"
+            )
         stored = self.spec.extra.get(spec_keys.NODE_ATTRS)
         if stored is not None:
             attrs = np.asarray(stored, dtype=np.float64)

@@ -20,7 +20,8 @@ STRIDE = "stride"
 
 # MD trajectories.
 NODE_ATTRS = "node_attrs"  # (N, F) nested list: the node attributes the model was trained with
-NODE_ATTR_SOURCE = "node_attr_source"  # "charge" or "mass"
+NODE_ATTR_SOURCE = "node_attr_source"  # "charge", "mass" or "identity"
+NODE_ATTR_RECIPE = "node_attr_recipe"  # identity attributes: the chemistry.IDENTITY_RECIPE they follow
 TOPOLOGY = "topology"  # path of the topology file read in training
 TRAJECTORY = "trajectory"  # list of trajectory paths read in training
 MAKE_WHOLE = "make_whole"  # how periodic molecules were made whole

@@ -23,12 +23,14 @@ import numpy as np
 
 from ... import __version__
 from ... import spec_keys as keys
+from ...chemistry import IDENTITY_RECIPE
 from ...conventions import PHYSICAL, VELOCITY_CONVENTIONS, contiguous_splits, history_frames, positive_int
 from ...errors import DataError
 from ...graph import FramePair
 from ...io import write_atomically
 from .pairs import frame_pairs
 from .reading import (
+    NODE_ATTRIBUTE_SOURCES,
     UNITS,
     PathLike,
     _as_path_list,
@@ -89,6 +91,7 @@ def load_md_pairs(
     cutoff: Optional[float] = 10.0,
     cache_dir: Optional[PathLike] = None,
     progress: bool = True,
+    node_attrs: str = "charge",
 ) -> MDDataset:
     """Topology + trajectory -> train/valid/test FramePairs and the data spec, in one call.
 
@@ -106,6 +109,10 @@ def load_md_pairs(
         the cache format / package / MDAnalysis versions. The cache file also holds the
         topology's PDB text (below), so a cache hit needs neither file.
     progress : show a progress bar while reading frames.
+    node_attrs : ``"charge"`` (partial charges, else masses / 12.011; the attributes are stored
+        in the spec for this topology) or ``"identity"`` (`fastegnn_md.chemistry`: atom role,
+        residue type, element; the spec records the recipe and pins no atom count, so the model
+        serves other proteins and namings, their attributes computed from their topologies).
 
     Returns
     -------
@@ -124,6 +131,8 @@ def load_md_pairs(
         selection, no velocities for the physical convention, trajectory too short, ...
     """
     jump, stride = _check_load_args(jump, stride, velocity_convention, cutoff)
+    if node_attrs not in NODE_ATTRIBUTE_SOURCES:
+        raise DataError(f"node_attrs must be one of {', '.join(NODE_ATTRIBUTE_SOURCES)}, got {node_attrs!r}")
     top = _existing_file(topology).absolute()
     trajectories = [_existing_file(path).absolute() for path in _as_path_list(trajectory)]
     with_velocities = velocity_convention == PHYSICAL
@@ -131,12 +140,12 @@ def load_md_pairs(
 
     cache_file, key, data = None, "", None
     if cache_dir is not None:
-        key = cache_key([top, *trajectories], selection, stride, with_velocities)
+        key = cache_key([top, *trajectories], selection, stride, with_velocities, node_attrs)
         cache_file = Path(cache_dir) / f"md-{key}.npz"
         data = _read_cache(cache_file, key)
     cached = data is not None
     if data is None:
-        data = _process(top, trajectories, selection, stride, with_velocities, progress)
+        data = _process(top, trajectories, selection, stride, with_velocities, progress, node_attrs)
         if cache_file is not None:
             _write_cache(cache_file, key, data)
 
@@ -170,11 +179,12 @@ def _check_load_args(jump: Any, stride: Any, convention: str, cutoff: Optional[f
 
 
 def _process(
-    top: Path, trajectories: list[Path], selection: str, stride: int, with_velocities: bool, progress: bool
+    top: Path, trajectories: list[Path], selection: str, stride: int, with_velocities: bool, progress: bool,
+    node_attrs: str = "charge",
 ) -> _Processed:
     universe = open_universe(top, trajectories or None)
     atoms = select_atoms(universe, selection)
-    attrs, attr_source = node_attributes(atoms)
+    attrs, attr_source = node_attributes(atoms, node_attrs)
     if with_velocities and not universe.trajectory.ts.has_velocities:
         # Fail before the (possibly slow) make_whole; trajectory_frames checks every frame.
         raise DataError(_no_velocities(universe, universe.trajectory.ts.frame))
@@ -200,6 +210,7 @@ def _spec_fields(
     convention: str,
     cutoff: Optional[float],
 ) -> dict[str, Any]:
+    identity = data.node_attr_source == "identity"
     return {
         "units": {"length": UNITS["length"], "time": UNITS["time"]},
         "dt": jump * data.frame_dt,
@@ -207,14 +218,15 @@ def _spec_fields(
         "velocity_convention": convention,
         "cutoff": None if cutoff is None else float(cutoff),
         "num_node_attrs": int(data.node_attrs.shape[1]),
-        "num_nodes": int(data.positions.shape[1]),
+        # Identity attributes are computed for any atoms: such a model pins no atom count.
+        "num_nodes": None if identity else int(data.positions.shape[1]),
         "selection": selection,
         "extra": {
             keys.NODE_ATTR_SOURCE: data.node_attr_source,
             # Where the data were, relative to the data (not this machine's absolute paths): the
             # trajectory files by name, the topology relative to the first trajectory's folder.
             keys.TOPOLOGY: os.path.relpath(top, trajectories[0].parent) if trajectories else top.name,
-            keys.NODE_ATTRS: data.node_attrs.tolist(),
+            **({keys.NODE_ATTR_RECIPE: IDENTITY_RECIPE} if identity else {keys.NODE_ATTRS: data.node_attrs.tolist()}),
             keys.TRAJECTORY: [path.name for path in trajectories],
             keys.MAKE_WHOLE: data.make_whole,
             keys.JUMP: jump,
@@ -228,7 +240,8 @@ def _spec_fields(
     }
 
 
-def cache_key(files: Sequence[Path], selection: str, stride: int, with_velocities: bool) -> str:
+def cache_key(files: Sequence[Path], selection: str, stride: int, with_velocities: bool,
+              node_attrs: str = "charge") -> str:
     """sha256 hex digest identifying the processed arrays of these files and options."""
     described = []
     for path in files:
@@ -240,6 +253,8 @@ def cache_key(files: Sequence[Path], selection: str, stride: int, with_velocitie
         "stride": int(stride),
         "velocities": bool(with_velocities),
         "make_whole": MAKE_WHOLE_POLICY,
+        # Only a change of recipe changes the key, so caches of charge-attribute runs stay valid.
+        **({"node_attrs": IDENTITY_RECIPE} if node_attrs == "identity" else {}),
         "cache_format": CACHE_FORMAT_VERSION,
         "fastegnn_md": __version__,
         "mdanalysis": MDAnalysis.__version__,

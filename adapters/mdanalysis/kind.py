@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from ... import spec_keys as keys
+from ...chemistry import uses_identity
 from ...conventions import BACKWARD, canonical_convention
 from ...data.kinds import DataKind, Dataset, PathLike, TrainingDefaults
 from ...errors import DataError
@@ -37,6 +38,8 @@ class MDOptions:
     cutoff : radius-graph cutoff in Å (None: fully connected graphs).
     cache_dir : where the adapter caches the processed arrays (None: no cache).
     progress : progress bar while reading frames.
+    node_attrs : "charge" (partial charges, else masses) or "identity" (atom role, residue type,
+        element: `fastegnn_md.chemistry`; a model trained on them serves any protein and naming).
     """
 
     topology: Optional[Path] = None
@@ -47,6 +50,7 @@ class MDOptions:
     cutoff: Optional[float] = 10.0
     cache_dir: Optional[Path] = None
     progress: bool = True
+    node_attrs: str = "charge"
 
 
 def open_md_trajectory(path: PathLike, options: Optional[MDOptions] = None) -> Dataset:
@@ -68,6 +72,7 @@ def open_md_trajectory(path: PathLike, options: Optional[MDOptions] = None) -> D
         cutoff=options.cutoff,
         cache_dir=options.cache_dir,
         progress=options.progress,
+        node_attrs=options.node_attrs,
     )
     spec = dict(loaded.spec_fields)
     spec["extra"] = {**spec["extra"], keys.DATASET_FORMAT: keys.MD_FORMAT}
@@ -93,6 +98,7 @@ def md_options_for_spec(spec: Any, topology: Optional[Path] = None, cache_dir: O
         cutoff=spec.cutoff,
         cache_dir=cache_dir,
         progress=progress,
+        node_attrs="identity" if uses_identity(spec) else "charge",
     )
 
 
@@ -107,7 +113,7 @@ class MDTrajectoryKind(DataKind):
     training = TrainingDefaults(length_scale=MOLECULAR_LENGTH_SCALE)
     train_flags = {
         "--topology": "topology", "--selection": "selection", "--jump": "jump", "--stride": "stride",
-        "--velocity": "velocity_convention", "--cache-dir": "cache_dir",
+        "--velocity": "velocity_convention", "--cache-dir": "cache_dir", "--node-attrs": "node_attrs",
     }
     rollout_flags = {"--topology": "topology"}
     flag_hints = {"--frames": "use --jump/--stride"}

@@ -24,6 +24,7 @@ from MDAnalysis.coordinates.core import get_reader_for
 from tqdm.auto import tqdm
 
 from ...conventions import positive_int
+from ...chemistry import identity_attributes
 from ...errors import DataError
 
 PathLike = Union[str, os.PathLike]
@@ -323,8 +324,17 @@ def select_atoms(universe: MDAnalysis.Universe, selection: str = "backbone") -> 
     return atoms
 
 
-def node_attributes(atoms: MDAnalysis.AtomGroup) -> tuple[np.ndarray, str]:
+#: How node attributes are made: ``charge`` (partial charges, else masses) or ``identity``
+#: (atom role, residue type, element: `fastegnn_md.chemistry`).
+NODE_ATTRIBUTE_SOURCES = ("charge", "identity")
+
+
+def node_attributes(atoms: MDAnalysis.AtomGroup, source: str = "charge") -> tuple[np.ndarray, str]:
     """Per-atom node attributes ``a_i`` for the feature recipe (see `fastegnn_md.graph`).
+
+    ``source="identity"``: `fastegnn_md.chemistry.identity_attributes` of the atoms' names,
+    residue names and elements (when the topology has them), (N, 32); source ``"identity"``.
+    ``source="charge"`` (the default) as follows.
 
     Returns
     -------
@@ -342,6 +352,11 @@ def node_attributes(atoms: MDAnalysis.AtomGroup) -> tuple[np.ndarray, str]:
         If the topology has neither usable charges nor masses.
     """
     universe = atoms.universe
+    if source == "identity":
+        return identity_attributes(atoms.names, atoms.resnames, atom_elements(atoms), where=topology_name(universe)), \
+            "identity"
+    if source != "charge":
+        raise DataError(f"node attributes: {source!r} is not one of {', '.join(NODE_ATTRIBUTE_SOURCES)}")
     if hasattr(universe.atoms, "charges") and np.any(universe.atoms.charges != 0):
         return np.asarray(atoms.charges, dtype=np.float64)[:, None], "charge"
     masses = atom_masses(atoms)
@@ -351,6 +366,14 @@ def node_attributes(atoms: MDAnalysis.AtomGroup) -> tuple[np.ndarray, str]:
             "to use as node attributes"
         )
     return (masses / CARBON_MASS)[:, None], "mass"
+
+
+def atom_elements(atoms: MDAnalysis.AtomGroup) -> Optional[list[str]]:
+    """The topology's element symbols, or None when it has none (the names tell them then)."""
+    if not hasattr(atoms, "elements"):
+        return None
+    elements = [str(e) for e in atoms.elements]
+    return elements if all(e.strip() for e in elements) else None
 
 
 def atom_masses(atoms: MDAnalysis.AtomGroup) -> Optional[np.ndarray]:

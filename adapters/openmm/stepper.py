@@ -239,6 +239,14 @@ class FastEGNNStepper:
                 f"on {spec.num_nodes} (selection {spec.selection!r})"
             )
         self.residues = np.array([atom.residue.index for atom in topology.atoms()])
+        self.node_attrs: Optional[np.ndarray] = None  # None: the checkpoint's own
+        if self.predictor.uses_identity:  # from the Simulation's topology (its names are the force field's)
+            atoms = list(topology.atoms())
+            chosen = [atoms[int(i)] for i in self.selected]
+            self.node_attrs = self.predictor.identity_attributes(
+                [a.name for a in chosen], [a.residue.name for a in chosen],
+                [a.element.symbol if a.element is not None else None for a in chosen], where="OpenMM topology",
+            )
 
         force = openmm.CustomExternalForce(f"0.5*{RESTRAINT_K_PARAMETER}*((x-x0)^2+(y-y0)^2+(z-z0)^2)")
         force.addGlobalParameter(RESTRAINT_K_PARAMETER, 0.0)
@@ -338,7 +346,8 @@ class FastEGNNStepper:
         x_sel = x[self.selected]
         self.jumps += 1
         try:
-            predicted = self.predictor.predict(x_sel, self._model_velocities(x_sel, v[self.selected])).positions
+            velocities = self._model_velocities(x_sel, v[self.selected])
+            predicted = self.predictor.predict(x_sel, velocities, self.node_attrs).positions
         except NonFiniteJump as exc:  # the Context has not been touched
             if not self.guarded:
                 raise DataError(f"FastEGNNStepper: {exc} (unguarded mode)") from None

@@ -18,6 +18,7 @@ from .common import UsageError, add_device_arguments, fraction, positive_int, se
 KIND_FLAGS = {
     "--topology": "topology", "--selection": "selection", "--jump": "jump", "--stride": "stride",
     "--velocity": "velocity", "--cache-dir": "cache_dir", "--frames": "frames", "--gravity-axis": "gravity_axis",
+    "--node-attrs": "node_attrs",
 }
 
 
@@ -91,6 +92,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     train.add_argument("--jump", type=positive_int, default=None,
                        help="MD: frames per learned jump, after --stride (default 1); SPH: frames per jump (default 15)")
     train.add_argument("--stride", type=positive_int, default=None, help="MD: read every S-th frame (default 1)")
+    train.add_argument("--node-attrs", choices=("charge", "identity"), default=None,
+                       help="MD: node attributes from partial charges (charge, default) or from each atom's identity: "
+                            "backbone role, residue type, element (identity: one model for any protein and naming)")
     train.add_argument(
         "--velocity", choices=(*VELOCITY_CONVENTIONS, *CONVENTION_ALIASES), default=None,
         help="MD/SPH: input velocities from x_t - x_(t-jump) (backward, default), the file (physical, MD only) "

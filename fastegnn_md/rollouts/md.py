@@ -35,6 +35,7 @@ from ..adapters.mdanalysis.reading import (
     carries_topology,
     find_topology,
     load_trajectory,
+    node_attributes,
     open_universe,
     probe_trajectory,
     select_atoms,
@@ -271,6 +272,8 @@ class MDRollout(RolloutCase):
     def prepare(self, predictor: Predictor, progress: bool) -> None:
         trajectory, universe = self.trajectory, self.universe
         self.spec = predictor.spec
+        if predictor.uses_identity:  # computed from this topology (charges come from the checkpoint)
+            self.node_attrs, _ = node_attributes(self.atoms, "identity")
         make_whole(universe, self.atoms)
         positions, _, frame_dt = trajectory_frames(universe, self.atoms, progress=progress)
         t0 = float(universe.trajectory[0].time)
