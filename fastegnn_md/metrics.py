@@ -31,6 +31,8 @@ __all__ = [
     "kabsch_superpose",
     "kabsch_rmsd",
     "per_frame_kabsch_rmsd",
+    "aligned_mse",
+    "backbone_geometry",
     "radius_of_gyration",
     "rmsf",
     "per_residue",
@@ -192,6 +194,48 @@ def per_frame_kabsch_rmsd(
     ref = _as_coordinates(reference, "reference", (3,))
     _require_same_shape(pred, ref, "predicted", "reference")
     return _superposed_rmsd(pred, ref, _weight_fractions(weights, pred.shape[1]))
+
+
+def aligned_mse(predicted: ArrayLike, reference: ArrayLike) -> float:
+    """Mean squared coordinate error in Å² after removing the rigid motion between the frames.
+
+    ``predicted`` is superposed onto ``reference`` (both (N, 3), Å) by the proper rotation and
+    translation that minimise the squared error (`kabsch_superpose`, unweighted), then scored like
+    `position_mse`. A rigid rotation of the whole molecule — which no jump model can predict
+    from its inputs — then costs nothing; only internal motion is scored.
+    """
+    pred = _as_coordinates(predicted, "predicted", (2,))
+    ref = _as_coordinates(reference, "reference", (2,))
+    _require_same_shape(pred, ref, "predicted", "reference")
+    rotation, translation = _kabsch_batch(pred[None], ref[None], _weight_fractions(None, len(pred)))
+    return float(np.mean((pred @ rotation[0].T + translation[0] - ref) ** 2))
+
+
+#: Backbone distances between atoms of the same chain, by the atom names (and the residue step).
+BACKBONE_BONDS = (("N", "CA", 0), ("CA", "C", 0), ("C", "N", 1), ("CA", "CA", 1))
+
+
+def backbone_geometry(positions: ArrayLike, names: ArrayLike, residue_ids: ArrayLike) -> dict[str, np.ndarray]:
+    """Backbone bond lengths and consecutive CA–CA distances of one frame, in Å.
+
+    ``positions`` (N, 3) Å; ``names`` (N,) atom names; ``residue_ids`` (N,) residue numbers in
+    chain order. Returns ``{"N-CA": (M,), "CA-C": (M,), "C-N": (M',), "CA-CA": (M',)}``: within a
+    residue for the first two, between residue r and the next residue r + 1 for the others (the
+    peptide bond and the CA trace). Pairs whose atoms are missing are skipped.
+    """
+    coords = _as_coordinates(positions, "positions", (2,))
+    names = np.asarray(names).astype(str)
+    ids = np.asarray(residue_ids)
+    if names.shape != (len(coords),) or ids.shape != (len(coords),):
+        raise ValueError(f"names and residue_ids must have shape ({len(coords)},)")
+    index = {(int(r), n): i for i, (r, n) in enumerate(zip(ids, names))}
+    result = {}
+    for first, second, step in BACKBONE_BONDS:
+        pairs = [(i, index[(r + step, second)]) for (r, n), i in index.items()
+                 if n == first and (r + step, second) in index]
+        a, b = (np.array([p[k] for p in pairs], dtype=int) for k in (0, 1))
+        result[f"{first}-{second}"] = np.linalg.norm(coords[a] - coords[b], axis=1) if pairs else np.zeros(0)
+    return result
 
 
 # --------------------------------------------------------------------------- size and flexibility

@@ -162,6 +162,9 @@ def load_md_pairs(
         for name, inputs in frames.items()
     }
     spec = _spec_fields(data, top, trajectories, selection, jump, stride, velocity_convention, cutoff)
+    for key, name in ((keys.TRAIN_FRAMES, "train"), (keys.VALID_FRAMES, "valid")):  # in the file's numbering
+        inputs = frames[name]
+        spec["extra"][key] = [(inputs.start - history) * stride, (inputs.stop - 1 + jump) * stride]
     return MDDataset(splits=splits, spec_fields=spec, frames=frames, cached=cached)
 
 

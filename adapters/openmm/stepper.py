@@ -347,7 +347,10 @@ class FastEGNNStepper:
         self.jumps += 1
         try:
             velocities = self._model_velocities(x_sel, v[self.selected])
-            predicted = self.predictor.predict(x_sel, velocities, self.node_attrs).positions
+            # Identity attributes only when the model uses them: a model without them is
+            # called as before, predict(x, v), so wrappers written for that call keep working.
+            extra = () if self.node_attrs is None else (self.node_attrs,)
+            predicted = self.predictor.predict(x_sel, velocities, *extra).positions
         except NonFiniteJump as exc:  # the Context has not been touched
             if not self.guarded:
                 raise DataError(f"FastEGNNStepper: {exc} (unguarded mode)") from None

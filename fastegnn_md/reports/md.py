@@ -38,7 +38,8 @@ class ReportInputs:
         the rollout stopped); must include ``"model"``.
     start_time : time of the start frame (ps); jump k is at start_time + k·dt.
     reference_positions : (T, N, 3) Å, reference_times : (T,) ps: every frame of the trajectory.
-    masses : (N,) amu or None; residue_ids : (N,) residue of each atom.
+    masses : (N,) amu or None; residue_ids : (N,) residue of each atom; atom_names : (N,) atom
+        names or None (with N, CA and C among them the report adds the backbone geometry).
     """
 
     predictions: dict[str, np.ndarray]
@@ -51,6 +52,8 @@ class ReportInputs:
     masses: Optional[np.ndarray] = None
     notes: list[str] = field(default_factory=list)
     info: dict[str, Any] = field(default_factory=dict)
+    atom_names: Optional[np.ndarray] = None
+    training_frames: Optional[tuple[int, int]] = None
 
 
 def reference_frame_at(times: np.ndarray, time: float, dt: float) -> Optional[int]:
@@ -81,6 +84,43 @@ class PositionMSE(JumpMetric):
 
     def value(self, name: str, k: int, trajectory: np.ndarray, reference: np.ndarray) -> float:
         return metrics.position_mse(trajectory[k], reference)
+
+
+class AlignedMSE(JumpMetric):
+    """Position MSE after the rigid motion between the frames is removed (`metrics.aligned_mse`)."""
+
+    name = "aligned_mse"
+
+    def value(self, name: str, k: int, trajectory: np.ndarray, reference: np.ndarray) -> float:
+        return metrics.aligned_mse(trajectory[k], reference)
+
+
+class BackboneDistance(JumpMetric):
+    """Mean (or minimum) of one kind of backbone distance (`metrics.BACKBONE_BONDS`), Å, with the
+    reference frame's beside it."""
+
+    def __init__(self, kind: str, names: np.ndarray, residue_ids: np.ndarray, reduce: str = "mean") -> None:
+        self.kind, self.names, self.residue_ids, self.reduce = kind, names, residue_ids, reduce
+        self.name = f"{reduce}_{kind}"
+        self.reference_key = f"reference_{self.name}"
+
+    def _of(self, positions: np.ndarray) -> float:
+        values = metrics.backbone_geometry(positions, self.names, self.residue_ids)[self.kind]
+        return float(getattr(np, self.reduce)(values)) if values.size else float("nan")
+
+    def reference_value(self, k: int, reference: np.ndarray) -> float:
+        return self._of(reference)
+
+    def value(self, name: str, k: int, trajectory: np.ndarray, reference: np.ndarray) -> float:
+        return self._of(trajectory[k])
+
+
+#: The backbone distances the report follows: (distance kind, reduction).
+GEOMETRY = (("N-CA", "mean"), ("CA-C", "mean"), ("C-N", "mean"), ("CA-CA", "mean"), ("CA-CA", "min"))
+
+
+def has_backbone(names: Optional[np.ndarray]) -> bool:
+    return names is not None and {"N", "CA", "C"} <= set(np.asarray(names).astype(str).tolist())
 
 
 class RadiusOfGyration(JumpMetric):
@@ -121,6 +161,7 @@ SUMMARY = (
     SummaryStat("mean_rmsd", "rmsd", mean),
     SummaryStat("final_rmsd", "rmsd", final),
     SummaryStat("mean_mse", "mse", mean),
+    SummaryStat("mean_aligned_mse", "aligned_mse", mean),
 )
 
 
@@ -139,7 +180,15 @@ def compare(inputs: ReportInputs) -> dict[str, Any]:
         bases.append({"jump": k, "time_ps": time, "reference_frame": frame})
         references.append(None if frame is None else inputs.reference_positions[frame])
     trajectories = {name: with_start(start, frames) for name, frames in inputs.predictions.items()}
-    table = (KabschRMSD(inputs.masses), PositionMSE(), RadiusOfGyration(inputs.masses), ContactF1(inputs.residue_ids))
+    table: list[JumpMetric] = [KabschRMSD(inputs.masses), PositionMSE(), AlignedMSE(), RadiusOfGyration(inputs.masses),
+                               ContactF1(inputs.residue_ids)]
+    if has_backbone(inputs.atom_names):
+        table += [BackboneDistance(kind, inputs.atom_names, inputs.residue_ids, reduce) for kind, reduce in GEOMETRY]
+    if inputs.training_frames is not None:  # jumps that land on frames the checkpoint was trained on
+        low, high = inputs.training_frames
+        for base in bases:
+            frame = base["reference_frame"]
+            base["training_frame"] = frame is not None and low <= frame <= high
     per_jump = per_jump_rows(bases, references, trajectories, table)
     matched = [row for row in per_jump if row["reference_frame"] is not None]
     report = {
@@ -153,8 +202,18 @@ def compare(inputs: ReportInputs) -> dict[str, Any]:
         "notes": list(inputs.notes),
         "per_jump": per_jump,
         "rmsf": _rmsf(inputs, matched),
-        "summary": summarise(matched, names, "rmsd", SUMMARY, wins=("rmsd",)),
+        "summary": summarise(matched, names, "rmsd", SUMMARY, wins=("rmsd", "aligned_mse")),
     }
+    if inputs.training_frames is not None:
+        trained = [row["jump"] for row in per_jump if row.get("training_frame")]
+        report["training_jumps"] = trained
+        if trained:
+            report["notes"].append(
+                f"{len(trained)} of {num_jumps} jumps land on frames of this trajectory that the checkpoint was "
+                f"trained on (frames {inputs.training_frames[0]}-{inputs.training_frames[1]}); they are marked T"
+            )
+    if has_backbone(inputs.atom_names):
+        report["geometry"] = _geometry_summary(per_jump, names)
     if non_finite:
         shown = ", ".join(str(frame) for frame in non_finite[:10]) + (", ..." if len(non_finite) > 10 else "")
         report["notes"].append(
@@ -167,6 +226,20 @@ def compare(inputs: ReportInputs) -> dict[str, Any]:
             "they are listed without metrics (nothing is interpolated)"
         )
     return report
+
+
+def _geometry_summary(rows: list[dict[str, Any]], names: list[str]) -> dict[str, Any]:
+    """Means over the jumps with a reference of each backbone distance, per predictor and reference."""
+    summary: dict[str, Any] = {}
+    for kind, reduce in GEOMETRY:
+        key = f"{reduce}_{kind}"
+        scored = [row for row in rows if key in row]
+        entry = {"reference": float(np.nanmean([row[f"reference_{key}"] for row in scored])) if scored else None}
+        for name in names:
+            values = [row[key][name] for row in scored if name in row[key]]
+            entry[name] = float(np.nanmean(values)) if values else None
+        summary[key] = entry
+    return summary
 
 
 def _rmsf(inputs: ReportInputs, matched: list[dict[str, Any]]) -> dict[str, Any]:
@@ -218,13 +291,24 @@ def render_markdown(report: dict[str, Any], plots: dict[str, str]) -> str:
         doc.bullet(
             f"the learned jump has lower RMSD than **{name}** at {result['model_lower_rmsd']} "
             f"of {result['jumps']} jumps with a reference frame"
+            + (f", lower aligned MSE at {result['model_lower_aligned_mse']}" if "model_lower_aligned_mse" in result
+               else "")
         )
-    doc.line().line(f"Means over the {summary['jumps']} jumps where the model and the reference both have a frame.")
+    doc.line().line(f"Means over the {summary['jumps']} jumps where the model and the reference both have a frame. "
+                    "Aligned MSE: after removing the rigid motion between the frames, which no model can predict.")
     doc.line().table(
-        ["predictor", "mean RMSD (Å)", "final RMSD (Å)", "mean MSE (Å²)"],
-        ([name, fixed(summary["mean_rmsd"][name]), fixed(summary["final_rmsd"][name]), fixed(summary["mean_mse"][name])]
-         for name in names),
+        ["predictor", "mean RMSD (Å)", "final RMSD (Å)", "mean MSE (Å²)", "mean aligned MSE (Å²)"],
+        ([name, fixed(summary["mean_rmsd"][name]), fixed(summary["final_rmsd"][name]), fixed(summary["mean_mse"][name]),
+          fixed(summary.get("mean_aligned_mse", {}).get(name))] for name in names),
     )
+    geometry = report.get("geometry")
+    if geometry:
+        doc.heading("Backbone geometry").line(
+            "Mean over the jumps with a reference frame, Å: bonds within a residue (N–CA, CA–C), the peptide "
+            "bond (C–N) and consecutive CA–CA distances (mean and minimum)."
+        ).line()
+        keys = list(geometry)
+        doc.table(["", *keys], [[who, *(fixed(geometry[key].get(who)) for key in keys)] for who in ["reference", *names]])
     doc.heading("Per jump").line("Kabsch RMSD (Å) to the reference frame, radius of gyration (Å), contact-map F1.").line()
     header = ["jump", "time (ps)", "ref. frame", *(f"RMSD {n}" for n in names), "Rg ref.",
               *(f"Rg {n}" for n in names), *(f"F1 {n}" for n in names)]
@@ -233,8 +317,9 @@ def render_markdown(report: dict[str, Any], plots: dict[str, str]) -> str:
         if row["reference_frame"] is None:
             rows.append([str(row["jump"]), f"{row['time_ps']:g}", "no reference frame"] + [""] * (3 * len(names)))
             continue
+        frame = str(row["reference_frame"]) + (" T" if row.get("training_frame") else "")
         rows.append(
-            [str(row["jump"]), f"{row['time_ps']:g}", str(row["reference_frame"])]
+            [str(row["jump"]), f"{row['time_ps']:g}", frame]
             + [fixed(row["rmsd"].get(n)) for n in names]
             + [fixed(row["reference_radius_of_gyration"], 2)]
             + [fixed(row["radius_of_gyration"].get(n), 2) for n in names]
@@ -252,18 +337,37 @@ def write_plots(report: dict[str, Any], directory: Path) -> dict[str, Path]:
     if not rows:
         return plots.paths
 
-    fig = new_figure((10, 3.8))
-    axes = fig.subplots(1, 2)
-    for ax, metric in zip(axes, ("rmsd", "mse")):
+    fig = new_figure((15, 3.8))
+    axes = fig.subplots(1, 3)
+    for ax, metric in zip(axes, ("rmsd", "mse", "aligned_mse")):
         plot_predictors(ax, rows, "time_ps", metric, names)
     axes[0].set_ylabel("Kabsch RMSD to reference (Å)")
     axes[1].set_ylabel("position MSE (Å²)")
+    axes[2].set_ylabel("aligned MSE (Å²)")
     for ax in axes:
         ax.set_xlabel("time (ps)")
         ax.set_yscale("log")  # a drifting trivial predictor would otherwise flatten the others
         ax.grid(alpha=0.3, which="both")
     axes[0].legend()
     plots.save(fig, "rmsd")
+
+    # The comparison that matters, on its own scale: each predictor's error relative to no motion's.
+    if "no motion" in names and any("no motion" in row["aligned_mse"] for row in rows):
+        fig = new_figure()
+        ax = fig.subplots(1, 1)
+        for name in names:
+            if name == "no motion":
+                continue
+            points = [(row["time_ps"], row["aligned_mse"][name] / row["aligned_mse"]["no motion"]) for row in rows
+                      if name in row["aligned_mse"] and row["aligned_mse"].get("no motion")]
+            ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", ms=3, label=name)
+        ax.axhline(1.0, color="k", lw=1, ls="--", label="no motion")
+        ax.set_xlabel("time (ps)")
+        ax.set_ylabel("aligned MSE / no motion's")
+        ax.set_ylim(0.0, 2.0)  # above 2 the predictor is far worse than standing still: off the scale
+        ax.grid(alpha=0.3)
+        ax.legend()
+        plots.save(fig, "versus_no_motion")
 
     fig = new_figure()
     ax = fig.subplots(1, 1)

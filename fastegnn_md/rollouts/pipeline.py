@@ -33,7 +33,16 @@ from ..errors import DataError
 from ..io import OutputLock
 from ..predictor import Predictor
 from ..reports.per_jump import MODEL
-from ..rollout import TRIVIAL_PREDICTORS, Constraint, JumpFunction, RolloutFrame, RolloutResult, StartState, roll_out
+from ..rollout import (
+    TRIVIAL_PREDICTORS,
+    Constraint,
+    JumpFunction,
+    RolloutFrame,
+    RolloutResult,
+    StartState,
+    StopRollout,
+    roll_out,
+)
 from ..rollout import check_rollout_safe
 
 PathLike = Union[str, Path]
@@ -137,6 +146,11 @@ class RolloutCase(ABC):
     def open_sink(self, predictor: Predictor) -> FrameSink:
         """The sink of this rollout's frames (it may write the start frame at once)."""
 
+    def frame_problem(self, frame: RolloutFrame) -> Optional[str]:
+        """Why a frame leaves the physical range (the rollout then stops before it, like a
+        diverging one), or None. Default: no check beyond the loop's own."""
+        return None
+
     def closing_notes(self) -> list[str]:
         """Notes that come after the stop note."""
         return []
@@ -192,9 +206,16 @@ def run_rollout(
         for target, is_directory in output_locks(case):
             locks.enter_context(OutputLock(target, is_directory, "rollout"))
         sink = case.open_sink(predictor)
+
+        def on_frame(frame: RolloutFrame) -> None:
+            problem = case.frame_problem(frame)
+            if problem:
+                raise StopRollout(problem)
+            sink.write(frame)
+
         try:
             result = roll_out(
-                predictor, case.start, case.jumps, case.node_attrs, case.max_displacement, on_frame=sink.write,
+                predictor, case.start, case.jumps, case.node_attrs, case.max_displacement, on_frame=on_frame,
                 progress=progress, constrain=case.constrain, jump=jump, seed=seed,
             )
         finally:
