@@ -28,7 +28,7 @@ MAKE_WHOLE = "make_whole"  # how periodic molecules were made whole
 TOPOLOGY_PDB = "topology_pdb"  # the topology as PDB text
 TOPOLOGY_SCOPE = "topology_scope"  # "all" or "selection": which atoms TOPOLOGY_PDB holds
 TOPOLOGY_NUM_ATOMS = "topology_num_atoms"  # atoms in TOPOLOGY_PDB
-TRAIN_FRAMES = "train_frames"  # [first, last] frame of the trajectory file the train split read
+TRAIN_FRAMES = "train_frames"  # {file name: [first, last]} frames the train split read (older: one [first, last])
 VALID_FRAMES = "valid_frames"  # the same for the validation split
 
 # SPH datasets.

@@ -115,3 +115,33 @@ def test_one_checkpoint_drives_ase_atoms_built_from_a_backbone(identity_checkpoi
     atoms.calc = FastEGNNCalculator(identity_checkpoint, velocity_input="atoms")
     with pytest.raises(DataError, match=r"no atoms.arrays\['atomtypes'\] and \['residuenames'\]"):
         atoms.calc.get_property("jumped_positions", atoms)
+
+
+def test_replicas_are_split_one_by_one_and_never_paired_across_files(tmp_path):
+    """`train --replica`: every file gets its own contiguous blocks; the spec lists each file's
+    training frames; a replica of another system is refused naming it."""
+    from fastegnn_md.adapters.mdanalysis.kind import MDOptions, open_md_trajectory
+    from fastegnn_md.errors import DataError
+
+    villin = ROOT / "trajectories" / "villin"
+    options = MDOptions(stride=50, node_attrs="identity", progress=False,
+                        replicas=(villin / "villin_seed2.xtc",))
+    one = open_md_trajectory(villin / "villin_seed1.xtc", MDOptions(stride=50, node_attrs="identity", progress=False))
+    two = open_md_trajectory(villin / "villin_seed1.xtc", options)
+    for split in ("train", "valid", "test"):
+        assert len(two.load(split)) > len(one.load(split))
+    extra = two.spec_fields["extra"]
+    assert extra["trajectory"] == ["villin_seed1.xtc", "villin_seed2.xtc"]
+    assert set(extra["train_frames"]) == {"villin_seed1.xtc", "villin_seed2.xtc"}
+    # The pairs from the replica are exactly those of the replica read alone: its own blocks, and
+    # no pair has its input in one file and its target in the other.
+    alone = open_md_trajectory(villin / "villin_seed2.xtc", MDOptions(stride=50, node_attrs="identity", progress=False))
+    for split in ("train", "valid", "test"):
+        joined = [pair for pair in two.load(split) if pair.metadata["source"].endswith("villin_seed2.xtc")]
+        assert len(joined) == len(alone.load(split)) > 0
+        for a, b in zip(joined, alone.load(split)):
+            np.testing.assert_array_equal(a.positions, b.positions)
+            np.testing.assert_array_equal(a.target_positions, b.target_positions)
+    other = MDOptions(stride=10, progress=False, replicas=(ROOT / "trajectories" / "adk-obc" / "adk_obc.xtc",))
+    with pytest.raises(DataError, match="--replica .*adk_obc.xtc"):
+        open_md_trajectory(villin / "villin_seed1.xtc", other)

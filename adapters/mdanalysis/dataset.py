@@ -162,9 +162,12 @@ def load_md_pairs(
         for name, inputs in frames.items()
     }
     spec = _spec_fields(data, top, trajectories, selection, jump, stride, velocity_convention, cutoff)
-    for key, name in ((keys.TRAIN_FRAMES, "train"), (keys.VALID_FRAMES, "valid")):  # in the file's numbering
+    # The frames each split read, first and last, in the file's numbering, keyed by the file's
+    # name (files read as one chain get the joined names: a frame number spans them all).
+    read_as = "+".join(path.name for path in trajectories) or top.name
+    for key, name in ((keys.TRAIN_FRAMES, "train"), (keys.VALID_FRAMES, "valid")):
         inputs = frames[name]
-        spec["extra"][key] = [(inputs.start - history) * stride, (inputs.stop - 1 + jump) * stride]
+        spec["extra"][key] = {read_as: [(inputs.start - history) * stride, (inputs.stop - 1 + jump) * stride]}
     return MDDataset(splits=splits, spec_fields=spec, frames=frames, cached=cached)
 
 

@@ -40,6 +40,10 @@ class MDOptions:
     progress : progress bar while reading frames.
     node_attrs : "charge" (partial charges, else masses) or "identity" (atom role, residue type,
         element: `fastegnn_md.chemistry`; a model trained on them serves any protein and naming).
+    replicas : further trajectory files of the same system (independent runs: other seeds).
+        Each is read like the first (its own topology beside it unless ``topology`` is given)
+        and split into its own contiguous train/valid/test blocks; the splits are joined, so no
+        pair spans two files and every replica contributes to every split.
     """
 
     topology: Optional[Path] = None
@@ -51,6 +55,7 @@ class MDOptions:
     cache_dir: Optional[Path] = None
     progress: bool = True
     node_attrs: str = "charge"
+    replicas: tuple[Path, ...] = ()
 
 
 def open_md_trajectory(path: PathLike, options: Optional[MDOptions] = None) -> Dataset:
@@ -61,8 +66,19 @@ def open_md_trajectory(path: PathLike, options: Optional[MDOptions] = None) -> D
     """
     path = Path(path)
     options = options or MDOptions()
+    loaded = [_load_one(file, options) for file in (path, *map(Path, options.replicas))]
+    spec = dict(loaded[0].spec_fields)
+    if len(loaded) > 1:
+        spec = _joined_spec(spec, [(Path(file), part.spec_fields) for file, part in zip(options.replicas, loaded[1:])],
+                            path)
+    spec["extra"] = {**spec["extra"], keys.DATASET_FORMAT: keys.MD_FORMAT}
+    splits = {name: [pair for part in loaded for pair in part.splits[name]] for name in loaded[0].splits}
+    return Dataset(path, keys.MD_FORMAT, spec, splits=splits)
+
+
+def _load_one(path: Path, options: MDOptions) -> Any:
     topology, trajectory = resolve_md_files(path, options.topology)
-    loaded = load_md_pairs(
+    return load_md_pairs(
         topology,
         trajectory,
         selection=options.selection,
@@ -74,9 +90,35 @@ def open_md_trajectory(path: PathLike, options: Optional[MDOptions] = None) -> D
         progress=options.progress,
         node_attrs=options.node_attrs,
     )
-    spec = dict(loaded.spec_fields)
-    spec["extra"] = {**spec["extra"], keys.DATASET_FORMAT: keys.MD_FORMAT}
-    return Dataset(path, keys.MD_FORMAT, spec, splits=loaded.splits)
+
+
+def _joined_spec(first: dict[str, Any], others: list[tuple[Path, dict[str, Any]]], path: Path) -> dict[str, Any]:
+    """The first file's spec fields, extended by replicas that must describe the same system:
+    same atoms (count and node attributes) and the same jump in time. The trajectory names and
+    each file's training/validation frames are listed for all of them."""
+    extra = dict(first["extra"])
+    names = list(extra[keys.TRAJECTORY])
+    train, valid = dict(extra[keys.TRAIN_FRAMES]), dict(extra[keys.VALID_FRAMES])
+    for replica, fields in others:
+        if not math.isclose(fields["dt"], first["dt"], rel_tol=1e-6):
+            raise DataError(f"--replica {replica}: a jump spans {fields['dt']:g} ps here but "
+                            f"{first['dt']:g} ps in {path}; replicas need the same frame interval")
+        if fields["num_node_attrs"] != first["num_node_attrs"]:
+            raise DataError(f"--replica {replica}: {fields['num_node_attrs']} node attributes per atom, "
+                            f"{first['num_node_attrs']} in {path}")
+        mine, theirs = fields["extra"], first["extra"]
+        if first["num_nodes"] is not None and (fields["num_nodes"] != first["num_nodes"]
+                                               or mine.get(keys.NODE_ATTRS) != theirs.get(keys.NODE_ATTRS)):
+            raise DataError(f"--replica {replica}: the selection gives other atoms than in {path} "
+                            f"({fields['num_nodes']} against {first['num_nodes']} atoms, or other charges); "
+                            "replicas must be runs of the same system")
+        names += mine[keys.TRAJECTORY]
+        train.update(mine[keys.TRAIN_FRAMES])
+        valid.update(mine[keys.VALID_FRAMES])
+    if len(set(names)) != len(names):
+        raise DataError(f"--replica: the trajectory files must have different names, got {', '.join(names)}")
+    extra.update({keys.TRAJECTORY: names, keys.TRAIN_FRAMES: train, keys.VALID_FRAMES: valid})
+    return {**first, "extra": extra}
 
 
 def md_options_for_spec(spec: Any, topology: Optional[Path] = None, cache_dir: Optional[Path] = None,
@@ -114,6 +156,7 @@ class MDTrajectoryKind(DataKind):
     train_flags = {
         "--topology": "topology", "--selection": "selection", "--jump": "jump", "--stride": "stride",
         "--velocity": "velocity_convention", "--cache-dir": "cache_dir", "--node-attrs": "node_attrs",
+        "--replica": "replicas",
     }
     rollout_flags = {"--topology": "topology"}
     flag_hints = {"--frames": "use --jump/--stride"}
@@ -127,6 +170,11 @@ class MDTrajectoryKind(DataKind):
         return fmt == self.format or (fmt is None and keys.TOPOLOGY in spec.extra)
 
     def option_value(self, name: str, value: Any, where: str) -> Any:
+        if name == "replicas":
+            missing = [str(file) for file in value if not Path(file).is_file()]
+            if missing:
+                raise DataError(f"--replica {missing[0]}: no such trajectory file")
+            return tuple(Path(file) for file in value)
         return canonical_convention(value, "--velocity") if name == "velocity_convention" else value
 
     def open(self, path: PathLike, options: Any = None) -> Dataset:

@@ -18,7 +18,7 @@ from .common import UsageError, add_device_arguments, fraction, positive_int, se
 KIND_FLAGS = {
     "--topology": "topology", "--selection": "selection", "--jump": "jump", "--stride": "stride",
     "--velocity": "velocity", "--cache-dir": "cache_dir", "--frames": "frames", "--gravity-axis": "gravity_axis",
-    "--node-attrs": "node_attrs",
+    "--node-attrs": "node_attrs", "--replica": "replica",
 }
 
 
@@ -95,6 +95,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     train.add_argument("--node-attrs", choices=("charge", "identity"), default=None,
                        help="MD: node attributes from partial charges (charge, default) or from each atom's identity: "
                             "backbone role, residue type, element (identity: one model for any protein and naming)")
+    train.add_argument(
+        "--replica", type=Path, action="append", default=None, metavar="TRAJ",
+        help="MD: another run of the same system (repeat for more); each file is split into its own "
+             "train/valid/test blocks and no pair spans two files",
+    )
     train.add_argument(
         "--velocity", choices=(*VELOCITY_CONVENTIONS, *CONVENTION_ALIASES), default=None,
         help="MD/SPH: input velocities from x_t - x_(t-jump) (backward, default), the file (physical, MD only) "
