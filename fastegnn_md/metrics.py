@@ -32,6 +32,8 @@ __all__ = [
     "kabsch_rmsd",
     "per_frame_kabsch_rmsd",
     "aligned_mse",
+    "backbone_pairs",
+    "backbone_distances",
     "backbone_geometry",
     "radius_of_gyration",
     "rmsf",
@@ -204,38 +206,53 @@ def aligned_mse(predicted: ArrayLike, reference: ArrayLike) -> float:
     `position_mse`. A rigid rotation of the whole molecule — which no jump model can predict
     from its inputs — then costs nothing; only internal motion is scored.
     """
-    pred = _as_coordinates(predicted, "predicted", (2,))
-    ref = _as_coordinates(reference, "reference", (2,))
-    _require_same_shape(pred, ref, "predicted", "reference")
-    rotation, translation = _kabsch_batch(pred[None], ref[None], _weight_fractions(None, len(pred)))
-    return float(np.mean((pred @ rotation[0].T + translation[0] - ref) ** 2))
+    rotation, translation = kabsch_superpose(predicted, reference)
+    return position_mse(np.asarray(predicted, dtype=np.float64) @ rotation.T + translation, reference)
 
 
 #: Backbone distances between atoms of the same chain, by the atom names (and the residue step).
 BACKBONE_BONDS = (("N", "CA", 0), ("CA", "C", 0), ("C", "N", 1), ("CA", "CA", 1))
 
 
-def backbone_geometry(positions: ArrayLike, names: ArrayLike, residue_ids: ArrayLike) -> dict[str, np.ndarray]:
-    """Backbone bond lengths and consecutive CA–CA distances of one frame, in Å.
+def backbone_pairs(names: ArrayLike, residue_ids: ArrayLike) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """The atom index pairs of each kind of `BACKBONE_BONDS`, from the topology alone.
 
-    ``positions`` (N, 3) Å; ``names`` (N,) atom names; ``residue_ids`` (N,) residue numbers in
-    chain order. Returns ``{"N-CA": (M,), "CA-C": (M,), "C-N": (M',), "CA-CA": (M',)}``: within a
-    residue for the first two, between residue r and the next residue r + 1 for the others (the
-    peptide bond and the CA trace). Pairs whose atoms are missing are skipped.
+    ``names`` (N,) atom names; ``residue_ids`` (N,) residue numbers in chain order. Returns
+    ``{"N-CA": (a, b), "CA-C": ..., "C-N": ..., "CA-CA": ...}`` with index arrays ``a``, ``b``:
+    within a residue for the first two, between residue r and the next residue r + 1 for the
+    others (the peptide bond and the CA trace). Pairs whose atoms are missing are skipped.
+    Computed once per topology; `backbone_distances` then measures any frame.
     """
-    coords = _as_coordinates(positions, "positions", (2,))
     names = np.asarray(names).astype(str)
     ids = np.asarray(residue_ids)
-    if names.shape != (len(coords),) or ids.shape != (len(coords),):
-        raise ValueError(f"names and residue_ids must have shape ({len(coords)},)")
+    if names.ndim != 1 or ids.shape != names.shape:
+        raise ValueError(f"names and residue_ids must have the same shape (N,), got {names.shape} and {ids.shape}")
     index = {(int(r), n): i for i, (r, n) in enumerate(zip(ids, names))}
     result = {}
     for first, second, step in BACKBONE_BONDS:
         pairs = [(i, index[(r + step, second)]) for (r, n), i in index.items()
                  if n == first and (r + step, second) in index]
-        a, b = (np.array([p[k] for p in pairs], dtype=int) for k in (0, 1))
-        result[f"{first}-{second}"] = np.linalg.norm(coords[a] - coords[b], axis=1) if pairs else np.zeros(0)
+        result[f"{first}-{second}"] = tuple(np.array([p[k] for p in pairs], dtype=int) for k in (0, 1))
     return result
+
+
+def backbone_distances(positions: ArrayLike, pairs: dict[str, tuple[np.ndarray, np.ndarray]]) -> dict[str, np.ndarray]:
+    """The length (Å) of every pair of `backbone_pairs` in one frame ``positions`` (N, 3), Å."""
+    coords = _as_coordinates(positions, "positions", (2,))
+    return {kind: np.linalg.norm(coords[a] - coords[b], axis=1) for kind, (a, b) in pairs.items()}
+
+
+def backbone_geometry(positions: ArrayLike, names: ArrayLike, residue_ids: ArrayLike) -> dict[str, np.ndarray]:
+    """Backbone bond lengths and consecutive CA–CA distances of one frame, in Å.
+
+    ``positions`` (N, 3) Å; ``names``, ``residue_ids`` as in `backbone_pairs`. Returns
+    ``{"N-CA": (M,), "CA-C": (M,), "C-N": (M',), "CA-CA": (M',)}``. For many frames of one
+    topology, call `backbone_pairs` once and `backbone_distances` per frame.
+    """
+    coords = _as_coordinates(positions, "positions", (2,))
+    if np.asarray(names).shape != (len(coords),):
+        raise ValueError(f"names and residue_ids must have shape ({len(coords)},)")
+    return backbone_distances(coords, backbone_pairs(names, residue_ids))
 
 
 # --------------------------------------------------------------------------- size and flexibility

@@ -66,11 +66,11 @@ def open_md_trajectory(path: PathLike, options: Optional[MDOptions] = None) -> D
     """
     path = Path(path)
     options = options or MDOptions()
-    loaded = [_load_one(file, options) for file in (path, *map(Path, options.replicas))]
+    replicas = [Path(file) for file in options.replicas]
+    loaded = [_load_one(file, options) for file in (path, *replicas)]
     spec = dict(loaded[0].spec_fields)
-    if len(loaded) > 1:
-        spec = _joined_spec(spec, [(Path(file), part.spec_fields) for file, part in zip(options.replicas, loaded[1:])],
-                            path)
+    if replicas:
+        spec = _joined_spec(spec, [(file, part.spec_fields) for file, part in zip(replicas, loaded[1:])], path)
     spec["extra"] = {**spec["extra"], keys.DATASET_FORMAT: keys.MD_FORMAT}
     splits = {name: [pair for part in loaded for pair in part.splits[name]] for name in loaded[0].splits}
     return Dataset(path, keys.MD_FORMAT, spec, splits=splits)

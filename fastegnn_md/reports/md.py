@@ -100,12 +100,13 @@ class BackboneDistance(JumpMetric):
     reference frame's beside it."""
 
     def __init__(self, kind: str, names: np.ndarray, residue_ids: np.ndarray, reduce: str = "mean") -> None:
-        self.kind, self.names, self.residue_ids, self.reduce = kind, names, residue_ids, reduce
+        self.kind, self.reduce = kind, reduce
+        self.pairs = {kind: metrics.backbone_pairs(names, residue_ids)[kind]}  # the topology, read once
         self.name = f"{reduce}_{kind}"
         self.reference_key = f"reference_{self.name}"
 
     def _of(self, positions: np.ndarray) -> float:
-        values = metrics.backbone_geometry(positions, self.names, self.residue_ids)[self.kind]
+        values = metrics.backbone_distances(positions, self.pairs)[self.kind]
         return float(getattr(np, self.reduce)(values)) if values.size else float("nan")
 
     def reference_value(self, k: int, reference: np.ndarray) -> float:

@@ -349,7 +349,8 @@ class MDRollout(RolloutCase):
         self.atom_names, self.residue_ids = self.atoms.names.astype(str), self.atoms.resids.copy()
         self.start_geometry, self.geometry_left = None, None
         if has_backbone(self.atom_names):
-            self.start_geometry = metrics.backbone_geometry(self.start.positions, self.atom_names, self.residue_ids)
+            self.backbone_pairs = metrics.backbone_pairs(self.atom_names, self.residue_ids)
+            self.start_geometry = metrics.backbone_distances(self.start.positions, self.backbone_pairs)
         self.training_frames = _training_frames(self.spec, trajectory)
 
     def geometry_problem(self, positions: np.ndarray) -> Optional[str]:
@@ -357,7 +358,7 @@ class MDRollout(RolloutCase):
         length moved more than `BOND_TOLERANCE` from the start frame's, or a CA–CA clash."""
         if self.start_geometry is None:
             return None
-        now = metrics.backbone_geometry(positions, self.atom_names, self.residue_ids)
+        now = metrics.backbone_distances(positions, self.backbone_pairs)
         for kind in ("N-CA", "CA-C", "C-N"):
             start, current = self.start_geometry[kind], now[kind]
             if start.size and current.size:
