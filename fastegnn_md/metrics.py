@@ -32,6 +32,7 @@ __all__ = [
     "kabsch_rmsd",
     "per_frame_kabsch_rmsd",
     "aligned_mse",
+    "superpose_onto",
     "backbone_pairs",
     "backbone_distances",
     "backbone_geometry",
@@ -170,6 +171,22 @@ def kabsch_superpose(
     _require_same_shape(mob, tgt, "mobile", "target")
     rotation, translation = _kabsch_batch(mob[None], tgt[None], _weight_fractions(weights, len(mob)))
     return rotation[0], translation[0]
+
+
+def superpose_onto(
+    frames: ArrayLike, reference: ArrayLike, weights: ArrayLike | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Every frame of ``frames`` (T, N, 3) rigidly superposed onto ``reference`` (N, 3), Å.
+
+    Returns the superposed frames (T, N, 3) and the proper rotations (T, 3, 3) applied (rotate
+    vectors such as velocities with ``v @ rotation[t].T``). ``weights`` as in `kabsch_superpose`.
+    """
+    mob = _as_coordinates(frames, "frames", (3,))
+    ref = _as_coordinates(reference, "reference", (2,))
+    if mob.shape[1:] != ref.shape:
+        raise ValueError(f"frames have {mob.shape[1]} atoms, the reference {len(ref)}")
+    rotation, translation = _kabsch_batch(mob, np.broadcast_to(ref, mob.shape), _weight_fractions(weights, len(ref)))
+    return np.einsum("tnj,tij->tni", mob, rotation) + translation[:, None, :], rotation
 
 
 def kabsch_rmsd(mobile: ArrayLike, target: ArrayLike, weights: ArrayLike | None = None) -> float:

@@ -13,10 +13,11 @@ def one_thread():
     torch.set_num_threads(before)
 
 
-def train_tiny_md_model(directory, topology, trajectory, jump: int, **config):
+def train_tiny_md_model(directory, topology, trajectory, jump: int, fit: str = "none", **config):
     """Train a tiny FastEGNN (hidden 8, 1 layer, 1 epoch on 4 pairs) on real MD files; returns best.pt.
 
-    ``config`` overrides `TrainConfig` fields (e.g. drop_rate, length_scale). Tests that need a real
+    ``fit`` is `load_md_pairs`' (rigid motion removed or not); ``config`` overrides `TrainConfig`
+    fields (e.g. drop_rate, length_scale). Tests that need a real
     checkpoint with an MD data spec use this instead of each training their own.
     """
     import warnings
@@ -28,7 +29,7 @@ def train_tiny_md_model(directory, topology, trajectory, jump: int, **config):
     torch.set_num_threads(1)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        data = load_md_pairs(topology, trajectory, jump=jump, progress=False)
+        data = load_md_pairs(topology, trajectory, jump=jump, progress=False, fit=fit)
     settings = dict(hidden=8, layers=1, cutoff=10.0, epochs=1, batch_size=2, sigma=1.0, mmd_weight=0.5, mmd_samples=20)
     settings.update(config)
     Trainer(TrainConfig(**settings), data.splits["train"][:4], data.splits["valid"][:2], directory,

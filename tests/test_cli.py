@@ -82,10 +82,14 @@ def test_generate_train_evaluate(tmp_path, capsys, monkeypatch):
     assert math.isfinite(result["mse"]) and result["mse"] > 0
     assert result["seconds"] > 0 and result["egnn_seconds"] > 0
     assert result["relative_time"] == pytest.approx(result["seconds"] / result["egnn_seconds"])
+    assert set(result["baselines"]) == {"no_motion", "constant_velocity"}
+    no_motion = result["baselines"]["no_motion"]["mse"]
+    assert result["gain_over_no_motion"]["mse"] == pytest.approx(1 - result["mse"] / no_motion)
 
     assert main(["evaluate", str(run / "best.pt"), "--data", str(data), "--repeats", "1", "--split", "valid"]) == 0
     out, _ = capsys.readouterr()
-    assert "on 3 valid examples" in out and "MSE" in out
+    assert "3 valid examples" in out and "aligned MSE" in out
+    assert "no motion" in out and "constant velocity" in out and "model against no motion" in out
 
 
 # ----------------------------------------------------------------------------- errors

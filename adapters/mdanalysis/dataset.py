@@ -28,6 +28,7 @@ from ...conventions import PHYSICAL, VELOCITY_CONVENTIONS, contiguous_splits, hi
 from ...errors import DataError
 from ...graph import FramePair
 from ...io import write_atomically
+from .fit import NO_FIT, check_fit_mode, fit_frames
 from .pairs import frame_pairs
 from .reading import (
     NODE_ATTRIBUTE_SOURCES,
@@ -92,6 +93,7 @@ def load_md_pairs(
     cache_dir: Optional[PathLike] = None,
     progress: bool = True,
     node_attrs: str = "charge",
+    fit: str = NO_FIT,
 ) -> MDDataset:
     """Topology + trajectory -> train/valid/test FramePairs and the data spec, in one call.
 
@@ -113,6 +115,9 @@ def load_md_pairs(
         in the spec for this topology) or ``"identity"`` (`fastegnn_md.chemistry`: atom role,
         residue type, element; the spec records the recipe and pins no atom count, so the model
         serves other proteins and namings, their attributes computed from their topologies).
+    fit : ``"none"`` (lab frame) or ``"first-frame"``: every frame superposed onto the first
+        before pairs are made (`fit.fit_frames`; the cache holds the unfitted frames). Recorded
+        in the spec (``extra["fit"]``) when not "none".
 
     Returns
     -------
@@ -131,6 +136,7 @@ def load_md_pairs(
         selection, no velocities for the physical convention, trajectory too short, ...
     """
     jump, stride = _check_load_args(jump, stride, velocity_convention, cutoff)
+    check_fit_mode(fit, "fit")
     if node_attrs not in NODE_ATTRIBUTE_SOURCES:
         raise DataError(f"node_attrs must be one of {', '.join(NODE_ATTRIBUTE_SOURCES)}, got {node_attrs!r}")
     top = _existing_file(topology).absolute()
@@ -149,19 +155,22 @@ def load_md_pairs(
         if cache_file is not None:
             _write_cache(cache_file, key, data)
 
+    positions, velocities = fit_frames(data.positions, data.velocities, fit)
     history = history_frames(jump, velocity_convention)
     try:
-        frames = contiguous_splits(len(data.positions), jump=jump, history=history)
+        frames = contiguous_splits(len(positions), jump=jump, history=history)
     except DataError as exc:
         raise DataError(f"{source}: with stride {stride}, {exc}") from None
     splits = {
         name: frame_pairs(
-            data.positions, data.velocities, data.node_attrs, data.masses, data.frame_dt,
+            positions, velocities, data.node_attrs, data.masses, data.frame_dt,
             jump, velocity_convention, frames=inputs, source=source,
         )
         for name, inputs in frames.items()
     }
     spec = _spec_fields(data, top, trajectories, selection, jump, stride, velocity_convention, cutoff)
+    if fit != NO_FIT:
+        spec["extra"][keys.FIT] = fit
     # The frames each split read, first and last, in the file's numbering, keyed by the file's
     # name (files read as one chain get the joined names: a frame number spans them all).
     read_as = "+".join(path.name for path in trajectories) or top.name

@@ -19,6 +19,7 @@ from ...conventions import BACKWARD, canonical_convention
 from ...data.kinds import DataKind, Dataset, PathLike, TrainingDefaults
 from ...errors import DataError
 from .dataset import load_md_pairs
+from .fit import NO_FIT, check_fit_mode, fit_mode_of
 from .reading import resolve_md_files
 
 #: Default length scale of molecular data (Å): the paper's 10 Å cutoff, so neighbour distances
@@ -44,6 +45,8 @@ class MDOptions:
         Each is read like the first (its own topology beside it unless ``topology`` is given)
         and split into its own contiguous train/valid/test blocks; the splits are joined, so no
         pair spans two files and every replica contributes to every split.
+    fit : "none" (lab frame) or "first-frame": each file's frames superposed onto its first
+        (`fit`), removing the rigid tumbling no jump can predict.
     """
 
     topology: Optional[Path] = None
@@ -56,6 +59,7 @@ class MDOptions:
     progress: bool = True
     node_attrs: str = "charge"
     replicas: tuple[Path, ...] = ()
+    fit: str = NO_FIT
 
 
 def open_md_trajectory(path: PathLike, options: Optional[MDOptions] = None) -> Dataset:
@@ -89,6 +93,7 @@ def _load_one(path: Path, options: MDOptions) -> Any:
         cache_dir=options.cache_dir,
         progress=options.progress,
         node_attrs=options.node_attrs,
+        fit=options.fit,
     )
 
 
@@ -141,6 +146,7 @@ def md_options_for_spec(spec: Any, topology: Optional[Path] = None, cache_dir: O
         cache_dir=cache_dir,
         progress=progress,
         node_attrs="identity" if uses_identity(spec) else "charge",
+        fit=fit_mode_of(extra),
     )
 
 
@@ -156,7 +162,7 @@ class MDTrajectoryKind(DataKind):
     train_flags = {
         "--topology": "topology", "--selection": "selection", "--jump": "jump", "--stride": "stride",
         "--velocity": "velocity_convention", "--cache-dir": "cache_dir", "--node-attrs": "node_attrs",
-        "--replica": "replicas",
+        "--replica": "replicas", "--fit": "fit",
     }
     rollout_flags = {"--topology": "topology"}
     flag_hints = {"--frames": "use --jump/--stride"}
@@ -175,6 +181,8 @@ class MDTrajectoryKind(DataKind):
             if missing:
                 raise DataError(f"--replica {missing[0]}: no such trajectory file")
             return tuple(Path(file) for file in value)
+        if name == "fit":
+            return check_fit_mode(value, "--fit")
         return canonical_convention(value, "--velocity") if name == "velocity_convention" else value
 
     def open(self, path: PathLike, options: Any = None) -> Dataset:

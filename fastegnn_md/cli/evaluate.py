@@ -46,9 +46,21 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(result, indent=2))
     else:
-        print(
-            f"{result['model']} on {len(pairs)} {args.split} examples: MSE {result['mse']:.6g} "
-            f"({ckpt.data_spec.units['length']}^2); inference {result['seconds']:.3f} s, "
-            f"{result['relative_time']:.3f}x EGNN ({result['egnn_seconds']:.3f} s, same process)"
-        )
+        print(format_result(result, len(pairs), args.split, ckpt.data_spec.units["length"]))
     return 0
+
+
+def format_result(result: dict, examples: int, split: str, length_unit: str) -> str:
+    """The evaluation as a small table: model, no motion and constant velocity, lab and aligned."""
+    gain = result["gain_over_no_motion"]
+    rows = [("model " + result["model"], {"mse": result["mse"], "aligned_mse": result["aligned_mse"]})]
+    rows += [(name.replace("_", " "), scores) for name, scores in result["baselines"].items()]
+    width = max(len(name) for name, _ in rows)
+    lines = [f"{examples} {split} examples, MSE in {length_unit}^2 (aligned: rigid motion removed per frame)",
+             f"  {'':{width}}  {'lab MSE':>12}  {'aligned MSE':>12}"]
+    lines += [f"  {name:{width}}  {s['mse']:12.6g}  {s['aligned_mse']:12.6g}" for name, s in rows]
+    lines.append(f"  model against no motion: {100 * gain['mse']:+.1f} % lab, {100 * gain['aligned_mse']:+.1f} % aligned "
+                 "(positive: the model is better)")
+    lines.append(f"  inference {result['seconds']:.3f} s, {result['relative_time']:.3f}x EGNN "
+                 f"({result['egnn_seconds']:.3f} s, same process)")
+    return "\n".join(lines)

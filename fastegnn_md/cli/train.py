@@ -18,7 +18,7 @@ from .common import UsageError, add_device_arguments, fraction, positive_int, se
 KIND_FLAGS = {
     "--topology": "topology", "--selection": "selection", "--jump": "jump", "--stride": "stride",
     "--velocity": "velocity", "--cache-dir": "cache_dir", "--frames": "frames", "--gravity-axis": "gravity_axis",
-    "--node-attrs": "node_attrs", "--replica": "replica",
+    "--node-attrs": "node_attrs", "--replica": "replica", "--fit": "fit",
 }
 
 
@@ -99,6 +99,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "--replica", type=Path, action="append", default=None, metavar="TRAJ",
         help="MD: another run of the same system (repeat for more); each file is split into its own "
              "train/valid/test blocks and no pair spans two files",
+    )
+    train.add_argument(
+        "--fit", choices=("none", "first-frame"), default=None,
+        help="MD: remove the molecule's rigid motion before pairs are made: superpose every frame onto "
+             "its file's first (first-frame), or keep the lab frame (none, default)",
     )
     train.add_argument(
         "--velocity", choices=(*VELOCITY_CONVENTIONS, *CONVENTION_ALIASES), default=None,

@@ -28,6 +28,7 @@ import numpy as np
 from MDAnalysis.lib.util import NamedStream
 
 from .. import spec_keys as keys
+from ..adapters.mdanalysis.fit import fit_frames, fit_mode_of
 from ..adapters.mdanalysis.kind import MDTrajectoryKind
 from ..adapters.mdanalysis.reading import (
     TOPOLOGY_EXTENSIONS,
@@ -298,6 +299,9 @@ class MDRollout(RolloutCase):
             self.node_attrs, _ = node_attributes(self.atoms, "identity")
         make_whole(universe, self.atoms)
         positions, _, frame_dt = trajectory_frames(universe, self.atoms, progress=progress)
+        # A model trained on fitted frames (rigid motion removed) rolls out, and is compared, in the
+        # same frame: this trajectory's frames superposed onto its first.
+        positions, _ = fit_frames(positions, None, fit_mode_of(self.spec.extra))
         t0 = float(universe.trajectory[0].time)
         times = t0 + frame_dt * np.arange(len(positions))
         dt = predictor.dt
