@@ -8,7 +8,7 @@ model's number is always read against what not learning gives.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Optional, Sequence
 
 import numpy as np
 import torch
@@ -17,13 +17,8 @@ from . import metrics
 from .checkpoint import Checkpoint
 from .graph import FramePair, feature_dims
 from .models import JumpModel, build_model
+from .rollout import TRIVIAL_PREDICTORS, StartState
 from .training import batches, time_inference
-
-#: The predictors scored beside every model, as functions of one example and its jump (source time unit).
-TRIVIAL_PREDICTORS: dict[str, Callable[[FramePair, float], np.ndarray]] = {
-    "no_motion": lambda pair, dt: np.asarray(pair.positions, dtype=np.float64),
-    "constant_velocity": lambda pair, dt: np.asarray(pair.positions, dtype=np.float64) + dt * pair.velocities,
-}
 
 
 def reference_egnn(ckpt: Checkpoint) -> torch.nn.Module:
@@ -81,7 +76,9 @@ def jump_scores(pairs: Sequence[FramePair], predicted: Sequence[np.ndarray], dt:
         raise ValueError(f"{len(predicted)} predictions for {len(pairs)} pairs")
     jumps = [float(pair.metadata.get("dt", dt)) for pair in pairs]
     guesses = {"model": list(predicted)}
-    guesses.update({name: [f(pair, jump) for pair, jump in zip(pairs, jumps)] for name, f in TRIVIAL_PREDICTORS.items()})
+    for name, predict in TRIVIAL_PREDICTORS.items():  # one jump of the rollout's trivial predictors
+        starts = [StartState(np.asarray(pair.positions, dtype=np.float64), pair.velocities) for pair in pairs]
+        guesses[name.replace(" ", "_")] = [predict(start, 1, jump)[0] for start, jump in zip(starts, jumps)]
     scores = {}
     for name, positions in guesses.items():
         scored = [_scored(pair, np.asarray(guess, dtype=np.float64)) for pair, guess in zip(pairs, positions)]
