@@ -28,6 +28,7 @@ from .graph import FramePair, GraphBatch, collate, feature_dims
 from .io import write_atomically
 from .losses import mmd_loss, moving_subset, position_mse
 from .models import JumpModel, build_model, model_hparams
+from .rollout_training import RolloutTraining
 from .geometry import unit_gravity_axis
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
@@ -46,6 +47,8 @@ class TrainConfig:
     in benchmarks/RESULTS.md). gravity_axis (a 3-vector, stored normalised; None = no term)
     switches on the models' learned gravity term (`fastegnn_md.models.contract.JumpModel`); the
     checkpoint's data spec records it. The CLI takes it from the dataset (SPH: metadata or −y).
+    input_noise (length unit; 0 = off) and unroll (K jumps; 1 = off) train for rollouts
+    (`fastegnn_md.rollout_training`: random-walk noise on the velocity history, pushforward).
     """
 
     model: str = "fastegnn"
@@ -65,6 +68,8 @@ class TrainConfig:
     grad_clip: Optional[float] = None
     length_scale: float = 1.0
     gravity_axis: Optional[list[float]] = None
+    input_noise: float = 0.0
+    unroll: int = 1
     seed: int = 0
     dtype: str = "float32"
     device: str = "cpu"
@@ -74,7 +79,7 @@ class TrainConfig:
             raise ValueError(f"dtype must be one of {list(DTYPES)}, got {self.dtype!r}")
         if not 0.0 <= self.drop_rate <= 1.0:
             raise ValueError(f"drop_rate must be in [0, 1], got {self.drop_rate}")
-        for name in ("batch_size", "epochs", "patience", "mmd_samples", "hidden", "layers", "virtual_nodes"):
+        for name in ("batch_size", "epochs", "patience", "mmd_samples", "hidden", "layers", "virtual_nodes", "unroll"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.cutoff is not None and not (math.isfinite(self.cutoff) and self.cutoff > 0):
@@ -87,7 +92,7 @@ class TrainConfig:
             raise ValueError(f"grad_clip must be a positive number, got {self.grad_clip}")
         if self.gravity_axis is not None:
             self.gravity_axis = unit_gravity_axis(self.gravity_axis)
-        for name in ("lr", "weight_decay", "mmd_weight"):
+        for name in ("lr", "weight_decay", "mmd_weight", "input_noise"):
             value = getattr(self, name)
             if not (math.isfinite(value) and value >= 0):
                 raise ValueError(f"{name} must be a finite number >= 0, got {value}")
@@ -255,6 +260,11 @@ class Trainer:
         self.mmd_rng = torch.Generator(device=config.device).manual_seed(config.seed + 1)
         self.state = TrainState()
         self.uses_mmd = config.mmd_weight > 0
+        try:
+            self.rollout_training = RolloutTraining(train_pairs, config.input_noise, config.unroll, config.seed + 2,
+                                                    self.spec.velocity_convention)
+        except ValueError as exc:
+            raise FastEGNNError(f"{dataset_name or 'training data'}: {exc}") from None
 
     # ----------------------------------------------------------------- persistence
     def summary(self) -> dict[str, Any]:
@@ -273,6 +283,7 @@ class Trainer:
             "optimizer": self.optimizer.state_dict(),
             "shuffle_rng": self.shuffle_rng.get_state(),
             "mmd_rng": self.mmd_rng.get_state(),
+            "rollout_rng": self.rollout_training.state(),
             "epoch": self.state.epoch,
             "best_valid_mse": self.state.best_valid_mse,
             "best_epoch": self.state.best_epoch,
@@ -310,6 +321,8 @@ class Trainer:
         self.optimizer.load_state_dict(ckpt.resume["optimizer"])
         self.shuffle_rng.set_state(ckpt.resume["shuffle_rng"])
         self.mmd_rng.set_state(ckpt.resume["mmd_rng"])
+        if "rollout_rng" in ckpt.resume:
+            self.rollout_training.set_state(ckpt.resume["rollout_rng"])
         self.state = TrainState(
             epoch=int(ckpt.resume["epoch"]),
             best_valid_mse=float(ckpt.resume["best_valid_mse"]),
@@ -356,7 +369,7 @@ class Trainer:
         num_batches = math.ceil(len(order) / config.batch_size)
         sums = {"loss": 0.0, "mse": 0.0, "mmd": 0.0}
         bar = tqdm(
-            batches(self.train_pairs, config.batch_size, config.cutoff, config.drop_rate, self.dtype, order),
+            self._training_batches(order),
             total=num_batches,
             desc=f"epoch {epoch + 1}/{config.epochs}",
             leave=False,
@@ -396,6 +409,17 @@ class Trainer:
             sums["mmd"] += mmd.item()
             bar.set_postfix(mse=f"{mse.item():.4g}")
         return {k: v / num_batches for k, v in sums.items()}
+
+    def _training_batches(self, order: list[int]) -> Iterator[GraphBatch]:
+        """Batches of the training pairs in ``order``: as they are, or noised and unrolled."""
+        config, shaping = self.config, self.rollout_training
+        if not shaping.active:
+            yield from batches(self.train_pairs, config.batch_size, config.cutoff, config.drop_rate, self.dtype, order)
+            return
+        for start in range(0, len(order), config.batch_size):
+            chunk = [self.train_pairs[i] for i in order[start : start + config.batch_size]]
+            examples = shaping.examples(chunk, self.model, config.cutoff, config.drop_rate, self.dtype, config.device)
+            yield collate(examples, cutoff=config.cutoff, drop_rate=config.drop_rate, dtype=self.dtype)
 
     def fit(self, resume: bool = True) -> dict[str, Any]:
         """Train until ``epochs`` or early stopping; returns the training summary."""

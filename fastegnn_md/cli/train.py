@@ -81,6 +81,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     train.add_argument("--length-scale", type=float, default=None,
                        help="length that becomes 1 inside the model (default: 10 for Å data, 1 otherwise)")
     train.add_argument("--grad-clip", type=float, default=None, help="cap the gradient norm per step (default off)")
+    train.add_argument("--input-noise", type=float, default=0.0, metavar="SIGMA",
+                       help="random-walk noise of SIGMA (length unit) on each input's velocity history, "
+                            "targets moved with it, as GNS trains for rollouts (default 0: off)")
+    train.add_argument("--unroll", type=positive_int, default=1, metavar="K",
+                       help="pushforward: each batch first runs 0..K-1 jumps (drawn uniformly) on the model's "
+                            "own outputs without gradient, then learns the next one (default 1: off)")
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--max-train", type=positive_int, default=None, help="use only the first N training examples")
     train.add_argument("--max-valid", type=positive_int, default=None, help="use only the first N validation examples")
@@ -162,6 +168,8 @@ def run(args: argparse.Namespace) -> int:
             epochs=args.epochs,
             patience=args.patience,
             grad_clip=args.grad_clip,
+            input_noise=args.input_noise,
+            unroll=args.unroll,
             length_scale=args.length_scale if args.length_scale is not None else defaults.length_scale,
             gravity_axis=dataset.spec_fields.get("gravity_axis"),
             seed=args.seed,

@@ -1,0 +1,161 @@
+"""Training for rollouts: input noise on the velocity history, and pushforward unrolls.
+
+A jump trained only on reference inputs meets, in a rollout, inputs it made itself, whose errors
+it never saw. Two remedies from the learned-simulator literature, both on the examples of one
+batch before it is collated:
+
+* **Input noise** (GNS, Sanchez-Gonzalez et al. 2020): the two frames behind the input, x_{t−Δt}
+  and x_t, get random-walk noise, n_{t−Δt} ~ N(0, σ²/2) and n_t = n_{t−Δt} + N(0, σ²/2) per
+  coordinate, so x_t moves by n_t (σ in all) and the backward velocity (x_t − x_{t−Δt})/Δt by
+  (n_t − n_{t−Δt})/Δt. The target moves with x_t (x_{t+Δt} + n_t), as GNS keeps its targets
+  consistent: the model is asked for the true displacement from a noisy history, not to undo
+  the offset of the whole input.
+* **Pushforward** (LagrangeBench, Brandstetter et al. 2022): the model runs m jumps from the
+  input without gradient, feeding itself its own outputs (velocity from its last two frames, as
+  a rollout does), and the step with gradient starts from there, scored against the reference
+  frame m + 1 jumps after the input. Each batch draws m uniformly from 0..K−1.
+
+Both need velocities derived from positions (the backward convention): a file's physical
+velocities have no history to perturb or to continue. Noise is drawn for the moving nodes only
+(walls are kinematic inputs). Lengths in the data's unit, Δt in its time unit.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any, Hashable, Optional, Sequence
+
+import numpy as np
+import torch
+
+from .conventions import BACKWARD
+from .graph import FramePair, collate
+
+__all__ = ["RolloutTraining", "noisy_history", "successor_key"]
+
+
+def successor_key(pair: FramePair, frame: Optional[int] = None) -> Optional[tuple[Hashable, ...]]:
+    """The key that finds, among pairs of the same run, the pair whose input frame is ``frame``
+    (default: this pair's target frame, i.e. its successor). None without frame metadata."""
+    meta = pair.metadata
+    frames = meta.get("frames")
+    if frames is None:
+        return None
+    run = tuple(meta.get(name) for name in ("source", "system", "trajectory"))
+    return (*run, int(frames[1] if frame is None else frame))
+
+
+def noisy_history(pair: FramePair, sigma: float, rng: np.random.Generator) -> FramePair:
+    """``pair`` with random-walk noise of total standard deviation ``sigma`` on its input history
+    (module docstring); the target moves with the input position. Returns a new pair."""
+    moving = np.ones(len(pair.positions), dtype=bool) if pair.moving is None else np.asarray(pair.moving)
+    dt = float(pair.metadata["dt"])
+    half = sigma / np.sqrt(2.0)
+    before = np.zeros(pair.positions.shape)
+    step = np.zeros(pair.positions.shape)
+    before[moving] = rng.normal(scale=half, size=(int(moving.sum()), 3))
+    step[moving] = rng.normal(scale=half, size=(int(moving.sum()), 3))
+    now = before + step
+    return replace(
+        pair,
+        positions=pair.positions + now,
+        velocities=pair.velocities + step / dt,
+        target_positions=pair.target_positions + now,
+        target_velocities=None,
+    )
+
+
+class RolloutTraining:
+    """Turns a chunk of training pairs into the examples of one batch: noised, and unrolled.
+
+    ``pairs``: every training pair (the unroll looks up later reference frames among them);
+    ``input_noise``: σ of `noisy_history` (0: off); ``unroll``: K, the most jumps a batch runs
+    (1: off, every example is a reference input); ``seed`` seeds both draws. The random state is
+    part of the trainer's resume state (`state` / `set_state`).
+    """
+
+    def __init__(self, pairs: Sequence[FramePair], input_noise: float, unroll: int, seed: int,
+                 velocity_convention: str) -> None:
+        if (input_noise > 0 or unroll > 1) and velocity_convention != BACKWARD:
+            raise ValueError(
+                f"input noise and unrolled training need velocities from positions (backward), "
+                f"not {velocity_convention!r}"
+            )
+        self.input_noise, self.unroll = float(input_noise), int(unroll)
+        self.rng = np.random.default_rng(seed)
+        self.by_input: dict[tuple[Hashable, ...], FramePair] = {}
+        if self.unroll > 1:
+            for pair in pairs:
+                frames = pair.metadata.get("frames")
+                key = None if frames is None else successor_key(pair, frames[0])
+                if key is not None:
+                    self.by_input[key] = pair
+
+    @property
+    def active(self) -> bool:
+        return self.input_noise > 0 or self.unroll > 1
+
+    def state(self) -> dict[str, Any]:
+        return self.rng.bit_generator.state
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        self.rng.bit_generator.state = state
+
+    def later_pair(self, pair: FramePair, jumps: int) -> Optional[FramePair]:
+        """The training pair ``jumps`` jumps after ``pair`` in the same run, or None."""
+        for _ in range(jumps):
+            key = successor_key(pair)
+            pair = self.by_input.get(key) if key is not None else None
+            if pair is None:
+                return None
+        return pair
+
+    def examples(self, chunk: Sequence[FramePair], model: torch.nn.Module, cutoff: Optional[float],
+                 drop_rate: float, dtype: torch.dtype, device: str) -> list[FramePair]:
+        """The batch's examples from reference ``chunk``: noise first, then m free-running jumps
+        (m uniform in 0..K−1; an example without m later reference frames runs fewer)."""
+        examples = list(chunk)
+        if self.input_noise > 0:
+            examples = [noisy_history(pair, self.input_noise, self.rng) for pair in examples]
+        if self.unroll > 1:
+            steps = int(self.rng.integers(0, self.unroll))
+            if steps:
+                examples = self._pushed_forward(chunk, examples, steps, model, cutoff, drop_rate, dtype, device)
+        return examples
+
+    def _pushed_forward(self, chunk: Sequence[FramePair], examples: list[FramePair], steps: int,
+                        model: torch.nn.Module, cutoff: Optional[float], drop_rate: float,
+                        dtype: torch.dtype, device: str) -> list[FramePair]:
+        # Each example runs as many of the ``steps`` jumps as the reference has frames after it.
+        reach = []
+        for pair in chunk:
+            m = steps
+            while m and self.later_pair(pair, m) is None:
+                m -= 1
+            reach.append(m)
+        current = list(examples)
+        offsets = [ex.target_positions - ref.target_positions for ex, ref in zip(examples, chunk)]
+        was_training = model.training
+        model.eval()
+        try:
+            with torch.no_grad():
+                for step in range(1, max(reach) + 1):
+                    active = [i for i, m in enumerate(reach) if m >= step]
+                    batch = collate([current[i] for i in active], cutoff=cutoff, drop_rate=drop_rate, dtype=dtype)
+                    predicted = model(batch.to(device)).positions.double().cpu().numpy()
+                    sizes = batch.graph_sizes.cpu().numpy()
+                    for i, positions in zip(active, np.split(predicted, np.cumsum(sizes)[:-1])):
+                        before = current[i]
+                        if before.moving is not None:  # walls follow the reference, not the model
+                            positions = np.where(before.moving[:, None], positions, before.target_positions)
+                        later = self.later_pair(chunk[i], step)
+                        current[i] = replace(
+                            later,
+                            positions=positions,
+                            velocities=(positions - before.positions) / float(before.metadata["dt"]),
+                            target_positions=later.target_positions + offsets[i],
+                            target_velocities=None,
+                        )
+        finally:
+            model.train(was_training)
+        return current
