@@ -1,18 +1,25 @@
-"""The paper's Table 1, protein column, on trajectories available here, plus rollout RMSD.
+"""The paper's Table 1, protein column, scored on a held-out MD replica over training seeds.
 
-    python benchmarks/protein.py --trajectory trajectories/adk-obc/adk_obc.xtc --jump 10 --epochs 20
+    python benchmarks/protein.py --trajectory trajectories/villin/villin_seed1.xtc \\
+        --replica trajectories/villin/villin_seed2.xtc --replica trajectories/villin/villin_seed3.xtc \\
+        --heldout trajectories/villin/villin_seed4.xtc --stride 5 --jump 1 --seeds 0 1 2 \\
+        --only "FastEGNN<3,0.75>"
 
-Reads the trajectory with the backbone selection and a 10 Å radius graph, splits it into
-contiguous train/valid/test blocks (paper ratio 2481:827:863), trains Linear, EGNN, EGNN* and
-FastEGNN<3,p> for p in {0, 0.75, 1} with the same budget (resumable), then in one process
-measures test MSE (Å²) and the forward time of a full test traversal relative to EGNN, and rolls
-FastEGNN<3,0.75> out from the first test frame next to the trivial predictors "no motion" and
-"constant velocity" (Kabsch RMSD vs horizon). Hyperparameters follow Appendix C for protein
-(lambda 0.5, lr 5e-4, weight decay 1e-12, hidden 64, 4 layers) except sigma: coordinates enter
-the models divided by 10 Å (`length_scale`, docs/architecture.md) and sigma defaults to 10 Å,
-the paper's sigma = 1 in those units; with sigma = 1 Å the RBF kernel is ~0 between a virtual
-node and almost every atom, the MMD term has no gradient, and virtual nodes drifted up to
-~90 Å from the protein in a trial run.
+Trains each model of the column (Linear, EGNN, EGNN*, FastEGNN ⟨3,0⟩ ⟨3,0.75⟩ ⟨3,1⟩, "w/o MMD"
+= FastEGNN⟨3,0.75⟩ with λ = 0, "global nodes") once per seed on the training files (each split
+into its own blocks, `--replica`), read as `fastegnn-md train` reads them (backbone, identity
+node attributes, frames fitted onto the first by default: `--fit`), with the same budget; runs
+resume. Then, in one process, it scores every model on **every pair of the held-out file**,
+which no model trained on (`--heldout`; without it, the test blocks of the training files),
+lab-frame and Kabsch-aligned MSE (Å²) beside "no motion" and "constant velocity", mean ± SD over
+the seeds and the gain over no motion; the forward time of a held-out traversal relative to
+EGNN (seed 0's models, interleaved); and rolls each seed's `--rollout-model` out for
+`--rollout-jumps` jumps from the held-out file's first frame: finite or not, Rg range against
+the held-out reference's, aligned RMSD at the end, largest backbone bond change.
+
+Hyperparameters follow Appendix C for protein (λ 0.5, lr 5e-4, weight decay 1e-12, hidden 64,
+4 layers) except σ = 10 Å (coordinates enter the models divided by 10 Å; σ = 1 Å leaves the MMD
+term without gradient, docs/architecture.md).
 """
 
 from __future__ import annotations
@@ -20,18 +27,24 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from dataclasses import replace
 from pathlib import Path
 
+import MDAnalysis
+import numpy as np
 import torch
-from model_table import Entry, add_run_arguments, measure, run_dir
+from model_table import Entry, add_run_arguments, run_dir
 
 from fastegnn_md import metrics
-from fastegnn_md.adapters.mdanalysis import load_md_pairs
 from fastegnn_md.adapters.mdanalysis import resolve_md_files
+from fastegnn_md.adapters.mdanalysis.kind import MDOptions, open_md_trajectory
+from fastegnn_md.checkpoint import load_checkpoint
+from fastegnn_md.conventions import SPLITS
+from fastegnn_md.evaluation import jump_scores, predict_positions, reference_egnn
 from fastegnn_md.predictor import Predictor
-from fastegnn_md.rollout import TRIVIAL_PREDICTORS, StartState, roll_out
+from fastegnn_md.rollout import StartState, roll_out
 from fastegnn_md.runtime import tune_allocator
-from fastegnn_md.training import TrainConfig, Trainer
+from fastegnn_md.training import TrainConfig, Trainer, time_inference
 
 # Paper Table 1, protein column: MSE (Å²) and time relative to EGNN.
 ENTRIES = [
@@ -41,91 +54,175 @@ ENTRIES = [
     Entry("FastEGNN<3,0>", "fastegnn", 0.0, 3, 1.82, 1.39),
     Entry("FastEGNN<3,0.75>", "fastegnn", 0.75, 3, 1.88, 0.96),
     Entry("FastEGNN<3,1>", "fastegnn", 1.0, 3, 1.88, 0.80),
+    Entry("w/o MMD", "fastegnn", 0.75, 3),
+    Entry("global nodes", "global_nodes", 0.75, 3),
 ]
-ROLLOUT_MODEL = "FastEGNN<3,0.75>"
+NO_MMD = {"w/o MMD"}
 
 
-def rollout_rmsd(runs: Path, data, jumps: int) -> dict[str, list[float]]:
-    """Kabsch RMSD (Å) vs jump for the rollout model and the trivial predictors, from the first
-    test input frame (its backward velocity from the frame one jump earlier)."""
-    test = data.splits["test"]
-    first = test[0]
-    jump_frames = first.metadata["frames"][1] - first.metadata["frames"][0]
-    by_frame = {p.metadata["frames"][0]: p for p in test}
-    start = StartState(first.positions, first.velocities)
-    predictor = Predictor.from_checkpoint(run_dir(runs, next(e for e in ENTRIES if e.label == ROLLOUT_MODEL)) / "best.pt")
-    result = roll_out(predictor, start, jumps)
-    references, usable = [], []
-    t0 = first.metadata["frames"][0]
-    for k in range(1, jumps + 1):
-        pair = by_frame.get(t0 + (k - 1) * jump_frames)
-        if pair is None:
-            break
-        references.append(pair.target_positions)
-        usable.append(k)
-    curves = {ROLLOUT_MODEL: [metrics.kabsch_rmsd(f.positions, ref) for f, ref in zip(result.frames, references)]}
-    for name, fn in TRIVIAL_PREDICTORS.items():
-        predicted = fn(start, len(usable), predictor.dt)
-        curves[name] = [metrics.kabsch_rmsd(x, ref) for x, ref in zip(predicted, references)]
-    curves["time_ps"] = [k * predictor.dt for k in usable]
-    return curves
+def seed_dir(runs: Path, entry: Entry, seed: int) -> Path:
+    return run_dir(runs, entry) / f"seed{seed}"
+
+
+def heldout_pairs(args, options: MDOptions, training) -> tuple[list, str]:
+    """Every pair of the held-out file (all its blocks), or the training files' test blocks."""
+    if args.heldout is None:
+        return training.load("test"), "test blocks of the training files"
+    held = open_md_trajectory(args.heldout, replace(options, replicas=()))
+    return [pair for split in SPLITS for pair in held.load(split)], f"all of {args.heldout.name}"
+
+
+def rollout_check(checkpoint: Path, args, options: MDOptions, jumps: int) -> dict:
+    """Roll out from the held-out file's first frame; compare with that file's own frames."""
+    source = args.heldout if args.heldout is not None else args.trajectory
+    held = open_md_trajectory(source, replace(options, replicas=()))
+    pairs = [pair for split in SPLITS for pair in held.load(split)]
+    by_input = {p.metadata["frames"][0]: p for p in pairs}
+    first = pairs[0]
+    reference_rg = metrics.radius_of_gyration(np.stack([p.positions for p in pairs]))
+    predictor = Predictor.from_checkpoint(checkpoint)
+    result = roll_out(predictor, StartState(np.asarray(first.positions), first.velocities), jumps,
+                      node_attrs=first.node_attrs)
+    frames = [f.positions for f in result.frames]
+    rg = metrics.radius_of_gyration(np.stack(frames)) if frames else np.array([np.nan])
+    step = first.metadata["frames"][1] - first.metadata["frames"][0]
+    last_pair = by_input.get(first.metadata["frames"][0] + (len(frames) - 1) * step)
+    topology, _ = resolve_md_files(source, None)
+    atoms = MDAnalysis.Universe(str(topology)).select_atoms(options.selection)
+    pairs_of = metrics.backbone_pairs(atoms.names, atoms.resids)
+    bonds = ("N-CA", "CA-C", "C-N")
+    start = metrics.backbone_distances(first.positions, pairs_of)
+    bond_change = max((max(np.abs(now[k] - start[k]).max() for k in bonds)
+                       for now in (metrics.backbone_distances(f, pairs_of) for f in frames)), default=np.nan)
+    closest_ca = min((metrics.backbone_distances(f, pairs_of)["CA-CA"].min() for f in frames), default=np.nan)
+    return {
+        "jumps_made": len(frames),
+        "stopped": None if result.stop is None else result.stop.reason,
+        "finite": bool(all(np.isfinite(f).all() for f in frames)),
+        "rg_min": float(np.min(rg)), "rg_max": float(np.max(rg)),
+        "reference_rg_min": float(np.min(reference_rg)), "reference_rg_max": float(np.max(reference_rg)),
+        "final_aligned_rmsd": (metrics.kabsch_rmsd(frames[-1], last_pair.target_positions)
+                               if frames and last_pair is not None else None),
+        "largest_bond_change": float(bond_change),
+        "closest_consecutive_ca": float(closest_ca),
+    }
+
+
+def mean_sd(values: list[float]) -> str:
+    values = np.asarray(values, dtype=float)
+    return f"{values.mean():.4f} ± {values.std(ddof=1):.4f}" if len(values) > 1 else f"{values.mean():.4f}"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--trajectory", type=Path, required=True)
-    parser.add_argument("--topology", type=Path, default=None, help="default: TRAJ's stem with .tpr/.psf/.gro/.pdb")
-    parser.add_argument("--jump", type=int, default=10, help="frames per jump")
-    parser.add_argument("--rollout-jumps", type=int, default=10)
+    parser.add_argument("--trajectory", type=Path, required=True, help="first training file")
+    parser.add_argument("--replica", type=Path, action="append", default=[], help="further training files")
+    parser.add_argument("--heldout", type=Path, default=None, help="replica scored, never trained on")
+    parser.add_argument("--jump", type=int, default=1, help="frames per jump, after --stride")
+    parser.add_argument("--stride", type=int, default=5)
+    parser.add_argument("--fit", choices=("none", "first-frame"), default="first-frame")
+    parser.add_argument("--node-attrs", choices=("charge", "identity"), default="identity")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--sigma", type=float, default=10.0, help="MMD bandwidth in Å (default 10)")
-    add_run_arguments(parser, runs="runs/protein-bench", epochs=20, batch_size=4, repeats=3)
+    parser.add_argument("--mmd-weight", type=float, default=0.5)
+    parser.add_argument("--patience", type=int, default=4)
+    parser.add_argument("--input-noise", type=float, default=0.0)
+    parser.add_argument("--unroll", type=int, default=1)
+    parser.add_argument("--rollout-model", default="FastEGNN<3,0.75>")
+    parser.add_argument("--rollout-jumps", type=int, default=100)
+    add_run_arguments(parser, runs="runs/protein-bench", epochs=10, batch_size=50, repeats=3)
     args = parser.parse_args()
 
     torch.set_num_threads(args.threads)
     tune_allocator()
-    topology, trajectory = resolve_md_files(args.trajectory, args.topology)
-    data = load_md_pairs(topology, trajectory, jump=args.jump, cache_dir=args.runs / "cache",
-                         progress=not args.quiet)
-    train, valid, test = (data.splits[s] for s in ("train", "valid", "test"))
+    options = MDOptions(jump=args.jump, stride=args.stride, node_attrs=args.node_attrs, fit=args.fit,
+                        cache_dir=args.runs / "cache", progress=not args.quiet, replicas=tuple(args.replica))
+    training = open_md_trajectory(args.trajectory, options)
+    train, valid = training.load("train"), training.load("valid")
     entries = [e for e in ENTRIES if not args.only or e.label in args.only]
     for entry in entries:
-        config = TrainConfig(model=entry.model, virtual_nodes=entry.virtual_nodes, cutoff=10.0,
-                             drop_rate=entry.drop_rate, sigma=args.sigma, mmd_weight=0.5, batch_size=args.batch_size,
-                             epochs=args.epochs, patience=args.epochs, seed=0, length_scale=10.0)
-        start = time.perf_counter()
-        summary = Trainer(config, train, valid, run_dir(args.runs, entry), data.spec_fields, str(args.trajectory),
-                          progress=not args.quiet).fit()
-        print(f"{entry.label}: best valid MSE {summary['best_valid_mse']:.4f} Å² after {summary['epochs']} epochs "
-              f"({time.perf_counter() - start:.0f} s this call)", flush=True)
+        for seed in args.seeds:
+            config = TrainConfig(model=entry.model, virtual_nodes=entry.virtual_nodes, cutoff=10.0,
+                                 drop_rate=entry.drop_rate, sigma=args.sigma,
+                                 mmd_weight=0.0 if entry.label in NO_MMD else args.mmd_weight,
+                                 batch_size=args.batch_size, epochs=args.epochs, patience=args.patience, seed=seed,
+                                 length_scale=10.0, input_noise=args.input_noise, unroll=args.unroll)
+            start = time.perf_counter()
+            summary = Trainer(config, train, valid, seed_dir(args.runs, entry, seed), training.spec_fields,
+                              str(args.trajectory), progress=not args.quiet).fit()
+            print(f"{entry.label} seed {seed}: best valid MSE {summary['best_valid_mse']:.4f} Å² at epoch "
+                  f"{summary['best_epoch']} of {summary['epochs']} ({time.perf_counter() - start:.0f} s this call)",
+                  flush=True)
     if args.skip_eval:
         return
 
-    measured, egnn_time = measure(entries, args.runs, test, 10.0, args.batch_size, args.repeats)
-    print()
-    print(f"protein: {args.trajectory}, backbone {train[0].positions.shape[0]} atoms, jump {args.jump} frames = "
-          f"{data.spec_fields['dt']:g} ps; {len(train)}/{len(valid)}/{len(test)} pairs, {args.epochs} epochs, "
-          f"batch {args.batch_size}, {args.threads} threads; relative time = median test traversal / EGNN's")
-    print()
-    print("| model | test MSE (Å²) | paper MSE (Å²) | relative time | paper relative time | best epoch |")
-    print("|---|---:|---:|---:|---:|---:|")
+    test, scored_on = heldout_pairs(args, options, training)
+    dt = training.spec_fields["dt"]
+    rows, baselines, timing = {}, None, {}
     for entry in entries:
-        row = measured[entry.label]
-        print(f"| {entry.label} | {row['mse']:.4f} | {entry.paper_mse:.2f} | {row['relative_time']:.2f} | "
-              f"{entry.paper_time:.2f} | {row['best_epoch']} |")
-    curves = {}
-    if any(e.label == ROLLOUT_MODEL for e in entries):
-        curves = rollout_rmsd(args.runs, data, args.rollout_jumps)
+        per_seed = []
+        for seed in args.seeds:
+            ckpt = load_checkpoint(seed_dir(args.runs, entry, seed) / "best.pt")
+            model = ckpt.build_model()
+            scores = jump_scores(test, predict_positions(model, test, 10.0, entry.drop_rate, args.batch_size), dt)
+            baselines = {k: v for k, v in scores.items() if k != "model"}
+            per_seed.append({**scores["model"], "best_epoch": ckpt.training["best_epoch"]})
+            if seed == args.seeds[0]:
+                timing[entry.label] = (model, entry.drop_rate)
+        rows[entry.label] = per_seed
+    egnn = reference_egnn(load_checkpoint(seed_dir(args.runs, entries[0], args.seeds[0]) / "best.pt"))
+    timing["__egnn__"] = (egnn, 0.0)
+    seconds = {label: [] for label in timing}
+    for _ in range(args.repeats):  # interleaved, so all share the machine's state
+        for label, (model, drop) in timing.items():
+            seconds[label].append(time_inference(model, test, 10.0, drop, args.batch_size, repeats=1))
+    egnn_seconds = float(np.median(seconds["__egnn__"]))
+
+    print()
+    print(f"protein: trained on {args.trajectory.name}{''.join(' + ' + r.name for r in args.replica)}, scored on "
+          f"{scored_on} ({len(test)} pairs); backbone {test[0].positions.shape[0]} atoms; jump {dt:g} ps "
+          f"(stride {args.stride}, jump {args.jump}); fit {args.fit}; node attributes {args.node_attrs}; "
+          f"{len(train)}/{len(valid)} train/valid pairs; up to {args.epochs} epochs (patience {args.patience}), "
+          f"batch {args.batch_size}, seeds {args.seeds}; input noise {args.input_noise:g} Å, unroll {args.unroll}; "
+          f"{args.threads} threads")
+    print()
+    no_motion = baselines["no_motion"]
+    print("| model | aligned MSE (Å²) | vs no motion | lab MSE (Å²) | vs no motion | relative time | paper MSE |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    for name, label in (("no_motion", "no motion"), ("constant_velocity", "constant velocity")):
+        s = baselines[name]
+        print(f"| {label} | {s['aligned_mse']:.4f} | {100 * (1 - s['aligned_mse'] / no_motion['aligned_mse']):+.1f} % | "
+              f"{s['mse']:.4f} | {100 * (1 - s['mse'] / no_motion['mse']):+.1f} % | – | – |")
+    for entry in entries:
+        per_seed = rows[entry.label]
+        gains = {key: [100 * (1 - r[key] / no_motion[key]) for r in per_seed] for key in ("aligned_mse", "mse")}
+        rel = float(np.median(seconds[entry.label])) / egnn_seconds
+        paper = "–" if entry.paper_mse is None else f"{entry.paper_mse:.2f}"
+        print(f"| {entry.label} | {mean_sd([r['aligned_mse'] for r in per_seed])} | "
+              f"{np.mean(gains['aligned_mse']):+.1f} ± {np.std(gains['aligned_mse'], ddof=1) if len(per_seed) > 1 else 0:.1f} % | "
+              f"{mean_sd([r['mse'] for r in per_seed])} | {np.mean(gains['mse']):+.1f} % | {rel:.2f} | {paper} |")
+    rollouts = {}
+    if any(e.label == args.rollout_model for e in entries):
+        entry = next(e for e in entries if e.label == args.rollout_model)
         print()
-        print("rollout from the first test frame, Kabsch RMSD (Å) to the reference:")
-        names = [k for k in curves if k != "time_ps"]
-        print("| time (ps) | " + " | ".join(names) + " |")
-        print("|---:|" + "---:|" * len(names))
-        for i, t in enumerate(curves["time_ps"]):
-            print(f"| {t:g} | " + " | ".join(f"{curves[n][i]:.3f}" if i < len(curves[n]) else "–" for n in names) + " |")
+        print(f"{args.rollout_model}, {args.rollout_jumps} jumps ({args.rollout_jumps * dt:g} ps) from the first "
+              "held-out frame:")
+        print("| seed | jumps made | finite | Rg range (Å) | reference Rg range (Å) | aligned RMSD at the end (Å) | "
+              "largest backbone bond change (Å) | closest consecutive CA–CA (Å) |")
+        print("|---:|---:|---|---|---|---:|---:|---:|")
+        for seed in args.seeds:
+            r = rollout_check(seed_dir(args.runs, entry, seed) / "best.pt", args, options, args.rollout_jumps)
+            rollouts[seed] = r
+            end = "–" if r["final_aligned_rmsd"] is None else f"{r['final_aligned_rmsd']:.2f}"
+            print(f"| {seed} | {r['jumps_made']} | {r['finite']} | {r['rg_min']:.2f}–{r['rg_max']:.2f} | "
+                  f"{r['reference_rg_min']:.2f}–{r['reference_rg_max']:.2f} | {end} | "
+                  f"{r['largest_bond_change']:.3f} | {r['closest_consecutive_ca']:.2f} |")
     args.runs.mkdir(parents=True, exist_ok=True)
     (args.runs / "results.json").write_text(json.dumps(
-        {"args": {k: str(v) for k, v in vars(args).items()}, "egnn_seconds": egnn_time, "results": measured,
-         "rollout_rmsd": curves}, indent=2, default=float))
+        {"args": {k: str(v) for k, v in vars(args).items()}, "scored_on": scored_on, "baselines": baselines,
+         "results": rows, "egnn_seconds": egnn_seconds,
+         "relative_time": {label: float(np.median(v)) / egnn_seconds for label, v in seconds.items()},
+         "rollouts": rollouts}, indent=2, default=float))
 
 
 if __name__ == "__main__":

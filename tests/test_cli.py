@@ -88,8 +88,10 @@ def test_generate_train_evaluate(tmp_path, capsys, monkeypatch):
 
     assert main(["evaluate", str(run / "best.pt"), "--data", str(data), "--repeats", "1", "--split", "valid"]) == 0
     out, _ = capsys.readouterr()
-    assert "3 valid examples" in out and "aligned MSE" in out
+    assert "3 examples of the valid split" in out and "aligned MSE" in out
     assert "no motion" in out and "constant velocity" in out and "model against no motion" in out
+    assert main(["evaluate", str(run / "best.pt"), "--data", str(data), "--repeats", "1", "--split", "all"]) == 0
+    assert "12 examples of every split" in capsys.readouterr().out  # 6 train + 3 valid + 3 test
 
 
 # ----------------------------------------------------------------------------- errors
