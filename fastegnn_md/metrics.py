@@ -37,6 +37,7 @@ __all__ = [
     "backbone_distances",
     "backbone_geometry",
     "radius_of_gyration",
+    "nearest_atom_distance",
     "rmsf",
     "per_residue",
     "contact_map",
@@ -273,6 +274,19 @@ def backbone_geometry(positions: ArrayLike, names: ArrayLike, residue_ids: Array
 
 
 # --------------------------------------------------------------------------- size and flexibility
+
+
+def nearest_atom_distance(points: ArrayLike, atoms: ArrayLike) -> np.ndarray:
+    """Distance (Å) from each point to its nearest atom, frame by frame.
+
+    ``points`` (C, 3) or (T, C, 3) (e.g. virtual nodes), ``atoms`` (N, 3) or (T, N, 3), Å, the
+    same number of frames. Returns (C,) or (T, C).
+    """
+    p = _as_coordinates(points, "points", (2, 3))
+    a = _as_coordinates(atoms, "atoms", (2, 3))
+    if p.ndim != a.ndim or (p.ndim == 3 and len(p) != len(a)):
+        raise ValueError(f"points {p.shape} and atoms {a.shape} must have the same frames")
+    return np.sqrt(np.min(np.sum((p[..., :, None, :] - a[..., None, :, :]) ** 2, axis=-1), axis=-1))
 
 
 def radius_of_gyration(positions: ArrayLike, masses: ArrayLike | None = None) -> float | np.ndarray:

@@ -11,6 +11,7 @@ from fastegnn_md.metrics import (
     contact_map,
     kabsch_rmsd,
     kabsch_superpose,
+    nearest_atom_distance,
     per_frame_kabsch_rmsd,
     per_frame_mse,
     per_residue,
@@ -269,3 +270,13 @@ def test_contact_agreement_empty_maps():
 def test_invalid_inputs_raise_value_error(call, message):
     with pytest.raises(ValueError, match=message):
         call()
+
+
+def test_nearest_atom_distance_by_hand_per_frame():
+    atoms = np.array([[0.0, 0.0, 0.0], [10.0, 0.0, 0.0]])
+    points = np.array([[3.0, 4.0, 0.0], [10.0, 0.0, 2.0], [5.0, 0.0, 0.0]])
+    np.testing.assert_allclose(nearest_atom_distance(points, atoms), [5.0, 2.0, 5.0])
+    frames = np.stack([atoms, atoms + [0.0, 0.0, 2.0]])
+    np.testing.assert_allclose(nearest_atom_distance(np.stack([points, points]), frames), [[5, 2, 5], [np.sqrt(29), 0, np.sqrt(29)]])
+    with pytest.raises(ValueError, match="same frames"):
+        nearest_atom_distance(np.stack([points] * 3), frames)

@@ -96,6 +96,24 @@ def test_virtual_nodes_written_as_pseudo_atoms_and_arrays(dcd_rollout):
     np.testing.assert_allclose(arrays["times"], times[10] + 5.0 * np.arange(1, 5))
 
 
+def test_report_gives_each_virtual_nodes_distance_to_the_protein(dcd_rollout):
+    """Per virtual node and jump: the distance to the nearest atom of the predicted frame, by hand."""
+    out = dcd_rollout
+    virtual = np.load(out.virtual_arrays)["positions"]
+    predicted = MDAnalysis.Universe(str(out.predicted_topology), str(out.predicted))
+    frames = np.array([predicted.atoms.positions.astype(np.float64) for _ in predicted.trajectory])[1:]
+    expected = np.array([[np.linalg.norm(frame - node, axis=1).min() for node in nodes]
+                         for nodes, frame in zip(virtual, frames)])
+    section = out.report["virtual_nodes"]
+    np.testing.assert_allclose(np.array(section["distance"]).T, expected, atol=0.02)  # the trajectory keeps 0.01 Å
+    np.testing.assert_allclose(section["max"], expected.max(axis=0), atol=0.02)
+    assert len(section["first"]) == 3
+    np.testing.assert_allclose(section["time_ps"], [5.0, 10.0, 15.0, 20.0], rtol=1e-6)
+    markdown = out.report_files["markdown"].read_text()
+    assert "## Virtual nodes" in markdown
+    assert (out.report_files["json"].parent / "virtual_nodes.png").is_file()
+
+
 def test_report_against_reference_and_trivial_predictors(dcd_rollout):
     report_dir = dcd_rollout.report_files["json"].parent
     report = json.loads((report_dir / "report.json").read_text())

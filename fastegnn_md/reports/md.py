@@ -54,6 +54,25 @@ class ReportInputs:
     info: dict[str, Any] = field(default_factory=dict)
     atom_names: Optional[np.ndarray] = None
     training_frames: Optional[tuple[int, int]] = None
+    virtual_positions: Optional[np.ndarray] = None
+
+
+def virtual_node_distances(virtual: np.ndarray, frames: np.ndarray, dt: float) -> dict[str, Any]:
+    """Each virtual node's distance (Å) to the nearest atom of the model's frame, per jump, and
+    summaries (first, median, largest, last) beside the frames' median radius of gyration."""
+    count = min(len(virtual), len(frames))
+    if count == 0:
+        return {}
+    distances = metrics.nearest_atom_distance(virtual[:count], frames[:count])  # (K, C)
+    return {
+        "time_ps": [dt * (k + 1) for k in range(count)],
+        "distance": distances.T.tolist(),
+        "first": distances[0].tolist(),
+        "median": np.median(distances, axis=0).tolist(),
+        "max": distances.max(axis=0).tolist(),
+        "last": distances[-1].tolist(),
+        "model_radius_of_gyration": float(np.median(metrics.radius_of_gyration(frames[:count]))),
+    }
 
 
 def reference_frame_at(times: np.ndarray, time: float, dt: float) -> Optional[int]:
@@ -215,6 +234,9 @@ def compare(inputs: ReportInputs) -> dict[str, Any]:
             )
     if has_backbone(inputs.atom_names):
         report["geometry"] = _geometry_summary(per_jump, names)
+    if inputs.virtual_positions is not None and len(inputs.virtual_positions):
+        report["virtual_nodes"] = virtual_node_distances(inputs.virtual_positions, inputs.predictions[MODEL],
+                                                         inputs.dt)
     if non_finite:
         shown = ", ".join(str(frame) for frame in non_finite[:10]) + (", ..." if len(non_finite) > 10 else "")
         report["notes"].append(
@@ -310,6 +332,15 @@ def render_markdown(report: dict[str, Any], plots: dict[str, str]) -> str:
         ).line()
         keys = list(geometry)
         doc.table(["", *keys], [[who, *(fixed(geometry[key].get(who)) for key in keys)] for who in ["reference", *names]])
+    virtual = report.get("virtual_nodes")
+    if virtual:
+        doc.heading("Virtual nodes").line(
+            "Distance from each virtual node to the nearest atom of the model's frame, Å (the paper draws them on "
+            f"the protein; the model's median radius of gyration is {virtual['model_radius_of_gyration']:.2f} Å)."
+        ).line()
+        doc.table(["virtual node", "first jump", "median", "largest", "last jump"],
+                  [[str(c), *(fixed(virtual[key][c], 2) for key in ("first", "median", "max", "last"))]
+                   for c in range(len(virtual["first"]))])
     doc.heading("Per jump").line("Kabsch RMSD (Å) to the reference frame, radius of gyration (Å), contact-map F1.").line()
     header = ["jump", "time (ps)", "ref. frame", *(f"RMSD {n}" for n in names), "Rg ref.",
               *(f"Rg {n}" for n in names), *(f"F1 {n}" for n in names)]
@@ -388,6 +419,19 @@ def write_plots(report: dict[str, Any], directory: Path) -> dict[str, Path]:
     ax.grid(alpha=0.3)
     ax.legend()
     plots.save(fig, "contacts")
+
+    virtual = report.get("virtual_nodes")
+    if virtual:
+        fig = new_figure()
+        ax = fig.subplots(1, 1)
+        for c, distances in enumerate(virtual["distance"]):
+            ax.plot(virtual["time_ps"], distances, marker="o", ms=2, label=f"virtual node {c}")
+        ax.axhline(virtual["model_radius_of_gyration"], color="k", lw=1, ls="--", label="Rg of the model's frames")
+        ax.set_xlabel("time (ps)")
+        ax.set_ylabel("distance to the nearest atom (Å)")
+        ax.grid(alpha=0.3)
+        ax.legend()
+        plots.save(fig, "virtual_nodes")
 
     rmsf = report["rmsf"]
     if "residues" in rmsf:

@@ -396,7 +396,8 @@ class MDRollout(RolloutCase):
                 "physical structures"]
 
     def open_sink(self, predictor: Predictor) -> TrajectorySink:
-        return TrajectorySink(self, predictor.dt)
+        self.sink = TrajectorySink(self, predictor.dt)
+        return self.sink
 
     def info(self, sink: TrajectorySink) -> dict[str, Any]:
         return {
@@ -426,6 +427,7 @@ class MDRollout(RolloutCase):
                 info=info,
                 atom_names=self.atom_names,
                 training_frames=self.training_frames,
+                virtual_positions=np.stack(self.sink.virtual_frames) if self.sink.has_virtual else None,
             )
         )
         return report, write_report(report, self.report_dir)
