@@ -41,6 +41,10 @@ setup(
         "pysplishsplash==2.19.0",  # fastegnn-md sph generate (SPlisHSPlasH DFSPH); needs Debian libgl1
         "pot>=0.9",  # Sinkhorn distance of SPH rollouts
     ],
-    extras_require={"test": ["pytest>=7", "MDAnalysisTests>=2.7", "nbformat>=5", "nbclient>=0.8", "ipykernel>=6"]},
+    extras_require={
+        "test": ["pytest>=7", "MDAnalysisTests>=2.7", "nbformat>=5", "nbclient>=0.8", "ipykernel>=6"],
+        # Jupyter to open examples/virtual_nodes.ipynb; MDAnalysisTests holds the AdK files it reads.
+        "notebook": ["notebook>=7", "ipykernel>=6", "MDAnalysisTests>=2.7"],
+    },
     entry_points={"console_scripts": ["fastegnn-md = fastegnn_md.cli:main"]},
 )
