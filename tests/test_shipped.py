@@ -15,7 +15,8 @@ from fastegnn_md.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
 TRAJECTORY = ROOT / "trajectories" / "adk-obc" / "adk_obc.xtc"
-SHIPPED = ("adk-backbone", "adk-dims", "adk-dims-no-mmd")
+SHIPPED = ("adk-backbone", "adk-dims", "adk-dims-no-mmd", "villin-backbone")
+VILLIN = ROOT / "trajectories" / "villin"
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning", "ignore::DeprecationWarning")
 
@@ -107,3 +108,47 @@ def test_shipped_sph_trajectory_reads_back():
     assert (trajectory.positions >= 0).all() and (trajectory.positions <= 1).all()
     y = trajectory.positions[:, :, 1].mean(axis=1)
     assert y[40] < y[0]  # the water falls (gravity along -y)
+
+
+def test_the_villin_model_never_saw_the_held_out_replica() -> None:
+    spec = load_checkpoint("villin-backbone").data_spec
+    trained_on = {"villin_seed1.xtc", "villin_seed2.xtc", "villin_seed3.xtc"}
+    assert set(spec.extra["trajectory"]) == trained_on
+    assert set(spec.extra["train_frames"]) == set(spec.extra["valid_frames"]) == trained_on
+    assert spec.extra["fit"] == "first-frame" and spec.extra["node_attr_source"] == "identity"
+    assert spec.num_nodes is None and spec.dt == pytest.approx(5.0)
+
+
+def _backbone_cases():
+    from MDAnalysisTests.datafiles import DCD, PSF
+
+    return [(DCD, PSF, 855), (TRAJECTORY, None, 856), (VILLIN / "villin_seed4.xtc", None, 140)]
+
+
+@pytest.mark.parametrize("trajectory, topology, atoms", _backbone_cases(), ids=["adk-charmm", "adk-amber", "villin"])
+def test_one_shipped_checkpoint_rolls_out_any_backbone(tmp_path, trajectory, topology, atoms) -> None:
+    from fastegnn_md.rollouts import rollout_trajectory
+
+    out = rollout_trajectory(trajectory, topology, "villin-backbone", start=10, jumps=3, report_dir=tmp_path / "r",
+                             progress=False)
+    assert out.report["info"]["atoms"] == atoms  # its identity attributes computed from this topology
+    if atoms == 140:  # the held-out villin replica: the protein it was trained on
+        assert out.stopped is None
+        assert all(np.isfinite(row["rmsd"]["model"]) for row in out.report["per_jump"])
+    # On AdK (6x the atoms) the villin model does not transfer: in Amber naming its first jump moves
+    # an atom ~60 Å and the rollout stops cleanly (benchmarks/RESULTS.md); what is checked here is
+    # that one checkpoint reads every naming, not that it predicts AdK.
+    assert out.stopped is None or "the rollout is exploding" in out.stopped
+
+
+def test_the_shipped_villin_model_drives_ase_atoms_of_another_protein() -> None:
+    from MDAnalysisTests.datafiles import PDB_small
+
+    from fastegnn_md import FastEGNNCalculator
+    from fastegnn_md.adapters.ase import atoms_from_mdanalysis
+
+    backbone = MDAnalysis.Universe(PDB_small).select_atoms("backbone")
+    atoms = atoms_from_mdanalysis(backbone)
+    atoms.calc = FastEGNNCalculator("villin-backbone", velocity_input="atoms")
+    jumped = atoms.calc.get_property("jumped_positions", atoms)
+    assert jumped.shape == (len(backbone), 3) and np.isfinite(jumped).all()
