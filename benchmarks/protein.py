@@ -39,7 +39,7 @@ from fastegnn_md import metrics
 from fastegnn_md.adapters.mdanalysis import resolve_md_files
 from fastegnn_md.adapters.mdanalysis.kind import MDOptions, open_md_trajectory
 from fastegnn_md.checkpoint import load_checkpoint
-from fastegnn_md.conventions import SPLITS
+from fastegnn_md.data.kinds import ALL_SPLITS
 from fastegnn_md.evaluation import jump_scores, predict_positions, reference_egnn
 from fastegnn_md.predictor import Predictor
 from fastegnn_md.rollout import StartState, roll_out
@@ -69,14 +69,12 @@ def heldout_pairs(args, options: MDOptions, training) -> tuple[list, str]:
     if args.heldout is None:
         return training.load("test"), "test blocks of the training files"
     held = open_md_trajectory(args.heldout, replace(options, replicas=()))
-    return [pair for split in SPLITS for pair in held.load(split)], f"all of {args.heldout.name}"
+    return held.load(ALL_SPLITS), f"all of {args.heldout.name}"
 
 
-def rollout_check(checkpoint: Path, args, options: MDOptions, jumps: int) -> dict:
-    """Roll out from the held-out file's first frame; compare with that file's own frames."""
-    source = args.heldout if args.heldout is not None else args.trajectory
-    held = open_md_trajectory(source, replace(options, replicas=()))
-    pairs = [pair for split in SPLITS for pair in held.load(split)]
+def rollout_check(checkpoint: Path, pairs: list, backbone: dict, jumps: int) -> dict:
+    """Roll out from the first of ``pairs`` (one file's, in frame order) and compare with that
+    file's own frames; ``backbone``: `metrics.backbone_pairs` of its atoms."""
     by_input = {p.metadata["frames"][0]: p for p in pairs}
     first = pairs[0]
     reference_rg = metrics.radius_of_gyration(np.stack([p.positions for p in pairs]))
@@ -87,14 +85,11 @@ def rollout_check(checkpoint: Path, args, options: MDOptions, jumps: int) -> dic
     rg = metrics.radius_of_gyration(np.stack(frames)) if frames else np.array([np.nan])
     step = first.metadata["frames"][1] - first.metadata["frames"][0]
     last_pair = by_input.get(first.metadata["frames"][0] + (len(frames) - 1) * step)
-    topology, _ = resolve_md_files(source, None)
-    atoms = MDAnalysis.Universe(str(topology)).select_atoms(options.selection)
-    pairs_of = metrics.backbone_pairs(atoms.names, atoms.resids)
-    bonds = ("N-CA", "CA-C", "C-N")
-    start = metrics.backbone_distances(first.positions, pairs_of)
-    bond_change = max((max(np.abs(now[k] - start[k]).max() for k in bonds)
-                       for now in (metrics.backbone_distances(f, pairs_of) for f in frames)), default=np.nan)
-    closest_ca = min((metrics.backbone_distances(f, pairs_of)["CA-CA"].min() for f in frames), default=np.nan)
+    start = metrics.backbone_distances(first.positions, backbone)
+    lengths = [metrics.backbone_distances(f, backbone) for f in frames]
+    bond_change = max((max(np.abs(now[k] - start[k]).max() for k in ("N-CA", "CA-C", "C-N")) for now in lengths),
+                      default=np.nan)
+    closest_ca = min((now["CA-CA"].min() for now in lengths), default=np.nan)
     return {
         "jumps_made": len(frames),
         "stopped": None if result.stop is None else result.stop.reason,
@@ -210,8 +205,15 @@ def main() -> None:
         print("| seed | jumps made | finite | Rg range (Å) | reference Rg range (Å) | aligned RMSD at the end (Å) | "
               "largest backbone bond change (Å) | closest consecutive CA–CA (Å) |")
         print("|---:|---:|---|---|---|---:|---:|---:|")
+        # The rollout file, read once: the held-out replica (or the first training file).
+        source = args.heldout if args.heldout is not None else args.trajectory
+        pairs = test if args.heldout is not None else open_md_trajectory(
+            source, replace(options, replicas=())).load(ALL_SPLITS)
+        topology, _ = resolve_md_files(source, None)
+        atoms = MDAnalysis.Universe(str(topology)).select_atoms(options.selection)
+        backbone = metrics.backbone_pairs(atoms.names, atoms.resids)
         for seed in args.seeds:
-            r = rollout_check(seed_dir(args.runs, entry, seed) / "best.pt", args, options, args.rollout_jumps)
+            r = rollout_check(seed_dir(args.runs, entry, seed) / "best.pt", pairs, backbone, args.rollout_jumps)
             rollouts[seed] = r
             end = "–" if r["final_aligned_rmsd"] is None else f"{r['final_aligned_rmsd']:.2f}"
             print(f"| {seed} | {r['jumps_made']} | {r['finite']} | {r['rg_min']:.2f}–{r['rg_max']:.2f} | "

@@ -8,7 +8,7 @@ model's number is always read against what not learning gives.
 
 from __future__ import annotations
 
-from typing import Any, Optional, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import torch
@@ -16,9 +16,10 @@ import torch
 from . import metrics
 from .checkpoint import Checkpoint
 from .graph import FramePair, feature_dims
-from .models import JumpModel, build_model
+from .models import build_model
 from .rollout import TRIVIAL_PREDICTORS, StartState
-from .training import batches, time_inference
+from .inference import predict_positions
+from .training import time_inference
 
 
 def reference_egnn(ckpt: Checkpoint) -> torch.nn.Module:
@@ -32,26 +33,6 @@ def reference_egnn(ckpt: Checkpoint) -> torch.nn.Module:
     layers = int(ckpt.hparams.get("layers", 4))
     torch.manual_seed(0)
     return build_model("egnn", node_features=node_features, edge_features=edge_features, hidden=hidden, layers=layers)
-
-
-@torch.no_grad()
-def predict_positions(
-    model: JumpModel,
-    pairs: Sequence[FramePair],
-    cutoff: Optional[float],
-    drop_rate: float,
-    batch_size: int = 50,
-    dtype: torch.dtype = torch.float32,
-    device: str = "cpu",
-) -> list[np.ndarray]:
-    """The model's predicted positions (N_i, 3) for each of ``pairs``, in order, as float64."""
-    model.eval()
-    predicted = []
-    for batch in batches(pairs, batch_size, cutoff, drop_rate, dtype):
-        out = model(batch.to(device)).positions.detach().cpu().double().numpy()
-        sizes = batch.graph_sizes.cpu().numpy()
-        predicted.extend(np.split(out, np.cumsum(sizes)[:-1]))
-    return predicted
 
 
 def _scored(pair: FramePair, positions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -29,7 +29,8 @@ import numpy as np
 import torch
 
 from .conventions import BACKWARD
-from .graph import FramePair, collate
+from .graph import FramePair
+from .inference import predict_positions
 
 __all__ = ["RolloutTraining", "noisy_history", "successor_key"]
 
@@ -101,14 +102,16 @@ class RolloutTraining:
     def set_state(self, state: dict[str, Any]) -> None:
         self.rng.bit_generator.state = state
 
-    def later_pair(self, pair: FramePair, jumps: int) -> Optional[FramePair]:
-        """The training pair ``jumps`` jumps after ``pair`` in the same run, or None."""
-        for _ in range(jumps):
+    def successors(self, pair: FramePair, jumps: int) -> list[FramePair]:
+        """The training pairs 1..``jumps`` jumps after ``pair`` in the same run, as far as they go."""
+        found = []
+        while len(found) < jumps:
             key = successor_key(pair)
             pair = self.by_input.get(key) if key is not None else None
             if pair is None:
-                return None
-        return pair
+                break
+            found.append(pair)
+        return found
 
     def examples(self, chunk: Sequence[FramePair], model: torch.nn.Module, cutoff: Optional[float],
                  drop_rate: float, dtype: torch.dtype, device: str) -> list[FramePair]:
@@ -127,35 +130,26 @@ class RolloutTraining:
                         model: torch.nn.Module, cutoff: Optional[float], drop_rate: float,
                         dtype: torch.dtype, device: str) -> list[FramePair]:
         # Each example runs as many of the ``steps`` jumps as the reference has frames after it.
-        reach = []
-        for pair in chunk:
-            m = steps
-            while m and self.later_pair(pair, m) is None:
-                m -= 1
-            reach.append(m)
+        later = [self.successors(pair, steps) for pair in chunk]
         current = list(examples)
         offsets = [ex.target_positions - ref.target_positions for ex, ref in zip(examples, chunk)]
         was_training = model.training
-        model.eval()
         try:
-            with torch.no_grad():
-                for step in range(1, max(reach) + 1):
-                    active = [i for i, m in enumerate(reach) if m >= step]
-                    batch = collate([current[i] for i in active], cutoff=cutoff, drop_rate=drop_rate, dtype=dtype)
-                    predicted = model(batch.to(device)).positions.double().cpu().numpy()
-                    sizes = batch.graph_sizes.cpu().numpy()
-                    for i, positions in zip(active, np.split(predicted, np.cumsum(sizes)[:-1])):
-                        before = current[i]
-                        if before.moving is not None:  # walls follow the reference, not the model
-                            positions = np.where(before.moving[:, None], positions, before.target_positions)
-                        later = self.later_pair(chunk[i], step)
-                        current[i] = replace(
-                            later,
-                            positions=positions,
-                            velocities=(positions - before.positions) / float(before.metadata["dt"]),
-                            target_positions=later.target_positions + offsets[i],
-                            target_velocities=None,
-                        )
+            for step in range(1, max(map(len, later)) + 1):
+                active = [i for i, chain in enumerate(later) if len(chain) >= step]
+                predicted = predict_positions(model, [current[i] for i in active], cutoff, drop_rate,
+                                              batch_size=len(active), dtype=dtype, device=device)
+                for i, positions in zip(active, predicted):
+                    before, reference = current[i], later[i][step - 1]
+                    if before.moving is not None:  # walls follow the reference, not the model
+                        positions = np.where(before.moving[:, None], positions, before.target_positions)
+                    current[i] = replace(
+                        reference,
+                        positions=positions,
+                        velocities=(positions - before.positions) / float(before.metadata["dt"]),
+                        target_positions=reference.target_positions + offsets[i],
+                        target_velocities=None,
+                    )
         finally:
             model.train(was_training)
         return current

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 from ..conventions import SPLITS
+from ..data.kinds import ALL_SPLITS
 from .common import add_device_arguments, positive_int, set_torch_threads, torch_device
 from .train import add_md_arguments
 
@@ -17,7 +18,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     ev.add_argument("--data", required=True, type=Path, help="dataset directory or MD trajectory file")
     add_md_arguments(ev)
     ev.add_argument("--quiet", action="store_true", help="no progress bar while reading a trajectory")
-    ev.add_argument("--split", default="test", choices=(*SPLITS, "all"),
+    ev.add_argument("--split", default="test", choices=(*SPLITS, ALL_SPLITS),
                     help="which block to score (default test); all: every pair of the data, e.g. a replica "
                          "that was never trained on")
     ev.add_argument("--max-examples", type=positive_int, default=None)
@@ -43,10 +44,7 @@ def run(args: argparse.Namespace) -> int:
     dataset = open_for_checkpoint(
         args.data, ckpt.data_spec, topology=args.topology, cache_dir=args.cache_dir, progress=not args.quiet
     )
-    if args.split == "all":
-        pairs = [pair for split in SPLITS for pair in dataset.load(split)][: args.max_examples]
-    else:
-        pairs = dataset.load(args.split, args.max_examples)
+    pairs = dataset.load(args.split, args.max_examples)
     result = evaluate_checkpoint(ckpt, pairs, batch_size=args.batch_size, repeats=args.repeats, device=device)
     if args.json:
         print(json.dumps(result, indent=2))
@@ -61,7 +59,7 @@ def format_result(result: dict, examples: int, split: str, length_unit: str) -> 
     rows = [("model " + result["model"], {"mse": result["mse"], "aligned_mse": result["aligned_mse"]})]
     rows += [(name.replace("_", " "), scores) for name, scores in result["baselines"].items()]
     width = max(len(name) for name, _ in rows)
-    where = "every split" if split == "all" else f"the {split} split"
+    where = "every split" if split == ALL_SPLITS else f"the {split} split"
     lines = [f"{examples} examples of {where}, MSE in {length_unit}^2 (aligned: rigid motion removed per frame)",
              f"  {'':{width}}  {'lab MSE':>12}  {'aligned MSE':>12}"]
     lines += [f"  {name:{width}}  {s['mse']:12.6g}  {s['aligned_mse']:12.6g}" for name, s in rows]

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, ClassVar, Iterable, Optional, Union
 
+from ..conventions import SPLITS
 from ..errors import CheckpointError, DataError
 from ..graph import FramePair
 from .. import spec_keys as keys
@@ -44,6 +45,10 @@ class TrainingDefaults:
     length_scale: float = 1.0
 
 
+#: `Dataset.load`'s name for every split at once.
+ALL_SPLITS = "all"
+
+
 @dataclass
 class Dataset:
     """The splits of one dataset and what a checkpoint must remember about it.
@@ -60,7 +65,11 @@ class Dataset:
     read_split: Optional[Callable[[str, Optional[int]], list[FramePair]]] = field(default=None, repr=False)
 
     def load(self, split: str, max_items: Optional[int] = None) -> list[FramePair]:
-        """The pairs of ``split`` ("train", "valid" or "test"), the first ``max_items`` if given."""
+        """The pairs of ``split`` ("train", "valid" or "test"; "all": the three, in that order, e.g.
+        to score a replica that was never trained on), the first ``max_items`` if given."""
+        if split == ALL_SPLITS:
+            pairs = [pair for name in SPLITS for pair in self.load(name)]
+            return pairs if max_items is None else pairs[:max_items]
         if self.splits is not None:
             if split not in self.splits:
                 raise DataError(f"{self.path}: no split {split!r} (splits: {', '.join(self.splits)})")
