@@ -116,12 +116,15 @@ def main() -> None:
     parser.add_argument("--jump", type=int, default=1, help="frames per jump, after --stride")
     parser.add_argument("--stride", type=int, default=5)
     parser.add_argument("--fit", choices=("none", "first-frame"), default="first-frame")
+    parser.add_argument("--discard", type=float, default=0.0, metavar="PS",
+                        help="ps at the start of every file (training and held-out) left out as equilibration")
     parser.add_argument("--node-attrs", choices=("charge", "identity"), default="identity")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--sigma", type=float, default=10.0, help="MMD bandwidth in Å (default 10)")
     parser.add_argument("--mmd-weight", type=float, default=0.5)
     parser.add_argument("--patience", type=int, default=4)
     parser.add_argument("--input-noise", type=float, default=0.0)
+    parser.add_argument("--local-distance-weight", type=float, default=0.0)
     parser.add_argument("--unroll", type=int, default=1)
     parser.add_argument("--rollout-model", default="FastEGNN<3,0.75>")
     parser.add_argument("--rollout-jumps", type=int, default=100)
@@ -131,7 +134,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     tune_allocator()
     options = MDOptions(jump=args.jump, stride=args.stride, node_attrs=args.node_attrs, fit=args.fit,
-                        cache_dir=args.runs / "cache", progress=not args.quiet, replicas=tuple(args.replica))
+                        discard_ps=args.discard, cache_dir=args.runs / "cache", progress=not args.quiet, replicas=tuple(args.replica))
     training = open_md_trajectory(args.trajectory, options)
     train, valid = training.load("train"), training.load("valid")
     entries = [e for e in ENTRIES if not args.only or e.label in args.only]
@@ -141,7 +144,8 @@ def main() -> None:
                                  drop_rate=entry.drop_rate, sigma=args.sigma,
                                  mmd_weight=0.0 if entry.label in NO_MMD else args.mmd_weight,
                                  batch_size=args.batch_size, epochs=args.epochs, patience=args.patience, seed=seed,
-                                 length_scale=10.0, input_noise=args.input_noise, unroll=args.unroll)
+                                 length_scale=10.0, input_noise=args.input_noise, unroll=args.unroll,
+                                 local_distance_weight=args.local_distance_weight)
             start = time.perf_counter()
             summary = Trainer(config, train, valid, seed_dir(args.runs, entry, seed), training.spec_fields,
                               str(args.trajectory), progress=not args.quiet).fit()
@@ -176,9 +180,10 @@ def main() -> None:
     print()
     print(f"protein: trained on {args.trajectory.name}{''.join(' + ' + r.name for r in args.replica)}, scored on "
           f"{scored_on} ({len(test)} pairs); backbone {test[0].positions.shape[0]} atoms; jump {dt:g} ps "
-          f"(stride {args.stride}, jump {args.jump}); fit {args.fit}; node attributes {args.node_attrs}; "
+          f"(stride {args.stride}, jump {args.jump}); fit {args.fit}; discard {args.discard:g} ps; node attributes {args.node_attrs}; "
           f"{len(train)}/{len(valid)} train/valid pairs; up to {args.epochs} epochs (patience {args.patience}), "
-          f"batch {args.batch_size}, seeds {args.seeds}; input noise {args.input_noise:g} Å, unroll {args.unroll}; "
+          f"batch {args.batch_size}, seeds {args.seeds}; input noise {args.input_noise:g} Å, unroll {args.unroll}, "
+          f"local-distance weight {args.local_distance_weight:g}; "
           f"{args.threads} threads")
     print()
     no_motion = baselines["no_motion"]

@@ -172,6 +172,27 @@ def radius_edges(positions: np.ndarray, cutoff: float) -> np.ndarray:
     return np.concatenate([pairs.T, pairs.T[::-1]], axis=1)
 
 
+def local_pairs(
+    positions: np.ndarray, graph_sizes: Sequence[int], cutoff: float, moving: Optional[np.ndarray] = None
+) -> np.ndarray:
+    """Pairs (i < j) of nodes of the same graph closer than ``cutoff``, in batch numbering.
+
+    positions (N, 3) of B graphs concatenated node-wise with ``graph_sizes`` (B,) nodes each;
+    ``moving`` (N,) bool keeps only pairs of two predicted nodes. Returns (2, P) int64. The
+    pairs of `fastegnn_md.losses.local_distance_loss` (bonds, angles, CA–CA of a protein at 4 Å).
+    """
+    blocks, offset = [], 0
+    for size in graph_sizes:
+        size = int(size)
+        edges = radius_edges(positions[offset : offset + size], cutoff) if size > 1 else np.zeros((2, 0), np.int64)
+        blocks.append(edges[:, edges[0] < edges[1]] + offset)
+        offset += size
+    pairs = np.concatenate(blocks, axis=1) if blocks else np.zeros((2, 0), np.int64)
+    if moving is not None:
+        pairs = pairs[:, moving[pairs[0]] & moving[pairs[1]]]
+    return pairs
+
+
 def drop_longest_edges(edge_index: np.ndarray, lengths: np.ndarray, drop_rate: float) -> np.ndarray:
     """Keep the shortest ``floor((1 - drop_rate) * E)`` edges of one graph (paper Sec. 5.1).
 

@@ -25,6 +25,7 @@ NODE_ATTR_RECIPE = "node_attr_recipe"  # identity attributes: the chemistry.IDEN
 TOPOLOGY = "topology"  # path of the topology file read in training
 TRAJECTORY = "trajectory"  # list of trajectory paths read in training
 MAKE_WHOLE = "make_whole"  # how periodic molecules were made whole
+DISCARD_PS = "discard_ps"  # ps at the start of each training file left out as equilibration (absent: 0)
 FIT = "fit"  # "first-frame": every frame superposed onto the file's first (absent: "none", the lab frame)
 TOPOLOGY_PDB = "topology_pdb"  # the topology as PDB text
 TOPOLOGY_SCOPE = "topology_scope"  # "all" or "selection": which atoms TOPOLOGY_PDB holds

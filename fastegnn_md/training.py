@@ -24,9 +24,9 @@ from tqdm.auto import tqdm
 
 from .checkpoint import DataSpec, load_checkpoint, save_checkpoint
 from .errors import FastEGNNError, FastEGNNWarning
-from .graph import FramePair, GraphBatch, collate, feature_dims
+from .graph import FramePair, GraphBatch, collate, feature_dims, local_pairs
 from .io import write_atomically
-from .losses import mmd_loss, moving_subset, position_mse
+from .losses import local_distance_loss, mmd_loss, moving_subset, position_mse
 from .models import JumpModel, build_model, model_hparams
 from .rollout_training import RolloutTraining
 from .geometry import unit_gravity_axis
@@ -49,6 +49,9 @@ class TrainConfig:
     checkpoint's data spec records it. The CLI takes it from the dataset (SPH: metadata or −y).
     input_noise (length unit; 0 = off) and unroll (K jumps; 1 = off) train for rollouts
     (`fastegnn_md.rollout_training`: random-walk noise on the velocity history, pushforward).
+    local_distance_weight (0 = off) adds that multiple of `local_distance_loss` over the pairs
+    closer than local_distance_cutoff (length unit) in the input frame, so repeated jumps keep
+    bonds and angles instead of shrinking them toward the mean structure.
     """
 
     model: str = "fastegnn"
@@ -70,6 +73,8 @@ class TrainConfig:
     gravity_axis: Optional[list[float]] = None
     input_noise: float = 0.0
     unroll: int = 1
+    local_distance_weight: float = 0.0
+    local_distance_cutoff: float = 4.0
     seed: int = 0
     dtype: str = "float32"
     device: str = "cpu"
@@ -86,13 +91,15 @@ class TrainConfig:
             raise ValueError(f"cutoff must be a positive length, got {self.cutoff}")
         if not (math.isfinite(self.length_scale) and self.length_scale > 0):
             raise ValueError(f"length_scale must be a positive length, got {self.length_scale}")
+        if not (math.isfinite(self.local_distance_cutoff) and self.local_distance_cutoff > 0):
+            raise ValueError(f"local_distance_cutoff must be a positive length, got {self.local_distance_cutoff}")
         if not (math.isfinite(self.sigma) and self.sigma > 0):
             raise ValueError(f"sigma must be a positive length, got {self.sigma}")
         if self.grad_clip is not None and not (math.isfinite(self.grad_clip) and self.grad_clip > 0):
             raise ValueError(f"grad_clip must be a positive number, got {self.grad_clip}")
         if self.gravity_axis is not None:
             self.gravity_axis = unit_gravity_axis(self.gravity_axis)
-        for name in ("lr", "weight_decay", "mmd_weight", "input_noise"):
+        for name in ("lr", "weight_decay", "mmd_weight", "input_noise", "local_distance_weight"):
             value = getattr(self, name)
             if not (math.isfinite(value) and value >= 0):
                 raise ValueError(f"{name} must be a finite number >= 0, got {value}")
@@ -367,7 +374,7 @@ class Trainer:
         self.model.train()
         order = torch.randperm(len(self.train_pairs), generator=self.shuffle_rng).tolist()
         num_batches = math.ceil(len(order) / config.batch_size)
-        sums = {"loss": 0.0, "mse": 0.0, "mmd": 0.0}
+        sums = {"loss": 0.0, "mse": 0.0, "mmd": 0.0, "local": 0.0}
         bar = tqdm(
             self._training_batches(order),
             total=num_batches,
@@ -393,6 +400,10 @@ class Trainer:
                     generator=self.mmd_rng,
                 )
                 loss = mse + config.mmd_weight * mmd
+            local = torch.zeros((), dtype=mse.dtype)
+            if config.local_distance_weight > 0:
+                local = local_distance_loss(out.positions, batch.target_positions, self._local_pairs(batch))
+                loss = loss + config.local_distance_weight * local
             if not torch.isfinite(loss):
                 # Stop before the weights are poisoned; last.pt still holds the last good epoch.
                 raise TrainingDiverged(
@@ -407,8 +418,16 @@ class Trainer:
             sums["loss"] += loss.item()
             sums["mse"] += mse.item()
             sums["mmd"] += mmd.item()
+            sums["local"] += local.item()
             bar.set_postfix(mse=f"{mse.item():.4g}")
         return {k: v / num_batches for k, v in sums.items()}
+
+    def _local_pairs(self, batch: GraphBatch) -> torch.Tensor:
+        """The close pairs of the batch's input frames (`local_pairs`) for the local-distance term."""
+        moving = None if batch.moving is None else batch.moving.cpu().numpy()
+        pairs = local_pairs(batch.positions.detach().cpu().numpy(), batch.graph_sizes.tolist(),
+                            self.config.local_distance_cutoff, moving)
+        return torch.as_tensor(pairs, device=batch.positions.device)
 
     def _training_batches(self, order: list[int]) -> Iterator[GraphBatch]:
         """Batches of the training pairs in ``order``: as they are, or noised and unrolled."""
@@ -460,6 +479,7 @@ class Trainer:
                     "train_loss": train["loss"],
                     "train_mse": train["mse"],
                     "train_mmd": train["mmd"],
+                    **({"train_local_distance": train["local"]} if self.config.local_distance_weight > 0 else {}),
                     "valid_mse": valid_mse,
                     "best_valid_mse": self.state.best_valid_mse,
                     "seconds": time.perf_counter() - start,

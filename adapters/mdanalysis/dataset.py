@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import zipfile
 from dataclasses import dataclass, field
@@ -94,6 +95,7 @@ def load_md_pairs(
     progress: bool = True,
     node_attrs: str = "charge",
     fit: str = NO_FIT,
+    discard_ps: float = 0.0,
 ) -> MDDataset:
     """Topology + trajectory -> train/valid/test FramePairs and the data spec, in one call.
 
@@ -118,6 +120,10 @@ def load_md_pairs(
     fit : ``"none"`` (lab frame) or ``"first-frame"``: every frame superposed onto the first
         before pairs are made (`fit.fit_frames`; the cache holds the unfitted frames). Recorded
         in the spec (``extra["fit"]``) when not "none".
+    discard_ps : time (ps) at the start of the trajectory left out, as equilibration: no pair
+        reads a frame before it, the fit superposes onto the first frame kept, and the blocks
+        are cut from the frames that remain. Frame numbers (pair metadata, the spec's training
+        frames) stay the file's. Recorded in the spec (``extra["discard_ps"]``) when > 0.
 
     Returns
     -------
@@ -155,12 +161,20 @@ def load_md_pairs(
         if cache_file is not None:
             _write_cache(cache_file, key, data)
 
-    positions, velocities = fit_frames(data.positions, data.velocities, fit)
+    skip = discarded_frames(discard_ps, data.frame_dt, len(data.positions), source)
+    positions, velocities = fit_frames(data.positions[skip:], None if data.velocities is None
+                                       else data.velocities[skip:], fit)
+    # Put the discarded frames back in front (never read by a pair) so frame numbers stay the file's.
+    positions = np.concatenate([data.positions[:skip], positions])
+    if velocities is not None:
+        velocities = np.concatenate([data.velocities[:skip], velocities])
     history = history_frames(jump, velocity_convention)
     try:
-        frames = contiguous_splits(len(positions), jump=jump, history=history)
+        kept = contiguous_splits(len(positions) - skip, jump=jump, history=history)
     except DataError as exc:
-        raise DataError(f"{source}: with stride {stride}, {exc}") from None
+        after = f" after discarding {discard_ps:g} ps" if skip else ""
+        raise DataError(f"{source}: with stride {stride}{after}, {exc}") from None
+    frames = {name: range(inputs.start + skip, inputs.stop + skip) for name, inputs in kept.items()}
     splits = {
         name: frame_pairs(
             positions, velocities, data.node_attrs, data.masses, data.frame_dt,
@@ -171,6 +185,8 @@ def load_md_pairs(
     spec = _spec_fields(data, top, trajectories, selection, jump, stride, velocity_convention, cutoff)
     if fit != NO_FIT:
         spec["extra"][keys.FIT] = fit
+    if skip:
+        spec["extra"][keys.DISCARD_PS] = float(discard_ps)
     # The frames each split read, first and last, in the file's numbering, keyed by the file's
     # name (files read as one chain get the joined names: a frame number spans them all).
     read_as = "+".join(path.name for path in trajectories) or top.name
@@ -178,6 +194,19 @@ def load_md_pairs(
         inputs = frames[name]
         spec["extra"][key] = {read_as: [(inputs.start - history) * stride, (inputs.stop - 1 + jump) * stride]}
     return MDDataset(splits=splits, spec_fields=spec, frames=frames, cached=cached)
+
+
+def discarded_frames(discard_ps: float, frame_dt: float, num_frames: int, source: str) -> int:
+    """How many leading (strided) frames ``discard_ps`` ps of equilibration cover: every frame
+    whose time after the first is below ``discard_ps``. Raises DataError (one line) for a
+    negative time or one that leaves no frame."""
+    if not (math.isfinite(discard_ps) and discard_ps >= 0):
+        raise DataError(f"discard: must be a time >= 0 in ps, got {discard_ps!r}")
+    skip = int(math.ceil(discard_ps / frame_dt - 1e-9)) if discard_ps > 0 else 0
+    if skip >= num_frames:
+        raise DataError(f"{source}: discarding {discard_ps:g} ps leaves no frame "
+                        f"({num_frames} frames {frame_dt:g} ps apart)")
+    return skip
 
 
 def _check_load_args(jump: Any, stride: Any, convention: str, cutoff: Optional[float]) -> tuple[int, int]:

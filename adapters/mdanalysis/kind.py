@@ -47,6 +47,7 @@ class MDOptions:
         pair spans two files and every replica contributes to every split.
     fit : "none" (lab frame) or "first-frame": each file's frames superposed onto its first
         (`fit`), removing the rigid tumbling no jump can predict.
+    discard_ps : ps at the start of every file left out as equilibration (`load_md_pairs`).
     """
 
     topology: Optional[Path] = None
@@ -60,6 +61,7 @@ class MDOptions:
     node_attrs: str = "charge"
     replicas: tuple[Path, ...] = ()
     fit: str = NO_FIT
+    discard_ps: float = 0.0
 
 
 def open_md_trajectory(path: PathLike, options: Optional[MDOptions] = None) -> Dataset:
@@ -94,6 +96,7 @@ def _load_one(path: Path, options: MDOptions) -> Any:
         progress=options.progress,
         node_attrs=options.node_attrs,
         fit=options.fit,
+        discard_ps=options.discard_ps,
     )
 
 
@@ -147,6 +150,8 @@ def md_options_for_spec(spec: Any, topology: Optional[Path] = None, cache_dir: O
         progress=progress,
         node_attrs="identity" if uses_identity(spec) else "charge",
         fit=fit_mode_of(extra),
+        # The same blocks as in training: a checkpoint's test split is the one it never saw.
+        discard_ps=float(extra.get(keys.DISCARD_PS, 0.0)),
     )
 
 
@@ -162,7 +167,7 @@ class MDTrajectoryKind(DataKind):
     train_flags = {
         "--topology": "topology", "--selection": "selection", "--jump": "jump", "--stride": "stride",
         "--velocity": "velocity_convention", "--cache-dir": "cache_dir", "--node-attrs": "node_attrs",
-        "--replica": "replicas", "--fit": "fit",
+        "--replica": "replicas", "--fit": "fit", "--discard": "discard_ps",
     }
     rollout_flags = {"--topology": "topology"}
     flag_hints = {"--frames": "use --jump/--stride"}

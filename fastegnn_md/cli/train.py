@@ -12,13 +12,16 @@ from pathlib import Path
 from typing import Any
 
 from ..conventions import CONVENTION_ALIASES, VELOCITY_CONVENTIONS
-from .common import UsageError, add_device_arguments, fraction, positive_int, set_torch_threads, torch_device
+from .common import (
+    UsageError, add_device_arguments, fraction, nonneg_float, positive_int, set_torch_threads, torch_device,
+)
 
 #: Flags that only some kinds of data take (each kind declares its own in ``train_flags``).
 KIND_FLAGS = {
     "--topology": "topology", "--selection": "selection", "--jump": "jump", "--stride": "stride",
     "--velocity": "velocity", "--cache-dir": "cache_dir", "--frames": "frames", "--gravity-axis": "gravity_axis",
     "--node-attrs": "node_attrs", "--replica": "replica", "--fit": "fit",
+    "--discard": "discard",
 }
 
 
@@ -87,6 +90,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     train.add_argument("--unroll", type=positive_int, default=1, metavar="K",
                        help="pushforward: each batch first runs 0..K-1 jumps (drawn uniformly) on the model's "
                             "own outputs without gradient, then learns the next one (default 1: off)")
+    train.add_argument("--local-distance-weight", type=float, default=0.0, metavar="W",
+                       help="add W x the squared error of the distances between atoms closer than "
+                            "--local-distance-cutoff, so repeated jumps keep bonds and angles (default 0: off)")
+    train.add_argument("--local-distance-cutoff", type=float, default=4.0, metavar="R",
+                       help="pairs of the local-distance term: closer than R (length unit) in the input frame "
+                            "(default 4, Å: bonds, angles and consecutive CA-CA of a protein backbone)")
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--max-train", type=positive_int, default=None, help="use only the first N training examples")
     train.add_argument("--max-valid", type=positive_int, default=None, help="use only the first N validation examples")
@@ -110,6 +119,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "--fit", choices=("none", "first-frame"), default=None,
         help="MD: remove the molecule's rigid motion before pairs are made: superpose every frame onto "
              "its file's first (first-frame), or keep the lab frame (none, default)",
+    )
+    train.add_argument(
+        "--discard", type=nonneg_float, default=None, metavar="PS",
+        help="MD: leave out the first PS ps of every trajectory file (equilibration; default 0); "
+             "evaluate reads the checkpoint's data the same way",
     )
     train.add_argument(
         "--velocity", choices=(*VELOCITY_CONVENTIONS, *CONVENTION_ALIASES), default=None,
@@ -170,6 +184,8 @@ def run(args: argparse.Namespace) -> int:
             grad_clip=args.grad_clip,
             input_noise=args.input_noise,
             unroll=args.unroll,
+            local_distance_weight=args.local_distance_weight,
+            local_distance_cutoff=args.local_distance_cutoff,
             length_scale=args.length_scale if args.length_scale is not None else defaults.length_scale,
             gravity_axis=dataset.spec_fields.get("gravity_axis"),
             seed=args.seed,
