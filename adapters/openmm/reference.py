@@ -11,8 +11,14 @@ The first three steps live in `.system`. Trajectories are written through MDAnal
 Å and Å/ps (what every MDAnalysis reader returns), converted here from OpenMM's nm and nm/ps.
 
 Checkpoints: every ``checkpoint_seconds`` of wall time and at the end, the frames so far are
-written to the trajectory (atomically) and the OpenMM checkpoint plus those frames to
-``<out>.checkpoint.npz`` (atomically). Running the same command again resumes from it.
+written to the trajectory (atomically), then ``<out>.checkpoint.npz`` (atomically): the OpenMM
+checkpoint (exact continuation, RNG included, on the same platform and OpenMM version), the state
+as portable XML (positions, velocities, time: a fallback on another machine, with the Langevin
+noise re-seeded from the seed and the frame count so it does not repeat) and the number of frames
+written. Running the same command again resumes from it, reading the frames so far back from the
+trajectory. The file is small (about 0.3 MB for 3,300 atoms), so a long run's trajectory and
+resume file can be committed and continued in another session or on another machine. Version 1
+files, which also held every frame, still resume.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ import io
 import json
 import os
 import time
+import zlib
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional
@@ -43,9 +50,9 @@ from .system import (
     quiet_mdanalysis,
     select_atoms,
 )
-from .units import NM_TO_ANGSTROM, app, unit
+from .units import NM_TO_ANGSTROM, app, openmm, unit
 
-CHECKPOINT_VERSION = 1
+CHECKPOINT_VERSION = 2
 
 
 # --------------------------------------------------------------------------------------------
@@ -120,7 +127,7 @@ def simulate(
     frames_vel: list[np.ndarray] = []
     resumed = 0
     if ckpt_file.exists():
-        frames_pos, frames_vel = _resume(ckpt_file, key, simulation)
+        frames_pos, frames_vel = _resume(ckpt_file, key, simulation, out, top_file, settings.seed)
         resumed = len(frames_pos)
         log(f"resuming {out} from its checkpoint at frame {resumed} of {settings.num_frames}")
     else:
@@ -192,33 +199,68 @@ def _save(
 ) -> None:
     """Trajectory first, then the checkpoint: a checkpoint never names frames the file lacks."""
     write_trajectory(out, top_file, np.stack(frames_pos), np.stack(frames_vel), settings.frame_interval_ps)
-    state = simulation.context.createCheckpoint()
+    binary = simulation.context.createCheckpoint()
+    state = simulation.context.getState(getPositions=True, getVelocities=True, getParameters=True)
+    portable = zlib.compress(openmm.XmlSerializer.serialize(state).encode("utf-8"), 6)
 
     def write(handle: Any) -> None:
         np.savez(handle, key=np.array(key), version=np.array(CHECKPOINT_VERSION),
-                 openmm_checkpoint=np.frombuffer(state, dtype=np.uint8),
-                 positions=np.stack(frames_pos), velocities=np.stack(frames_vel))
+                 openmm_checkpoint=np.frombuffer(binary, dtype=np.uint8),
+                 state_xml=np.frombuffer(portable, dtype=np.uint8), num_frames=np.array(len(frames_pos)))
 
     write_atomically(ckpt_file, write)
 
 
-def _resume(ckpt_file: Path, key: str, simulation: "app.Simulation") -> tuple[list[np.ndarray], list[np.ndarray]]:
+def _resume(
+    ckpt_file: Path, key: str, simulation: "app.Simulation", out: Path, top_file: Path, seed: int
+) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Load the checkpoint into ``simulation`` and return the frames written so far (Å, Å/ps)."""
     try:
         with np.load(ckpt_file) as data:
             stored_key = str(data["key"])
-            state = data["openmm_checkpoint"].tobytes()
-            positions, velocities = data["positions"], data["velocities"]
+            binary = data["openmm_checkpoint"].tobytes()
+            portable = data["state_xml"].tobytes() if "state_xml" in data.files else None
+            # Version 1 held the frames; version 2 counts them and the trajectory holds them.
+            frames = (data["positions"], data["velocities"]) if "positions" in data.files else int(data["num_frames"])
     except (OSError, ValueError, KeyError) as exc:
         raise DataError(f"{ckpt_file}: unreadable simulation checkpoint ({exc}); delete it to start over") from None
     if stored_key != key:
         raise DataError(
             f"{ckpt_file}: was written for another structure or other settings; delete it to start over"
         )
+    positions, velocities = _frames_written(out, top_file, frames, ckpt_file) if isinstance(frames, int) else frames
     try:
-        simulation.context.loadCheckpoint(state)
-    except Exception as exc:  # OpenMMException: other platform or OpenMM version
-        raise DataError(f"{ckpt_file}: OpenMM cannot load it here ({exc}); delete it to start over") from None
+        simulation.context.loadCheckpoint(binary)
+    except Exception as exc:  # OpenMMException: other platform, OpenMM version or machine
+        if portable is None:
+            raise DataError(f"{ckpt_file}: OpenMM cannot load it here ({exc}); delete it to start over") from None
+        state = openmm.XmlSerializer.deserialize(zlib.decompress(portable).decode("utf-8"))
+        # A new noise stream: the integrator's own seed would replay the noise of the run's start.
+        simulation.integrator.setRandomNumberSeed(int(seed) * 1_000_003 + len(positions) + 1)
+        simulation.context.reinitialize(preserveState=False)
+        simulation.context.setState(state)
     return list(positions), list(velocities)
+
+
+def _frames_written(out: Path, top_file: Path, count: int, ckpt_file: Path) -> tuple[np.ndarray, np.ndarray]:
+    """The first ``count`` frames of the trajectory a checkpoint belongs to (Å; velocities Å/ps,
+    zeros where the format stores none, which the writer then leaves out again). Formats in nm
+    come back through float32 unit conversions: within one float32 step of what was written
+    (XTC's 0.01 Å grid exactly)."""
+    if not out.is_file() or not top_file.is_file():
+        raise DataError(f"{ckpt_file}: {out if not out.is_file() else top_file} is missing; the checkpoint "
+                        "resumes only beside the trajectory and topology it wrote; delete it to start over")
+    with quiet_mdanalysis():
+        universe = MDAnalysis.Universe(str(top_file), str(out))
+    if len(universe.trajectory) < count:
+        raise DataError(f"{ckpt_file}: {out} holds {len(universe.trajectory)} frames, the checkpoint "
+                        f"{count}; delete the checkpoint to start over")
+    positions, velocities = [], []
+    for ts in universe.trajectory[:count]:
+        positions.append(ts.positions.astype(np.float32))
+        velocities.append(ts.velocities.astype(np.float32) if ts.has_velocities
+                          else np.zeros_like(ts.positions, dtype=np.float32))
+    return np.array(positions), np.array(velocities)
 
 
 def write_trajectory(

@@ -259,8 +259,9 @@ def test_interrupted_run_resumes_without_lost_or_repeated_frames(tmp_path, monke
     _, times, positions, velocities = read(out)
     assert len(positions) == 6
     np.testing.assert_allclose(times, INTERVAL * np.arange(6), atol=1e-5)
-    np.testing.assert_array_equal(positions[:3], first)
-    np.testing.assert_array_equal(velocities[:3], first_vel)
+    # The frames written before come back from the TRR (nm) through float32 unit conversions.
+    np.testing.assert_allclose(positions[:3], first, rtol=2e-7, atol=0)
+    np.testing.assert_allclose(velocities[:3], first_vel, rtol=2e-7, atol=1e-7)
     # Every frame is a new state (none repeated) and one interval after the previous one (none lost):
     # the step across the interruption looks like the others.
     step = np.sqrt(np.mean(np.sum(np.diff(positions, axis=0) ** 2, axis=2), axis=1))
@@ -292,6 +293,64 @@ def test_finished_run_is_extended_by_a_longer_length(tmp_path):
     # Asking again for what is already there runs nothing more.
     again = run(out, fast(length_ps=0.1))
     assert again.resumed_from_frame == 6 and again.num_frames == 6
+
+
+def test_the_checkpoint_is_small_and_holds_no_frames(tmp_path):
+    """Version 2: the OpenMM checkpoint, the portable state and a frame count; the frames are the
+    trajectory's, so a long run's resume file can be committed beside its trajectory."""
+    out = tmp_path / "adk.xtc"
+    run(out, fast(length_ps=0.04))
+    with np.load(omm.checkpoint_path(out)) as data:
+        assert int(data["version"]) == 2 and int(data["num_frames"]) == 3
+        assert "positions" not in data.files and "velocities" not in data.files
+        assert data["state_xml"].size > 0
+    assert omm.checkpoint_path(out).stat().st_size < 1_000_000  # 3,341 atoms
+
+
+def test_a_checkpoint_openmm_cannot_load_resumes_from_its_portable_state(tmp_path):
+    """Another machine or OpenMM version: the binary checkpoint fails to load, the XML state
+    (positions, velocities, time) carries on with a fresh noise stream."""
+    out = tmp_path / "adk.trr"
+    run(out, fast(length_ps=0.04))
+    _, _, first, first_vel = read(out)
+    path = omm.checkpoint_path(out)
+    with np.load(path) as data:
+        stored = {name: data[name] for name in data.files}
+    stored["openmm_checkpoint"] = np.frombuffer(b"not a checkpoint", dtype=np.uint8)
+    np.savez(path, **stored)
+    messages = []
+    result = run(out, fast(length_ps=0.1), log=messages.append)
+    assert result.resumed_from_frame == 3 and result.num_frames == 6
+    _, times, positions, velocities = read(out)
+    np.testing.assert_allclose(times, INTERVAL * np.arange(6), atol=1e-5)
+    np.testing.assert_allclose(positions[:3], first, rtol=2e-7, atol=0)
+    step = np.sqrt(np.mean(np.sum(np.diff(positions, axis=0) ** 2, axis=2), axis=1))
+    assert step[2] < 2 * np.median(step) and step[2] > 0.5 * np.median(step)  # continues from frame 3's state
+
+
+def test_a_version_1_checkpoint_still_resumes(tmp_path):
+    """Files written before version 2 held every frame; they resume as before."""
+    out = tmp_path / "adk.xtc"
+    run(out, fast(length_ps=0.04))
+    _, _, first, _ = read(out)
+    path = omm.checkpoint_path(out)
+    with np.load(path) as data:
+        key, binary = data["key"], data["openmm_checkpoint"]
+    np.savez(path, key=key, version=np.array(1), openmm_checkpoint=binary, positions=first.astype(np.float32),
+             velocities=np.zeros_like(first, dtype=np.float32))
+    out.unlink()  # version 1 did not need the trajectory: the frames come from the checkpoint
+    result = run(out, fast(length_ps=0.1))
+    assert result.resumed_from_frame == 3 and result.num_frames == 6
+    np.testing.assert_array_equal(read(out)[2][:3], first)
+
+
+def test_a_checkpoint_without_its_trajectory_is_a_one_line_error(tmp_path):
+    out = tmp_path / "adk.xtc"
+    run(out, fast(length_ps=0.04))
+    out.unlink()
+    with pytest.raises(DataError, match="adk.xtc is missing; the checkpoint resumes only beside") as excinfo:
+        run(out, fast(length_ps=0.1))
+    assert "\n" not in str(excinfo.value)
 
 
 def test_other_settings_with_existing_checkpoint_are_refused(tmp_path):
