@@ -53,6 +53,9 @@ from .system import (
 from .units import NM_TO_ANGSTROM, app, openmm, unit
 
 CHECKPOINT_VERSION = 2
+#: Part of the run key (what the structure and settings mean), apart from the resume file's
+#: layout, so files of every layout written for the same run resume it.
+RUN_KEY_VERSION = 1
 
 
 # --------------------------------------------------------------------------------------------
@@ -176,7 +179,7 @@ def _run_key(structure: Path, settings: SimulationSettings) -> str:
     # length_ps is left out so that a finished run can be extended by asking for a longer one.
     fields = {k: v for k, v in asdict(settings).items() if k != "length_ps"}
     payload = {"structure": hashlib.sha256(structure.read_bytes()).hexdigest(), "settings": fields,
-               "version": CHECKPOINT_VERSION}
+               "version": RUN_KEY_VERSION}
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
 

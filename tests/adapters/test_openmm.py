@@ -328,7 +328,7 @@ def test_a_checkpoint_openmm_cannot_load_resumes_from_its_portable_state(tmp_pat
     assert step[2] < 2 * np.median(step) and step[2] > 0.5 * np.median(step)  # continues from frame 3's state
 
 
-def test_a_version_1_checkpoint_still_resumes(tmp_path):
+def test_a_version_1_checkpoint_still_resumes(tmp_path, monkeypatch):
     """Files written before version 2 held every frame; they resume as before."""
     out = tmp_path / "adk.xtc"
     run(out, fast(length_ps=0.04))
@@ -336,6 +336,9 @@ def test_a_version_1_checkpoint_still_resumes(tmp_path):
     path = omm.checkpoint_path(out)
     with np.load(path) as data:
         key, binary = data["key"], data["openmm_checkpoint"]
+    # The run key (structure and settings) does not depend on the file's layout version.
+    monkeypatch.setattr(omm_reference, "CHECKPOINT_VERSION", 1)
+    assert str(key) == omm_reference._run_key(ADK, fast(length_ps=0.04))
     np.savez(path, key=key, version=np.array(1), openmm_checkpoint=binary, positions=first.astype(np.float32),
              velocities=np.zeros_like(first, dtype=np.float32))
     out.unlink()  # version 1 did not need the trajectory: the frames come from the checkpoint
