@@ -41,10 +41,11 @@ class MDOptions:
     progress : progress bar while reading frames.
     node_attrs : "charge" (partial charges, else masses) or "identity" (atom role, residue type,
         element: `fastegnn_md.chemistry`; a model trained on them serves any protein and naming).
-    replicas : further trajectory files of the same system (independent runs: other seeds).
-        Each is read like the first (its own topology beside it unless ``topology`` is given)
-        and split into its own contiguous train/valid/test blocks; the splits are joined, so no
-        pair spans two files and every replica contributes to every split.
+    replicas : further trajectory files: independent runs of the same system (other seeds),
+        or, with identity attributes (which pin no atom count), other proteins, so one model
+        learns several. Each is read like the first (its own topology beside it unless
+        ``topology`` is given) and split into its own contiguous train/valid/test blocks; the
+        splits are joined, so no pair spans two files and every file contributes to every split.
     fit : "none" (lab frame) or "first-frame": each file's frames superposed onto its first
         (`fit`), removing the rigid tumbling no jump can predict.
     discard_ps : ps at the start of every file left out as equilibration (`load_md_pairs`).
@@ -101,9 +102,10 @@ def _load_one(path: Path, options: MDOptions) -> Any:
 
 
 def _joined_spec(first: dict[str, Any], others: list[tuple[Path, dict[str, Any]]], path: Path) -> dict[str, Any]:
-    """The first file's spec fields, extended by replicas that must describe the same system:
-    same atoms (count and node attributes) and the same jump in time. The trajectory names and
-    each file's training/validation frames are listed for all of them."""
+    """The first file's spec fields, extended by the other files: the same jump in time and node
+    attribute width, and, unless the attributes are identity ones (no atom count pinned), the
+    same atoms. The trajectory names and each file's training/validation frames are listed for
+    all of them."""
     extra = dict(first["extra"])
     names = list(extra[keys.TRAJECTORY])
     train, valid = dict(extra[keys.TRAIN_FRAMES]), dict(extra[keys.VALID_FRAMES])

@@ -112,8 +112,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                             "backbone role, residue type, element (identity: one model for any protein and naming)")
     train.add_argument(
         "--replica", type=Path, action="append", default=None, metavar="TRAJ",
-        help="MD: another run of the same system (repeat for more); each file is split into its own "
-             "train/valid/test blocks and no pair spans two files",
+        help="MD: another trajectory to train on (repeat for more): a replica of the same system, or, with "
+             "--node-attrs identity, another protein; each file is split into its own train/valid/test "
+             "blocks and no pair spans two files",
     )
     train.add_argument(
         "--fit", choices=("none", "first-frame"), default=None,
