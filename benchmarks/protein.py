@@ -89,7 +89,12 @@ def rollout_check(checkpoint: Path, pairs: list, backbone: dict, jumps: int) -> 
     lengths = [metrics.backbone_distances(f, backbone) for f in frames]
     bond_change = max((max(np.abs(now[k] - start[k]).max() for k in ("N-CA", "CA-C", "C-N")) for now in lengths),
                       default=np.nan)
+    mean_change = max((max(abs(now[k].mean() / start[k].mean() - 1) for k in ("N-CA", "CA-C", "C-N"))
+                       for now in lengths), default=np.nan)
     closest_ca = min((now["CA-CA"].min() for now in lengths), default=np.nan)
+    # The jump at which `fastegnn-md rollout` (default --unphysical stop) would have stopped.
+    unphysical = next((jump for jump, now in enumerate(lengths, start=1) if metrics.backbone_problem(start, now)),
+                      None)
     return {
         "jumps_made": len(frames),
         "stopped": None if result.stop is None else result.stop.reason,
@@ -99,7 +104,9 @@ def rollout_check(checkpoint: Path, pairs: list, backbone: dict, jumps: int) -> 
         "final_aligned_rmsd": (metrics.kabsch_rmsd(frames[-1], last_pair.target_positions)
                                if frames and last_pair is not None else None),
         "largest_bond_change": float(bond_change),
+        "largest_mean_bond_change": float(mean_change),
         "closest_consecutive_ca": float(closest_ca),
+        "first_unphysical_jump": unphysical,
     }
 
 
@@ -210,8 +217,9 @@ def main() -> None:
         print(f"{args.rollout_model}, {args.rollout_jumps} jumps ({args.rollout_jumps * dt:g} ps) from the first "
               "held-out frame:")
         print("| seed | jumps made | finite | Rg range (Å) | reference Rg range (Å) | aligned RMSD at the end (Å) | "
-              "largest backbone bond change (Å) | closest consecutive CA–CA (Å) |")
-        print("|---:|---:|---|---|---|---:|---:|---:|")
+              "largest backbone bond change (Å) | largest change of a mean bond | closest consecutive CA–CA (Å) "
+              "| first unphysical jump |")
+        print("|---:|---:|---|---|---|---:|---:|---:|---:|---:|")
         # The rollout file, read once: the held-out replica (or the first training file).
         source = args.heldout if args.heldout is not None else args.trajectory
         pairs = test if args.heldout is not None else open_md_trajectory(
@@ -225,7 +233,8 @@ def main() -> None:
             end = "–" if r["final_aligned_rmsd"] is None else f"{r['final_aligned_rmsd']:.2f}"
             print(f"| {seed} | {r['jumps_made']} | {r['finite']} | {r['rg_min']:.2f}–{r['rg_max']:.2f} | "
                   f"{r['reference_rg_min']:.2f}–{r['reference_rg_max']:.2f} | {end} | "
-                  f"{r['largest_bond_change']:.3f} | {r['closest_consecutive_ca']:.2f} |")
+                  f"{r['largest_bond_change']:.3f} | {100 * r['largest_mean_bond_change']:.1f} % | "
+                  f"{r['closest_consecutive_ca']:.2f} | {r['first_unphysical_jump'] or 'none'} |")
     args.runs.mkdir(parents=True, exist_ok=True)
     (args.runs / "results.json").write_text(json.dumps(
         {"args": {k: str(v) for k, v in vars(args).items()}, "scored_on": scored_on, "baselines": baselines,

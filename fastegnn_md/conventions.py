@@ -19,6 +19,10 @@ one name (recorded in checkpoints as ``DataSpec.velocity_convention``):
 ``paper`` is accepted as an alias of ``forward`` (the SPH code's old name for it) with a one-line
 deprecation warning (`canonical_convention`).
 
+A rollout's frame that leaves the physical range (`UNPHYSICAL`: what it does) is a convention
+of every kind of data's rollout too: ``stop`` (the default) ends the rollout before it, as a
+diverging prediction does; ``warn`` rolls on with a warning and a note.
+
 Units: whatever the caller's are (Å and ps for MD, the dataset's units for SPH and N-body); Δt
 (``span``) and δt (``frame_dt``) in the same time unit.
 """
@@ -45,6 +49,9 @@ CONVENTION_ALIASES = {"paper": FORWARD}
 SPLITS = ("train", "valid", "test")
 #: Train/valid/test sizes of the FastEGNN paper's AdK split (4,171 examples).
 PAPER_ADK_RATIOS = (2481, 827, 863)
+
+#: What a rollout frame outside the physical range does (see the module docstring).
+UNPHYSICAL = ("stop", "warn")
 
 
 def canonical_convention(name: str, where: str = "velocity_convention",

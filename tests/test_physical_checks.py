@@ -41,11 +41,28 @@ def test_backbone_geometry_of_a_real_structure():
     assert 3.7 < geometry["CA-CA"].mean() < 3.9 and geometry["CA-CA"].min() > 2.8
 
 
+def test_the_physical_range_is_the_mean_bond_within_10_percent_and_no_ca_clash():
+    atoms = MDAnalysis.Universe(str(SHIPPED.with_suffix(".pdb"))).select_atoms("backbone")
+    pairs = metrics.backbone_pairs(atoms.names, atoms.resids)
+    start = metrics.backbone_distances(atoms.positions, pairs)
+    assert metrics.backbone_problem(start, start) is None
+    # The whole backbone shrunk about its centre: every bond and CA-CA 9 % shorter, then 11 %.
+    centre = atoms.positions.mean(axis=0)
+    for factor, expected in ((0.91, None), (0.89, "the mean N-CA bond is")):
+        now = metrics.backbone_distances(centre + factor * (atoms.positions - centre), pairs)
+        problem = metrics.backbone_problem(start, now)
+        assert problem is None if expected is None else problem.startswith(expected) and "-11%" in problem
+    clash = {kind: lengths.copy() for kind, lengths in start.items()}
+    clash["CA-CA"][5] = 2.4
+    assert "consecutive CA atoms are 2.40 Å apart" in metrics.backbone_problem(start, clash)
+    assert metrics.backbone_problem(start, clash, min_ca_ca=2.0) is None
+
+
 def test_the_report_shows_geometry_aligned_scores_and_training_frames(tmp_path):
     with pytest.warns(UserWarning, match="the backbone left physical geometry"):
-        out = rollout_trajectory(SHIPPED, report_dir=tmp_path / "r", progress=False)
+        out = rollout_trajectory(SHIPPED, report_dir=tmp_path / "r", progress=False, unphysical="warn")
     report = out.report
-    assert out.stopped is None  # noted, not yet a stop (docs/architecture.md)
+    assert out.stopped is None  # asked to roll on: noted, not a stop
     assert report["info"]["geometry_left_at_jump"] == 9
     assert any("left physical geometry" in note for note in report["notes"])
     model = report["geometry"]["mean_C-N"]["model"]
@@ -59,3 +76,21 @@ def test_the_report_shows_geometry_aligned_scores_and_training_frames(tmp_path):
     assert (tmp_path / "r" / "versus_no_motion.png").stat().st_size > 0
     saved = json.loads((tmp_path / "r" / "report.json").read_text())
     assert saved["per_jump"][13]["training_frame"] is False
+
+
+def test_a_rollout_that_leaves_physical_geometry_stops_keeps_its_frames_and_exits_1(tmp_path, capsys):
+    from fastegnn_md.cli import main
+
+    code = main(["rollout", str(SHIPPED), "--report", str(tmp_path / "r"), "--quiet"])
+    assert code == 1
+    err = capsys.readouterr().err
+    # adk-backbone's mean C-N bond is 10 % short at jump 9 (the warn run above): the stop comes there.
+    assert "rollout stopped early: jump 9: the backbone left physical geometry: the mean" in err
+    assert "--unphysical warn" in err
+    predicted = MDAnalysis.Universe(str(tmp_path / "r" / "predicted.pdb"), str(tmp_path / "r" / "predicted.xtc"))
+    assert len(predicted.trajectory) == 9  # the start frame and jumps 1-8; nothing after the stop
+    report = json.loads((tmp_path / "r" / "report.json").read_text())
+    assert report["info"]["stopped"].startswith("jump 9: the backbone left physical geometry")
+    assert report["info"]["geometry_left_at_jump"] == 9
+    assert "model" in report["per_jump"][7]["mse"] and "model" not in report["per_jump"][8]["mse"]
+    assert not any(note.startswith("from jump") for note in report["notes"])  # the stop note says it once

@@ -11,6 +11,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from ..conventions import UNPHYSICAL
 from .common import add_device_arguments, positive_int, set_torch_threads, torch_device
 
 #: Flags that only some kinds of data take (each kind declares its own in ``rollout_flags``).
@@ -37,6 +38,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     ro.add_argument("--max-displacement", type=float, default=None,
                     help="displacement of one atom/particle in one jump that stops the rollout (MD: Å, default 20; "
                          "SPH: dataset length units, default the diagonal of the dataset's bounds)")
+    ro.add_argument("--unphysical", choices=UNPHYSICAL, default="stop",
+                    help="a frame outside the physical range (MD: a kind of backbone bond off its start length by "
+                         "more than 10 %%, or consecutive CA atoms closer than 2.5 Å): stop (default; frames kept, "
+                         "exit 1) or warn and roll on")
     ro.add_argument("--split", default=None, help="SPH: split to read (default test)")
     ro.add_argument("--trajectory", dest="trajectory_index", type=int, default=None, metavar="I",
                     help="SPH: index of the trajectory in the split, in file order (default 0)")

@@ -61,12 +61,8 @@ from .pipeline import FrameSink, RolloutCase, RolloutOutputs, RolloutRequest, ru
 
 PathLike = Union[str, Path]
 DEFAULT_CHECKPOINT = "adk-backbone"
-#: The mean length of each kind of backbone bond (N–CA, CA–C, C–N) may differ from its mean in
-#: the start frame by this fraction; thermal fluctuations of the mean are well under 1 %, and the
-#: shipped adk-backbone shrinks them by 0.7 % a jump (16 % at jump 23 of the README's main job).
-BOND_TOLERANCE = 0.10
-#: Consecutive CA atoms closer than this (Å) clash: cis peptides bring them to ~2.9 Å, trans ~3.8 Å.
-MIN_CA_CA = 2.5
+#: The physical range of a rollout's backbone (`metrics.backbone_problem`), kept here by name too.
+BOND_TOLERANCE, MIN_CA_CA = metrics.BOND_TOLERANCE, metrics.MIN_CA_CA
 
 
 @dataclass
@@ -362,34 +358,27 @@ class MDRollout(RolloutCase):
         length moved more than `BOND_TOLERANCE` from the start frame's, or a CA–CA clash."""
         if self.start_geometry is None:
             return None
-        now = metrics.backbone_distances(positions, self.backbone_pairs)
-        for kind in ("N-CA", "CA-C", "C-N"):
-            start, current = self.start_geometry[kind], now[kind]
-            if start.size and current.size:
-                change = current.mean() / start.mean() - 1.0
-                if abs(change) > BOND_TOLERANCE:
-                    return (f"the mean {kind} bond is {current.mean():.2f} Å, {start.mean():.2f} Å at the start "
-                            f"({change:+.0%}; tolerance ±{BOND_TOLERANCE:.0%})")
-        ca = now["CA-CA"]
-        if ca.size and ca.min() < MIN_CA_CA:
-            return f"consecutive CA atoms are {ca.min():.2f} Å apart (a clash: below {MIN_CA_CA:g} Å)"
-        return None
+        return metrics.backbone_problem(self.start_geometry, metrics.backbone_distances(positions, self.backbone_pairs))
 
     def frame_problem(self, frame: RolloutFrame) -> Optional[str]:
-        """Notes the first jump whose backbone leaves the physical range (`geometry_problem`).
+        """Stops the rollout before the first frame whose backbone leaves the physical range
+        (`geometry_problem`), as a diverging prediction does: frames before it kept, exit 1.
 
-        **Not yet a stop**: the shipped models leave it within the README's main job (issue 14),
-        so the rollout goes on, and the report, its notes and a warning line say where and how.
+        With ``unphysical="warn"`` the rollout goes on; the report, its notes and a warning line
+        say from which jump and how.
         """
         if self.geometry_left is None:
             problem = self.geometry_problem(frame.positions)
             if problem:
                 self.geometry_left = (frame.jump, problem)
+                if self.request.unphysical == "stop":
+                    return (f"the backbone left physical geometry: {problem}; pass --unphysical warn to "
+                            "roll on regardless")
                 warnings.warn(f"jump {frame.jump}: the backbone left physical geometry: {problem}", FastEGNNWarning)
         return None
 
     def closing_notes(self) -> list[str]:
-        if self.geometry_left is None:
+        if self.geometry_left is None or self.request.unphysical == "stop":
             return []
         jump, problem = self.geometry_left
         return [f"from jump {jump} on the backbone left physical geometry ({problem}); later frames are not "
@@ -466,7 +455,7 @@ def rollout_trajectory(trajectory: PathLike, topology: Optional[PathLike] = None
                        checkpoint: Optional[PathLike] = None, start: Optional[int] = None, jumps: Optional[int] = None,
                        out: Optional[PathLike] = None, report_dir: Optional[PathLike] = None,
                        max_displacement: float = DEFAULT_MAX_DISPLACEMENT, device: str = "cpu",
-                       progress: bool = True) -> TrajectoryRolloutOutputs:
+                       progress: bool = True, unphysical: str = "stop") -> TrajectoryRolloutOutputs:
     """Roll a checkpoint out from frame ``start`` of ``trajectory`` and report against it.
 
     checkpoint : path or shipped name; None means the default shipped model (`DEFAULT_CHECKPOINT`)
@@ -474,8 +463,8 @@ def rollout_trajectory(trajectory: PathLike, topology: Optional[PathLike] = None
         (said in the report's notes).
     start : frame index (default: the first frame with a frame one jump before it).
     jumps : number of learned jumps (default: as many as the trajectory covers after start).
-    out, report_dir, max_displacement (Å) : see `RolloutRequest` and the module docstring.
+    out, report_dir, max_displacement (Å), unphysical : see `RolloutRequest` and the module docstring.
     Raises DataError / CheckpointError with one-line messages (see `resolve_topology`).
     """
-    request = RolloutRequest(start, jumps, out, report_dir, max_displacement)
+    request = RolloutRequest(start, jumps, out, report_dir, max_displacement, unphysical)
     return run_rollout(MDRollout(trajectory, topology, request), checkpoint, device=device, progress=progress)

@@ -28,6 +28,7 @@ from typing import Any, ClassVar, Optional, Union
 import numpy as np
 
 from ..checkpoint import Checkpoint
+from ..conventions import UNPHYSICAL
 from ..data.kinds import DataKind, registered_kinds
 from ..errors import DataError
 from ..io import OutputLock
@@ -64,7 +65,9 @@ class RolloutRequest:
 
     start : start frame; jumps : number of learned jumps; out : the predicted trajectory file;
     report_dir : the report's directory; max_displacement : the per-jump displacement of one
-    atom or particle that stops the rollout, in the data's length unit.
+    atom or particle that stops the rollout, in the data's length unit; unphysical : what a frame
+    outside the physical range does (`UNPHYSICAL`: ``"stop"`` ends the rollout before it, as a
+    diverging prediction does; ``"warn"`` keeps going with a warning and a note).
     """
 
     start: Optional[int] = None
@@ -72,11 +75,16 @@ class RolloutRequest:
     out: Optional[PathLike] = None
     report_dir: Optional[PathLike] = None
     max_displacement: Optional[float] = None
+    unphysical: str = "stop"
+
+    def __post_init__(self) -> None:
+        if self.unphysical not in UNPHYSICAL:
+            raise DataError(f"unphysical must be one of {', '.join(UNPHYSICAL)}, got {self.unphysical!r}")
 
     @classmethod
     def from_cli(cls, args: Any) -> "RolloutRequest":
         """From the `fastegnn-md rollout` arguments (argparse namespace)."""
-        return cls(args.start, args.jumps, args.out, args.report, args.max_displacement)
+        return cls(args.start, args.jumps, args.out, args.report, args.max_displacement, args.unphysical)
 
 
 class FrameSink(ABC):
