@@ -132,7 +132,7 @@ def main() -> None:
     parser.add_argument("--patience", type=int, default=4)
     parser.add_argument("--input-noise", type=float, default=0.0)
     parser.add_argument("--local-distance-weight", type=float, default=0.0)
-    parser.add_argument("--local-distance-cutoff", type=float, default=4.0)
+    parser.add_argument("--local-distance-cutoff", type=float, default=2.6)
     parser.add_argument("--unroll", type=int, default=1)
     parser.add_argument("--rollout-model", default="FastEGNN<3,0.75>")
     parser.add_argument("--rollout-jumps", type=int, default=100)

@@ -74,7 +74,7 @@ class TrainConfig:
     input_noise: float = 0.0
     unroll: int = 1
     local_distance_weight: float = 0.0
-    local_distance_cutoff: float = 4.0
+    local_distance_cutoff: float = 2.6
     seed: int = 0
     dtype: str = "float32"
     device: str = "cpu"

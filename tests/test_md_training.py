@@ -111,6 +111,18 @@ def test_train_writes_md_checkpoint(trained, adk, cache_dir):
     assert summary["epoch"] == 1
 
 
+def test_md_training_defaults_train_for_rollouts(trained, adk, tmp_path):
+    """MD data get the rollout training chosen on villin (local-distance term, pushforward of 3);
+    with forward velocities the unroll cannot run and stays off; explicit flags win."""
+    config = load_checkpoint(trained / "best.pt").training["config"]
+    assert (config["local_distance_weight"], config["local_distance_cutoff"], config["unroll"]) == (10.0, 2.6, 3)
+    forward = tmp_path / "forward"
+    assert main(["train", "--data", str(adk), "--out", str(forward), "--jump", "2", "--velocity", "forward",
+                 "--local-distance-weight", "0", *TINY]) == 0
+    config = load_checkpoint(forward / "best.pt").training["config"]
+    assert (config["local_distance_weight"], config["unroll"]) == (0.0, 1)
+
+
 def test_evaluate_md_checkpoint(trained, capsys):
     """Evaluate with the original files (explicit --topology), JSON output in Å²."""
     out = run_ok(capsys, ["evaluate", trained / "best.pt", "--data", DCD, "--topology", PSF,

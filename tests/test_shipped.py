@@ -135,10 +135,12 @@ def test_one_shipped_checkpoint_rolls_out_any_backbone(tmp_path, trajectory, top
     if atoms == 140:  # the held-out villin replica: the protein it was trained on
         assert out.stopped is None
         assert all(np.isfinite(row["rmsd"]["model"]) for row in out.report["per_jump"])
-    # On AdK (6x the atoms) the villin model does not transfer: in Amber naming its first jump moves
-    # an atom ~60 Å and the rollout stops cleanly (benchmarks/RESULTS.md); what is checked here is
-    # that one checkpoint reads every naming, not that it predicts AdK.
-    assert out.stopped is None or "the rollout is exploding" in out.stopped
+    # On AdK (6x the atoms) the villin model does not transfer: its first jump moves an atom ~60 Å
+    # (Amber naming) or shortens the backbone's bonds by > 10 % (CHARMM naming), and the rollout
+    # stops cleanly (benchmarks/RESULTS.md); what is checked here is that one checkpoint reads every
+    # naming, not that it predicts AdK.
+    assert out.stopped is None or any(reason in out.stopped for reason in (
+        "the rollout is exploding", "the backbone left physical geometry"))
 
 
 def test_the_shipped_villin_model_drives_ase_atoms_of_another_protein() -> None:

@@ -165,7 +165,11 @@ class MDTrajectoryKind(DataKind):
     options_class = MDOptions
     plural = "MD trajectory files"
     data_name = "an MD trajectory"
-    training = TrainingDefaults(length_scale=MOLECULAR_LENGTH_SCALE)
+    # Rollout training chosen by measurement on villin (benchmarks/RESULTS.md): without the
+    # local-distance term and the unroll a 100-jump rollout leaves physical geometry by jump 20,
+    # with either alone by jump 33-57, with both not in 100 jumps.
+    training = TrainingDefaults(length_scale=MOLECULAR_LENGTH_SCALE, local_distance_weight=10.0,
+                                local_distance_cutoff=2.6, unroll=3)
     train_flags = {
         "--topology": "topology", "--selection": "selection", "--jump": "jump", "--stride": "stride",
         "--velocity": "velocity_convention", "--cache-dir": "cache_dir", "--node-attrs": "node_attrs",

@@ -87,15 +87,17 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     train.add_argument("--input-noise", type=float, default=0.0, metavar="SIGMA",
                        help="random-walk noise of SIGMA (length unit) on each input's velocity history, "
                             "targets moved with it, as GNS trains for rollouts (default 0: off)")
-    train.add_argument("--unroll", type=positive_int, default=1, metavar="K",
+    train.add_argument("--unroll", type=positive_int, default=None, metavar="K",
                        help="pushforward: each batch first runs 0..K-1 jumps (drawn uniformly) on the model's "
-                            "own outputs without gradient, then learns the next one (default 1: off)")
-    train.add_argument("--local-distance-weight", type=float, default=0.0, metavar="W",
+                            "own outputs without gradient, then learns the next one (1: off; default MD with "
+                            "backward velocities: 3, else 1)")
+    train.add_argument("--local-distance-weight", type=float, default=None, metavar="W",
                        help="add W x the squared error of the distances between atoms closer than "
-                            "--local-distance-cutoff, so repeated jumps keep bonds and angles (default 0: off)")
-    train.add_argument("--local-distance-cutoff", type=float, default=4.0, metavar="R",
+                            "--local-distance-cutoff, so repeated jumps keep bonds and angles "
+                            "(0: off; default MD: 10, else 0)")
+    train.add_argument("--local-distance-cutoff", type=float, default=None, metavar="R",
                        help="pairs of the local-distance term: closer than R (length unit) in the input frame "
-                            "(default 4, Å: bonds, angles and consecutive CA-CA of a protein backbone)")
+                            "(default 2.6: a protein backbone's bonds and bond angles)")
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--max-train", type=positive_int, default=None, help="use only the first N training examples")
     train.add_argument("--max-valid", type=positive_int, default=None, help="use only the first N validation examples")
@@ -151,6 +153,17 @@ def data_options(args: argparse.Namespace, kind: Any) -> Any:
     return kind.make_options(values, str(args.data))
 
 
+def _given(value: Any, default: Any) -> Any:
+    return default if value is None else value
+
+
+def default_unroll(defaults: Any, spec_fields: dict) -> int:
+    """The kind's pushforward default, where it can run: only backward velocities come from positions."""
+    from ..conventions import BACKWARD
+
+    return defaults.unroll if spec_fields.get("velocity_convention") == BACKWARD else 1
+
+
 def run(args: argparse.Namespace) -> int:
     from ..datasets import kind_for_path
     from ..errors import DataError
@@ -184,9 +197,9 @@ def run(args: argparse.Namespace) -> int:
             patience=args.patience,
             grad_clip=args.grad_clip,
             input_noise=args.input_noise,
-            unroll=args.unroll,
-            local_distance_weight=args.local_distance_weight,
-            local_distance_cutoff=args.local_distance_cutoff,
+            unroll=args.unroll if args.unroll is not None else default_unroll(defaults, dataset.spec_fields),
+            local_distance_weight=_given(args.local_distance_weight, defaults.local_distance_weight),
+            local_distance_cutoff=_given(args.local_distance_cutoff, defaults.local_distance_cutoff),
             length_scale=args.length_scale if args.length_scale is not None else defaults.length_scale,
             gravity_axis=dataset.spec_fields.get("gravity_axis"),
             seed=args.seed,

@@ -37,12 +37,18 @@ class TrainingDefaults:
     """Training settings a kind of data wants when the user gives none (`fastegnn-md train`).
 
     mmd_weight : λ of Eq. 11; batch_size : graphs per batch; length_scale : the length that
-    becomes 1 inside the model (the data's length unit; `fastegnn_md.models.contract`).
+    becomes 1 inside the model (the data's length unit; `fastegnn_md.models.contract`);
+    local_distance_weight, local_distance_cutoff (length unit) : the local-distance term
+    (`fastegnn_md.losses.local_distance_loss`; weight 0 = off); unroll : pushforward jumps K
+    (`fastegnn_md.rollout_training`; 1 = off), used only with backward velocities.
     """
 
     mmd_weight: float = 0.03
     batch_size: int = 50
     length_scale: float = 1.0
+    local_distance_weight: float = 0.0
+    local_distance_cutoff: float = 2.6
+    unroll: int = 1
 
 
 #: `Dataset.load`'s name for every split at once.
