@@ -51,10 +51,13 @@ def test_readme_main_job_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
     monkeypatch.chdir(ROOT)
     report_dir = tmp_path / "report"
     argv[argv.index("--report") + 1] = str(report_dir)  # keep the work tree clean
-    assert main(argv) == 0
+    assert main(argv) == 0  # also: no jump left the physical range (the default --unphysical stop)
     report = json.loads((report_dir / "report.json").read_text())
     assert report["info"]["model"] == "fastegnn"
-    assert report["jumps_with_reference"] == report["jumps"] > 0
+    assert report["jumps_with_reference"] == report["jumps"] == 100
+    # On data the model never trained on, beside the trivial predictor it has to beat.
+    assert not any(row.get("training_frame") for row in report["per_jump"])
+    assert {"model", "no motion", "constant velocity"} <= set(report["summary"]["mean_aligned_mse"])
     assert (report_dir / "predicted.xtc").exists() and (report_dir / "predicted-virtual.pdb").exists()
 
 
@@ -117,6 +120,9 @@ def test_the_villin_model_never_saw_the_held_out_replica() -> None:
     assert set(spec.extra["train_frames"]) == set(spec.extra["valid_frames"]) == trained_on
     assert spec.extra["fit"] == "first-frame" and spec.extra["node_attr_source"] == "identity"
     assert spec.num_nodes is None and spec.dt == pytest.approx(5.0)
+    config = load_checkpoint("villin-backbone").training["config"]
+    # Trained for rollouts: the MD defaults the README's main job relies on.
+    assert (config["local_distance_weight"], config["local_distance_cutoff"], config["unroll"]) == (10.0, 2.6, 3)
 
 
 def _backbone_cases():
