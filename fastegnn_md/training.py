@@ -26,7 +26,7 @@ from .checkpoint import DataSpec, load_checkpoint, save_checkpoint
 from .errors import FastEGNNError, FastEGNNWarning
 from .graph import FramePair, GraphBatch, collate, feature_dims, local_pairs
 from .io import write_atomically
-from .losses import local_distance_loss, mmd_loss, moving_subset, position_mse
+from .losses import local_distance_loss, mmd_loss, moving_subset, position_mse, radial_distance_loss
 from .models import JumpModel, build_model, model_hparams
 from .rollout_training import RolloutTraining
 from .geometry import unit_gravity_axis
@@ -51,7 +51,9 @@ class TrainConfig:
     (`fastegnn_md.rollout_training`: random-walk noise on the velocity history, pushforward).
     local_distance_weight (0 = off) adds that multiple of `local_distance_loss` over the pairs
     closer than local_distance_cutoff (length unit) in the input frame, so repeated jumps keep
-    bonds and angles instead of shrinking them toward the mean structure.
+    bonds and angles instead of shrinking them toward the mean structure. radial_distance_weight
+    (0 = off) adds that multiple of `radial_distance_loss` (each node's distance to its graph's
+    centroid), so repeated jumps keep the envelope (radius of gyration) as well.
     """
 
     model: str = "fastegnn"
@@ -75,6 +77,7 @@ class TrainConfig:
     unroll: int = 1
     local_distance_weight: float = 0.0
     local_distance_cutoff: float = 2.6
+    radial_distance_weight: float = 0.0
     seed: int = 0
     dtype: str = "float32"
     device: str = "cpu"
@@ -99,7 +102,8 @@ class TrainConfig:
             raise ValueError(f"grad_clip must be a positive number, got {self.grad_clip}")
         if self.gravity_axis is not None:
             self.gravity_axis = unit_gravity_axis(self.gravity_axis)
-        for name in ("lr", "weight_decay", "mmd_weight", "input_noise", "local_distance_weight"):
+        for name in ("lr", "weight_decay", "mmd_weight", "input_noise", "local_distance_weight",
+                     "radial_distance_weight"):
             value = getattr(self, name)
             if not (math.isfinite(value) and value >= 0):
                 raise ValueError(f"{name} must be a finite number >= 0, got {value}")
@@ -374,7 +378,7 @@ class Trainer:
         self.model.train()
         order = torch.randperm(len(self.train_pairs), generator=self.shuffle_rng).tolist()
         num_batches = math.ceil(len(order) / config.batch_size)
-        sums = {"loss": 0.0, "mse": 0.0, "mmd": 0.0, "local": 0.0}
+        sums = {"loss": 0.0, "mse": 0.0, "mmd": 0.0, "local": 0.0, "radial": 0.0}
         bar = tqdm(
             self._training_batches(order),
             total=num_batches,
@@ -404,6 +408,11 @@ class Trainer:
             if config.local_distance_weight > 0:
                 local = local_distance_loss(out.positions, batch.target_positions, self._local_pairs(batch))
                 loss = loss + config.local_distance_weight * local
+            radial = torch.zeros((), dtype=mse.dtype)
+            if config.radial_distance_weight > 0:
+                radial = radial_distance_loss(out.positions, batch.target_positions, batch.batch,
+                                              batch.num_graphs, batch.moving)
+                loss = loss + config.radial_distance_weight * radial
             if not torch.isfinite(loss):
                 # Stop before the weights are poisoned; last.pt still holds the last good epoch.
                 raise TrainingDiverged(
@@ -419,6 +428,7 @@ class Trainer:
             sums["mse"] += mse.item()
             sums["mmd"] += mmd.item()
             sums["local"] += local.item()
+            sums["radial"] += radial.item()
             bar.set_postfix(mse=f"{mse.item():.4g}")
         return {k: v / num_batches for k, v in sums.items()}
 
@@ -480,6 +490,7 @@ class Trainer:
                     "train_mse": train["mse"],
                     "train_mmd": train["mmd"],
                     **({"train_local_distance": train["local"]} if self.config.local_distance_weight > 0 else {}),
+                    **({"train_radial_distance": train["radial"]} if self.config.radial_distance_weight > 0 else {}),
                     "valid_mse": valid_mse,
                     "best_valid_mse": self.state.best_valid_mse,
                     "seconds": time.perf_counter() - start,

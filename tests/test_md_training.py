@@ -118,9 +118,9 @@ def test_md_training_defaults_train_for_rollouts(trained, adk, tmp_path):
     assert (config["local_distance_weight"], config["local_distance_cutoff"], config["unroll"]) == (10.0, 2.6, 3)
     forward = tmp_path / "forward"
     assert main(["train", "--data", str(adk), "--out", str(forward), "--jump", "2", "--velocity", "forward",
-                 "--local-distance-weight", "0", *TINY]) == 0
+                 "--local-distance-weight", "0", "--radial-distance-weight", "2.5", *TINY]) == 0
     config = load_checkpoint(forward / "best.pt").training["config"]
-    assert (config["local_distance_weight"], config["unroll"]) == (0.0, 1)
+    assert (config["local_distance_weight"], config["unroll"], config["radial_distance_weight"]) == (0.0, 1, 2.5)
 
 
 def test_evaluate_md_checkpoint(trained, capsys):

@@ -39,7 +39,8 @@ class TrainingDefaults:
     mmd_weight : λ of Eq. 11; batch_size : graphs per batch; length_scale : the length that
     becomes 1 inside the model (the data's length unit; `fastegnn_md.models.contract`);
     local_distance_weight, local_distance_cutoff (length unit) : the local-distance term
-    (`fastegnn_md.losses.local_distance_loss`; weight 0 = off); unroll : pushforward jumps K
+    (`fastegnn_md.losses.local_distance_loss`; weight 0 = off); radial_distance_weight : the
+    envelope term (`fastegnn_md.losses.radial_distance_loss`; 0 = off); unroll : pushforward jumps K
     (`fastegnn_md.rollout_training`; 1 = off), used only with backward velocities.
     """
 
@@ -48,6 +49,7 @@ class TrainingDefaults:
     length_scale: float = 1.0
     local_distance_weight: float = 0.0
     local_distance_cutoff: float = 2.6
+    radial_distance_weight: float = 0.0
     unroll: int = 1
 
 
