@@ -116,6 +116,7 @@ def test_md_training_defaults_train_for_rollouts(trained, adk, tmp_path):
     with forward velocities the unroll cannot run and stays off; explicit flags win."""
     config = load_checkpoint(trained / "best.pt").training["config"]
     assert (config["local_distance_weight"], config["local_distance_cutoff"], config["unroll"]) == (10.0, 2.6, 3)
+    assert config["radial_distance_weight"] == 1.0
     forward = tmp_path / "forward"
     assert main(["train", "--data", str(adk), "--out", str(forward), "--jump", "2", "--velocity", "forward",
                  "--local-distance-weight", "0", "--radial-distance-weight", "2.5", *TINY]) == 0

@@ -123,6 +123,7 @@ def test_the_villin_model_never_saw_the_held_out_replica() -> None:
     config = load_checkpoint("villin-backbone").training["config"]
     # Trained for rollouts: the MD defaults the README's main job relies on.
     assert (config["local_distance_weight"], config["local_distance_cutoff"], config["unroll"]) == (10.0, 2.6, 3)
+    assert config["radial_distance_weight"] == 1.0
 
 
 def _backbone_cases():

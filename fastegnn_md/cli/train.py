@@ -100,7 +100,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                             "(default 2.6: a protein backbone's bonds and bond angles)")
     train.add_argument("--radial-distance-weight", type=float, default=None, metavar="W",
                        help="add W x the squared error of each atom's distance to the structure's centroid, "
-                            "so repeated jumps keep the radius of gyration (0: off; default 0)")
+                            "so repeated jumps keep the radius of gyration (0: off; default MD: 1, else 0)")
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--max-train", type=positive_int, default=None, help="use only the first N training examples")
     train.add_argument("--max-valid", type=positive_int, default=None, help="use only the first N validation examples")
