@@ -33,7 +33,11 @@ def main() -> None:
         universe = open_universe(topology, trajectory)
         atoms = select_atoms(universe, args.selection)
         frames, _, frame_dt = trajectory_frames(universe, atoms, 1, False, False)
-        check = equilibration_time(frames, frame_dt, atoms.resindices, args.block, args.z)
+        try:
+            check = equilibration_time(frames, frame_dt, atoms.resindices, args.block, args.z)
+        except ValueError as exc:  # too short for the criterion: say so and go on with the others
+            print(f"\n{path.name}: not judged: {exc}")
+            continue
         chosen.append(check.discard_ps)
         (rg_low, rg_high), (c_low, c_high) = check.bands["rg"], check.bands["contacts"]
         print(f"\n{path.name}: {len(frames)} frames, {frame_dt:g} ps apart; bands: Rg {rg_low:.3f}–{rg_high:.3f} Å, "
@@ -46,7 +50,8 @@ def main() -> None:
             print(f"| {start:g} | {rg:.3f} | {contacts:.1f} | {'yes' if inside else 'no'} |")
         print(f"discard {check.discard_ps:g} ps" + ("; the last half itself still drifts: a lower bound, run longer"
                                                    if check.drifting else "; the last half does not drift"))
-    print(f"\ndiscard for these replicas together: {max(chosen):g} ps")
+    if chosen:
+        print(f"\ndiscard for these replicas together: {max(chosen):g} ps")
 
 
 if __name__ == "__main__":
