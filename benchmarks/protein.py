@@ -134,6 +134,7 @@ def main() -> None:
     parser.add_argument("--local-distance-weight", type=float, default=0.0)
     parser.add_argument("--local-distance-cutoff", type=float, default=2.6)
     parser.add_argument("--radial-distance-weight", type=float, default=0.0)
+    parser.add_argument("--virtual-init", choices=("centroid", "weighted"), default="centroid")
     parser.add_argument("--unroll", type=int, default=1)
     parser.add_argument("--rollout-model", default="FastEGNN<3,0.75>")
     parser.add_argument("--rollout-jumps", type=int, default=100)
@@ -156,7 +157,8 @@ def main() -> None:
                                  length_scale=10.0, input_noise=args.input_noise, unroll=args.unroll,
                                  local_distance_weight=args.local_distance_weight,
                                  local_distance_cutoff=args.local_distance_cutoff,
-                                 radial_distance_weight=args.radial_distance_weight)
+                                 radial_distance_weight=args.radial_distance_weight,
+                                 virtual_init=args.virtual_init)
             start = time.perf_counter()
             summary = Trainer(config, train, valid, seed_dir(args.runs, entry, seed), training.spec_fields,
                               str(args.trajectory), progress=not args.quiet).fit()
@@ -195,7 +197,8 @@ def main() -> None:
           f"{len(train)}/{len(valid)} train/valid pairs; up to {args.epochs} epochs (patience {args.patience}), "
           f"batch {args.batch_size}, seeds {args.seeds}; input noise {args.input_noise:g} Å, unroll {args.unroll}, "
           f"local-distance weight {args.local_distance_weight:g} (pairs < {args.local_distance_cutoff:g} Å), "
-          f"radial-distance weight {args.radial_distance_weight:g}; {args.threads} threads")
+          f"radial-distance weight {args.radial_distance_weight:g}; virtual start {args.virtual_init}; "
+          f"{args.threads} threads")
     print()
     no_motion = baselines["no_motion"]
     # Linear's best coefficient in closed form: what the trained Linear would reach with no budget.

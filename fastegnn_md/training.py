@@ -28,6 +28,7 @@ from .graph import FramePair, GraphBatch, collate, feature_dims, local_pairs
 from .io import write_atomically
 from .losses import local_distance_loss, mmd_loss, moving_subset, position_mse, radial_distance_loss
 from .models import JumpModel, build_model, model_hparams
+from .models.fastegnn import VIRTUAL_INITS
 from .rollout_training import RolloutTraining
 from .geometry import unit_gravity_axis
 
@@ -53,7 +54,9 @@ class TrainConfig:
     closer than local_distance_cutoff (length unit) in the input frame, so repeated jumps keep
     bonds and angles instead of shrinking them toward the mean structure. radial_distance_weight
     (0 = off) adds that multiple of `radial_distance_loss` (each node's distance to its graph's
-    centroid), so repeated jumps keep the envelope (radius of gyration) as well.
+    centroid), so repeated jumps keep the envelope (radius of gyration) as well. virtual_init
+    ("centroid" as in the paper, or "weighted") is how FastEGNN's virtual nodes start
+    (`fastegnn_md.models.fastegnn.FastEGNN.virtual_start`); other models ignore it.
     """
 
     model: str = "fastegnn"
@@ -78,11 +81,14 @@ class TrainConfig:
     local_distance_weight: float = 0.0
     local_distance_cutoff: float = 2.6
     radial_distance_weight: float = 0.0
+    virtual_init: str = "centroid"
     seed: int = 0
     dtype: str = "float32"
     device: str = "cpu"
 
     def __post_init__(self) -> None:
+        if self.virtual_init not in VIRTUAL_INITS:
+            raise ValueError(f"virtual_init must be one of {list(VIRTUAL_INITS)}, got {self.virtual_init!r}")
         if self.dtype not in DTYPES:
             raise ValueError(f"dtype must be one of {list(DTYPES)}, got {self.dtype!r}")
         if not 0.0 <= self.drop_rate <= 1.0:
@@ -125,6 +131,8 @@ def make_model(config: TrainConfig, num_node_attrs: int, dt: float = 1.0) -> tup
         hparams["length_scale"] = config.length_scale
     if config.gravity_axis is not None:  # likewise: no key = no gravity term (older checkpoints)
         hparams["gravity_axis"] = list(config.gravity_axis)
+    if config.virtual_init != "centroid" and "virtual_nodes" in hparams:  # likewise: no key = the paper's start
+        hparams["virtual_init"] = config.virtual_init
     torch.manual_seed(config.seed)
     return build_model(config.model, **hparams), hparams
 

@@ -98,6 +98,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     train.add_argument("--local-distance-cutoff", type=float, default=None, metavar="R",
                        help="pairs of the local-distance term: closer than R (length unit) in the input frame "
                             "(default 2.6: a protein backbone's bonds and bond angles)")
+    train.add_argument("--virtual-init", choices=("centroid", "weighted"), default="centroid",
+                       help="where FastEGNN's virtual nodes start: every one at the centre of mass (the paper; "
+                            "default) or each at its own learned weighted centre, so the MMD term can spread them")
     train.add_argument("--radial-distance-weight", type=float, default=None, metavar="W",
                        help="add W x the squared error of each atom's distance to the structure's centroid, "
                             "so repeated jumps keep the radius of gyration (0: off; default MD: 1, else 0)")
@@ -204,6 +207,7 @@ def run(args: argparse.Namespace) -> int:
             local_distance_weight=_given(args.local_distance_weight, defaults.local_distance_weight),
             local_distance_cutoff=_given(args.local_distance_cutoff, defaults.local_distance_cutoff),
             radial_distance_weight=_given(args.radial_distance_weight, defaults.radial_distance_weight),
+            virtual_init=args.virtual_init,
             length_scale=args.length_scale if args.length_scale is not None else defaults.length_scale,
             gravity_axis=dataset.spec_fields.get("gravity_axis"),
             seed=args.seed,

@@ -31,6 +31,10 @@ from .blocks import MLP, EdgeBlock, NodeUpdate, ScalarHeads, act
 from .contract import JumpModel, ModelOutput
 from .kernels import EdgeContext, GraphPool
 
+#: How the virtual coordinates start (`FastEGNN.virtual_start`): the paper's centre of mass, or
+#: a learned weighted centre per channel.
+VIRTUAL_INITS = ("centroid", "weighted")
+
 
 class VirtualMessage(nn.Module):
     """phi_2: m_ic = MLP([h_i, s_c, |x_i - z_c|^2, g_c]) -> (n, C, H), SiLU after both layers.
@@ -144,7 +148,8 @@ class FastEGNN(JumpModel):
 
     Hyperparameters: node_features, edge_features (input widths), hidden=64, layers=4,
     virtual_nodes=3 (C), gravity_axis=None (`JumpModel.add_gravity`, context: the hidden state
-    the last layer reads). Output virtual_positions has shape (B, C, 3).
+    the last layer reads), virtual_init="centroid" (the paper) or "weighted" (`virtual_start`).
+    Output virtual_positions has shape (B, C, 3).
     """
 
     name = "fastegnn"
@@ -158,12 +163,22 @@ class FastEGNN(JumpModel):
         layers: int = 4,
         virtual_nodes: int = 3,
         gravity_axis: Optional[Sequence[float]] = None,
+        virtual_init: str = "centroid",
     ) -> None:
         super().__init__()
         if virtual_nodes < 1:
             raise ValueError(f"virtual_nodes must be >= 1, got {virtual_nodes}")
+        if virtual_init not in VIRTUAL_INITS:
+            raise ValueError(f"virtual_init must be one of {', '.join(VIRTUAL_INITS)}, got {virtual_init!r}")
         self.virtual_nodes = virtual_nodes
+        self.virtual_init = virtual_init
         self.embedding = nn.Linear(node_features, hidden)
+        if virtual_init == "weighted":
+            # phi_int of Eq. 2 as a per-channel weighted centre: invariant logits of each real node,
+            # a softmax over the graph's nodes. Random weights (std 1) make the channels start
+            # apart; at equal starts Eq. 10 has zero gradient apart (see `virtual_start`).
+            self.virtual_weighting = nn.Linear(hidden, virtual_nodes if self.ordered else 1, bias=False)
+            nn.init.normal_(self.virtual_weighting.weight, std=1.0)
         # S: per-channel learnable features (ordered) or one feature shared by all (global nodes).
         self.virtual_features = nn.Parameter(torch.randn(virtual_nodes if self.ordered else 1, hidden))
         self.layers = nn.ModuleList(
@@ -176,13 +191,37 @@ class FastEGNN(JumpModel):
         pool = GraphPool(batch.batch, batch.graph_sizes, batch.positions.dtype)
         x, v, e = batch.positions, batch.velocities, batch.edge_features
         h = self.embedding(batch.node_features)
-        com = pool.mean(x)  # Eq. 2: every channel starts at the centre of mass
-        z = com.unsqueeze(1).expand(pool.num_graphs, self.virtual_nodes, 3)
+        z = self.virtual_start(x, h, batch.batch, pool)
         s = self.virtual_features.to(x.dtype).expand(pool.num_graphs, self.virtual_nodes, -1)
         last = len(self.layers) - 1
         for index, layer in enumerate(self.layers):
             h, x, z, s = layer(h, x, v, e, z, s, ctx, pool, final=index == last)
         return ModelOutput(positions=self.add_gravity(x, batch, h), virtual_positions=z)
+
+
+    def virtual_start(self, x: torch.Tensor, h: torch.Tensor, batch_index: torch.Tensor, pool: GraphPool) -> torch.Tensor:
+        """Z^(0), (B, C, 3), from real positions x (N, 3) and embedded features h (N, hidden).
+
+        "centroid" (the paper's Eq. 2): every channel at the graph's centre of mass. All C
+        channels then coincide, and coincident nodes are a stationary point of Eq. 10: its
+        repulsion k(z_c, z_c') has zero gradient at zero distance and its attraction pulls every
+        channel the same way, so the MMD term cannot separate them (benchmarks/RESULTS.md,
+        "virtual nodes"). "weighted": channel c starts at sum_i w_ic x_i, with w_ic a softmax
+        over the graph's nodes of invariant logits of h_i; still E(3)-equivariant and
+        permutation-invariant (weights are invariant and sum to 1), and the channels differ.
+        """
+        if self.virtual_init == "centroid":
+            return pool.mean(x).unsqueeze(1).expand(pool.num_graphs, self.virtual_nodes, 3)
+        logits = self.virtual_weighting(h)  # (N, C') invariant
+        width = logits.shape[1]
+        index = batch_index.unsqueeze(1).expand(-1, width)
+        top = logits.new_full((pool.num_graphs, width), float("-inf")).scatter_reduce(
+            0, index, logits, reduce="amax", include_self=True)
+        weights = torch.exp(logits - top.index_select(0, batch_index))  # per-graph max: no overflow
+        weights = weights / pool.sum_into(weights.new_zeros((pool.num_graphs, width)), weights).index_select(0, batch_index)
+        weighted = (weights.unsqueeze(-1) * x.unsqueeze(1)).flatten(1)  # (N, C' * 3)
+        z = pool.sum_into(x.new_zeros((pool.num_graphs, width * 3)), weighted).view(pool.num_graphs, width, 3)
+        return z.expand(pool.num_graphs, self.virtual_nodes, 3) if width == 1 else z
 
 
 class GlobalNodesFastEGNN(FastEGNN):
