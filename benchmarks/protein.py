@@ -41,6 +41,7 @@ from fastegnn_md.adapters.mdanalysis.kind import MDOptions, open_md_trajectory
 from fastegnn_md.checkpoint import load_checkpoint
 from fastegnn_md.data.kinds import ALL_SPLITS
 from fastegnn_md.evaluation import jump_scores, predict_positions, reference_egnn
+from fastegnn_md.models.fastegnn import VIRTUAL_INITS
 from fastegnn_md.predictor import Predictor
 from fastegnn_md.rollout import StartState, roll_out
 from fastegnn_md.runtime import tune_allocator
@@ -134,7 +135,7 @@ def main() -> None:
     parser.add_argument("--local-distance-weight", type=float, default=0.0)
     parser.add_argument("--local-distance-cutoff", type=float, default=2.6)
     parser.add_argument("--radial-distance-weight", type=float, default=0.0)
-    parser.add_argument("--virtual-init", choices=("centroid", "weighted"), default="centroid")
+    parser.add_argument("--virtual-init", choices=VIRTUAL_INITS, default="centroid")
     parser.add_argument("--unroll", type=int, default=1)
     parser.add_argument("--rollout-model", default="FastEGNN<3,0.75>")
     parser.add_argument("--rollout-jumps", type=int, default=100)

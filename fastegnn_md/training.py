@@ -131,8 +131,8 @@ def make_model(config: TrainConfig, num_node_attrs: int, dt: float = 1.0) -> tup
         hparams["length_scale"] = config.length_scale
     if config.gravity_axis is not None:  # likewise: no key = no gravity term (older checkpoints)
         hparams["gravity_axis"] = list(config.gravity_axis)
-    if config.virtual_init != "centroid" and "virtual_nodes" in hparams:  # likewise: no key = the paper's start
-        hparams["virtual_init"] = config.virtual_init
+    if config.virtual_init != "centroid":  # likewise: no key = the paper's start; kept by models that take it
+        hparams.update(model_hparams(config.model, virtual_init=config.virtual_init))
     torch.manual_seed(config.seed)
     return build_model(config.model, **hparams), hparams
 

@@ -71,16 +71,8 @@ def test_each_graph_has_its_own_centroid_and_only_moving_nodes_count():
     assert float(radial_distance_loss(t64(disturbed), t64(target), batch, 2)) > 1.0
 
 
-def test_training_with_the_radial_term_records_it_and_checks_its_setting(tmp_path):
-    rng = np.random.default_rng(3)
-    atoms, frames = 6, 30
-    positions = np.cumsum(rng.normal(scale=0.3, size=(frames, atoms, 3)), axis=0) + rng.normal(size=(atoms, 3)) * 2
-    pairs = frame_pairs(positions, None, np.ones((atoms, 1)), None, 1.0, 1, "backward", source="walk")
-    spec = {"dt": 1.0, "velocity_convention": "backward", "units": {"length": "Å", "time": "ps"}}
-    config = TrainConfig(model="egnn", hidden=8, layers=1, epochs=1, batch_size=4, radial_distance_weight=3.0,
-                         dtype="float64")
-    Trainer(config, pairs[:20], pairs[20:], tmp_path, spec, progress=False).fit(resume=False)
-    record = json.loads((tmp_path / "metrics.jsonl").read_text().splitlines()[-1])
+def test_training_with_the_radial_term_records_it_and_checks_its_setting(tmp_path, random_walk_training):
+    record = random_walk_training(tmp_path, seed=3, radial_distance_weight=3.0)
     assert record["train_radial_distance"] > 0
     assert record["train_loss"] > record["train_mse"]
     assert "train_local_distance" not in record

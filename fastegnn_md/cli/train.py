@@ -98,6 +98,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     train.add_argument("--local-distance-cutoff", type=float, default=None, metavar="R",
                        help="pairs of the local-distance term: closer than R (length unit) in the input frame "
                             "(default 2.6: a protein backbone's bonds and bond angles)")
+    # models.fastegnn.VIRTUAL_INITS, spelled out so the parser does not import torch (a test keeps them equal)
     train.add_argument("--virtual-init", choices=("centroid", "weighted"), default="centroid",
                        help="where FastEGNN's virtual nodes start: every one at the centre of mass (the paper; "
                             "default) or each at its own learned weighted centre, so the MMD term can spread them")

@@ -198,7 +198,6 @@ class FastEGNN(JumpModel):
             h, x, z, s = layer(h, x, v, e, z, s, ctx, pool, final=index == last)
         return ModelOutput(positions=self.add_gravity(x, batch, h), virtual_positions=z)
 
-
     def virtual_start(self, x: torch.Tensor, h: torch.Tensor, batch_index: torch.Tensor, pool: GraphPool) -> torch.Tensor:
         """Z^(0), (B, C, 3), from real positions x (N, 3) and embedded features h (N, hidden).
 

@@ -102,3 +102,16 @@ def test_older_hyperparameters_build_the_papers_start_and_bad_values_are_refused
         build_model("fastegnn", node_features=2, edge_features=2, virtual_init="random")
     with pytest.raises(ValueError, match="virtual_init"):
         TrainConfig(virtual_init="random")
+
+
+def test_the_train_command_offers_every_start():
+    import argparse
+
+    from fastegnn_md.cli import train as train_cli
+    from fastegnn_md.models.fastegnn import VIRTUAL_INITS
+
+    sub = argparse.ArgumentParser().add_subparsers()
+    train_cli.add_parser(sub)
+    parser = sub.choices["train"]
+    action = next(a for a in parser._actions if "--virtual-init" in a.option_strings)
+    assert tuple(action.choices) == VIRTUAL_INITS
