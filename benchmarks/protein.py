@@ -29,6 +29,7 @@ import json
 import time
 from dataclasses import replace
 from pathlib import Path
+from typing import Optional
 
 import MDAnalysis
 import numpy as np
@@ -65,12 +66,13 @@ def seed_dir(runs: Path, entry: Entry, seed: int) -> Path:
     return run_dir(runs, entry) / f"seed{seed}"
 
 
-def heldout_pairs(args, options: MDOptions, training) -> tuple[list, str]:
-    """Every pair of the held-out file (all its blocks), or the training files' test blocks."""
-    if args.heldout is None:
+def heldout_pairs(heldout: Optional[Path], discard: float, options: MDOptions, training) -> tuple[list, str]:
+    """Every pair of the held-out file after ``discard`` ps (all its blocks), or, without one,
+    the training files' test blocks."""
+    if heldout is None:
         return training.load("test"), "test blocks of the training files"
-    held = open_md_trajectory(args.heldout, replace(options, replicas=()))
-    return held.load(ALL_SPLITS), f"all of {args.heldout.name}"
+    held = open_md_trajectory(heldout, replace(options, replicas=(), discard_ps=discard))
+    return held.load(ALL_SPLITS), f"all of {heldout.name} after {discard:g} ps"
 
 
 def rollout_check(checkpoint: Path, pairs: list, backbone: dict, jumps: int) -> dict:
@@ -120,7 +122,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--trajectory", type=Path, required=True, help="first training file")
     parser.add_argument("--replica", type=Path, action="append", default=[], help="further training files")
-    parser.add_argument("--heldout", type=Path, default=None, help="replica scored, never trained on")
+    parser.add_argument("--heldout", type=Path, action="append", default=[],
+                        help="replica scored, never trained on (repeat for several, e.g. one per protein)")
+    parser.add_argument("--heldout-discard", type=float, default=None, metavar="PS",
+                        help="ps left out at the start of the held-out files (default: --discard)")
     parser.add_argument("--jump", type=int, default=1, help="frames per jump, after --stride")
     parser.add_argument("--stride", type=int, default=5)
     parser.add_argument("--fit", choices=("none", "first-frame"), default="first-frame")
@@ -169,13 +174,38 @@ def main() -> None:
     if args.skip_eval:
         return
 
-    test, scored_on = heldout_pairs(args, options, training)
     dt = training.spec_fields["dt"]
+    alpha = least_squares_alpha(train)
+    models = {entry.label: [load_checkpoint(seed_dir(args.runs, entry, seed) / "best.pt") for seed in args.seeds]
+              for entry in entries}
+    discard = args.discard if args.heldout_discard is None else args.heldout_discard
+    print()
+    print(f"protein: trained on {args.trajectory.name}{''.join(' + ' + r.name for r in args.replica)}; "
+          f"jump {dt:g} ps (stride {args.stride}, jump {args.jump}); fit {args.fit}; discard {args.discard:g} ps; "
+          f"node attributes {args.node_attrs}; {len(train)}/{len(valid)} train/valid pairs; up to {args.epochs} "
+          f"epochs (patience {args.patience}), batch {args.batch_size}, seeds {args.seeds}; input noise "
+          f"{args.input_noise:g} Å, unroll {args.unroll}, local-distance weight {args.local_distance_weight:g} "
+          f"(pairs < {args.local_distance_cutoff:g} Å), radial-distance weight {args.radial_distance_weight:g}; "
+          f"virtual start {args.virtual_init}; {args.threads} threads")
+    scored = {}
+    for index, heldout in enumerate(args.heldout or [None]):
+        test, scored_on = heldout_pairs(heldout, discard, options, training)
+        scored[scored_on] = score_heldout(args, entries, models, test, scored_on, heldout, options, alpha, dt,
+                                          timed=index == 0)
+    args.runs.mkdir(parents=True, exist_ok=True)
+    (args.runs / "results.json").write_text(json.dumps(
+        {"args": {k: str(v) for k, v in vars(args).items()}, "alpha": alpha, "scored": scored}, indent=2,
+        default=float))
+
+
+def score_heldout(args, entries: list[Entry], models: dict, test: list, scored_on: str, heldout: Optional[Path],
+                  options: MDOptions, alpha: float, dt: float, timed: bool) -> dict:
+    """Print one held-out file's table (and rollouts); the same numbers as a dict. ``timed``:
+    also time every model's traversal of ``test`` against EGNN, interleaved."""
     rows, baselines, timing = {}, None, {}
     for entry in entries:
         per_seed = []
-        for seed in args.seeds:
-            ckpt = load_checkpoint(seed_dir(args.runs, entry, seed) / "best.pt")
+        for seed, ckpt in zip(args.seeds, models[entry.label]):
             model = ckpt.build_model()
             scores = jump_scores(test, predict_positions(model, test, 10.0, entry.drop_rate, args.batch_size), dt)
             baselines = {k: v for k, v in scores.items() if k != "model"}
@@ -183,27 +213,21 @@ def main() -> None:
             if seed == args.seeds[0]:
                 timing[entry.label] = (model, entry.drop_rate)
         rows[entry.label] = per_seed
-    egnn = reference_egnn(load_checkpoint(seed_dir(args.runs, entries[0], args.seeds[0]) / "best.pt"))
-    timing["__egnn__"] = (egnn, 0.0)
-    seconds = {label: [] for label in timing}
-    for _ in range(args.repeats):  # interleaved, so all share the machine's state
-        for label, (model, drop) in timing.items():
-            seconds[label].append(time_inference(model, test, 10.0, drop, args.batch_size, repeats=1))
-    egnn_seconds = float(np.median(seconds["__egnn__"]))
+    relative = {}
+    if timed:
+        timing["__egnn__"] = (reference_egnn(models[entries[0].label][0]), 0.0)
+        seconds = {label: [] for label in timing}
+        for _ in range(args.repeats):  # interleaved, so all share the machine's state
+            for label, (model, drop) in timing.items():
+                seconds[label].append(time_inference(model, test, 10.0, drop, args.batch_size, repeats=1))
+        egnn_seconds = float(np.median(seconds["__egnn__"]))
+        relative = {label: float(np.median(v)) / egnn_seconds for label, v in seconds.items()}
 
     print()
-    print(f"protein: trained on {args.trajectory.name}{''.join(' + ' + r.name for r in args.replica)}, scored on "
-          f"{scored_on} ({len(test)} pairs); backbone {test[0].positions.shape[0]} atoms; jump {dt:g} ps "
-          f"(stride {args.stride}, jump {args.jump}); fit {args.fit}; discard {args.discard:g} ps; node attributes {args.node_attrs}; "
-          f"{len(train)}/{len(valid)} train/valid pairs; up to {args.epochs} epochs (patience {args.patience}), "
-          f"batch {args.batch_size}, seeds {args.seeds}; input noise {args.input_noise:g} Å, unroll {args.unroll}, "
-          f"local-distance weight {args.local_distance_weight:g} (pairs < {args.local_distance_cutoff:g} Å), "
-          f"radial-distance weight {args.radial_distance_weight:g}; virtual start {args.virtual_init}; "
-          f"{args.threads} threads")
+    print(f"scored on {scored_on} ({len(test)} pairs, {test[0].positions.shape[0]} atoms):")
     print()
     no_motion = baselines["no_motion"]
     # Linear's best coefficient in closed form: what the trained Linear would reach with no budget.
-    alpha = least_squares_alpha(train)
     baselines["linear_least_squares"] = jump_scores(test, [p.positions + alpha * p.velocities for p in test], dt)["model"]
     print("| model | aligned MSE (Å²) | vs no motion | lab MSE (Å²) | vs no motion | relative time | paper MSE |")
     print("|---|---:|---:|---:|---:|---:|---:|")
@@ -215,11 +239,11 @@ def main() -> None:
     for entry in entries:
         per_seed = rows[entry.label]
         gains = {key: [100 * (1 - r[key] / no_motion[key]) for r in per_seed] for key in ("aligned_mse", "mse")}
-        rel = float(np.median(seconds[entry.label])) / egnn_seconds
+        rel = f"{relative[entry.label]:.2f}" if relative else "–"
         paper = "–" if entry.paper_mse is None else f"{entry.paper_mse:.2f}"
         print(f"| {entry.label} | {mean_sd([r['aligned_mse'] for r in per_seed])} | "
               f"{np.mean(gains['aligned_mse']):+.1f} ± {np.std(gains['aligned_mse'], ddof=1) if len(per_seed) > 1 else 0:.1f} % | "
-              f"{mean_sd([r['mse'] for r in per_seed])} | {np.mean(gains['mse']):+.1f} % | {rel:.2f} | {paper} |")
+              f"{mean_sd([r['mse'] for r in per_seed])} | {np.mean(gains['mse']):+.1f} % | {rel} | {paper} |")
     rollouts = {}
     if any(e.label == args.rollout_model for e in entries):
         entry = next(e for e in entries if e.label == args.rollout_model)
@@ -231,8 +255,8 @@ def main() -> None:
               "| first unphysical jump |")
         print("|---:|---:|---|---|---|---:|---:|---:|---:|---:|")
         # The rollout file, read once: the held-out replica (or the first training file).
-        source = args.heldout if args.heldout is not None else args.trajectory
-        pairs = test if args.heldout is not None else open_md_trajectory(
+        source = heldout if heldout is not None else args.trajectory
+        pairs = test if heldout is not None else open_md_trajectory(
             source, replace(options, replicas=())).load(ALL_SPLITS)
         topology, _ = resolve_md_files(source, None)
         atoms = MDAnalysis.Universe(str(topology)).select_atoms(options.selection)
@@ -245,12 +269,8 @@ def main() -> None:
                   f"{r['reference_rg_min']:.2f}–{r['reference_rg_max']:.2f} | {end} | "
                   f"{r['largest_bond_change']:.3f} | {100 * r['largest_mean_bond_change']:.1f} % | "
                   f"{r['closest_consecutive_ca']:.2f} | {r['first_unphysical_jump'] or 'none'} |")
-    args.runs.mkdir(parents=True, exist_ok=True)
-    (args.runs / "results.json").write_text(json.dumps(
-        {"args": {k: str(v) for k, v in vars(args).items()}, "scored_on": scored_on, "baselines": baselines,
-         "results": rows, "egnn_seconds": egnn_seconds,
-         "relative_time": {label: float(np.median(v)) / egnn_seconds for label, v in seconds.items()},
-         "rollouts": rollouts}, indent=2, default=float))
+    return {"pairs": len(test), "baselines": baselines, "results": rows, "relative_time": relative,
+            "rollouts": rollouts}
 
 
 def least_squares_alpha(pairs) -> float:
