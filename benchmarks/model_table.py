@@ -43,7 +43,9 @@ def add_run_arguments(parser: argparse.ArgumentParser, runs: str, epochs: int, b
 
 
 def run_dir(root: Path, entry: Entry) -> Path:
-    return root / entry.label.replace("<", "_").replace(">", "").replace(",", "_").replace("*", "_star")
+    """One folder per label, named without characters a path treats specially ("w/o MMD" is one folder)."""
+    name = entry.label.replace("<", "_").replace(">", "").replace(",", "_").replace("*", "_star")
+    return root / name.replace("/", "_").replace(" ", "_")
 
 
 def measure(
