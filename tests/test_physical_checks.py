@@ -60,7 +60,8 @@ def test_the_physical_range_is_the_mean_bond_within_10_percent_and_no_ca_clash()
 
 def test_the_report_shows_geometry_aligned_scores_and_training_frames(tmp_path):
     with pytest.warns(UserWarning, match="the backbone left physical geometry"):
-        out = rollout_trajectory(SHIPPED, report_dir=tmp_path / "r", progress=False, unphysical="warn")
+        out = rollout_trajectory(SHIPPED, None, "adk-backbone", report_dir=tmp_path / "r", progress=False,
+                                 unphysical="warn")
     report = out.report
     assert out.stopped is None  # asked to roll on: noted, not a stop
     assert report["info"]["geometry_left_at_jump"] == 9
@@ -81,7 +82,7 @@ def test_the_report_shows_geometry_aligned_scores_and_training_frames(tmp_path):
 def test_a_rollout_that_leaves_physical_geometry_stops_keeps_its_frames_and_exits_1(tmp_path, capsys):
     from fastegnn_md.cli import main
 
-    code = main(["rollout", str(SHIPPED), "--report", str(tmp_path / "r"), "--quiet"])
+    code = main(["rollout", str(SHIPPED), "--checkpoint", "adk-backbone", "--report", str(tmp_path / "r"), "--quiet"])
     assert code == 1
     err = capsys.readouterr().err
     # adk-backbone's mean C-N bond is 10 % short at jump 9 (the warn run above): the stop comes there.

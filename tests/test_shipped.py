@@ -61,12 +61,25 @@ def test_readme_main_job_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
     assert (report_dir / "predicted.xtc").exists() and (report_dir / "predicted-virtual.pdb").exists()
 
 
-def test_default_model_falls_back_to_a_shipped_model_that_fits(tmp_path: Path) -> None:
+def test_the_default_model_serves_any_backbone(tmp_path: Path) -> None:
     from MDAnalysisTests.datafiles import DCD, PSF
 
     from fastegnn_md.trajectory_rollout import rollout_trajectory
 
+    # protein-backbone pins no atom count: the CHARMM PSF's 855 backbone atoms are served directly.
+    out = rollout_trajectory(DCD, PSF, start=10, jumps=2, report_dir=tmp_path, progress=False)
+    assert out.report["info"]["checkpoint"] == "protein-backbone" and out.stopped is None
+    assert not any("used the shipped model" in note for note in out.report["notes"])
+
+
+def test_a_default_that_pins_its_atoms_falls_back_to_a_shipped_model_that_fits(tmp_path, monkeypatch) -> None:
+    from MDAnalysisTests.datafiles import DCD, PSF
+
+    import fastegnn_md.rollouts.md as md_rollout
+    from fastegnn_md.trajectory_rollout import rollout_trajectory
+
     # adk-backbone has 856 backbone atoms (Amber names keep the C-terminal O); the CHARMM PSF has 855.
+    monkeypatch.setattr(md_rollout, "DEFAULT_CHECKPOINT", "adk-backbone")
     out = rollout_trajectory(DCD, PSF, start=10, jumps=2, report_dir=tmp_path, progress=False)
     assert out.report["info"]["checkpoint"] == "adk-dims"
     assert any("used the shipped model adk-dims" in note for note in out.report["notes"])

@@ -27,7 +27,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     ro.add_argument("--topology", type=Path, default=None,
                     help="MD: topology (default: TRAJ's stem with .tpr/.psf/.gro/.pdb, else the checkpoint's)")
     ro.add_argument("--checkpoint", default=None,
-                    help="shipped model name or path (MD default adk-backbone, or a shipped model that fits the atoms; "
+                    help="shipped model name or path (MD default protein-backbone, any protein backbone; "
                          "required for SPH)")
     ro.add_argument("--start", type=int, default=None, help="start frame (default: first with a frame one jump earlier)")
     ro.add_argument("--jumps", type=positive_int, default=None, help="learned jumps (default: as many as TRAJ covers)")

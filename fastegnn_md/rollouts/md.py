@@ -60,7 +60,7 @@ from ..rollout import DEFAULT_MAX_DISPLACEMENT, RolloutFrame, RolloutResult, Sto
 from .pipeline import FrameSink, RolloutCase, RolloutOutputs, RolloutRequest, run_rollout
 
 PathLike = Union[str, Path]
-DEFAULT_CHECKPOINT = "adk-backbone"
+DEFAULT_CHECKPOINT = "protein-backbone"
 #: The physical range of a rollout's backbone (`metrics.backbone_problem`), kept here by name too.
 BOND_TOLERANCE, MIN_CA_CA = metrics.BOND_TOLERANCE, metrics.MIN_CA_CA
 
