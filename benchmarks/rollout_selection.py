@@ -10,13 +10,12 @@ Usage (from the repository root)::
 For every checkpoint and start it rolls out ``--jumps`` jumps with the CLI's physical-range check
 (`fastegnn_md.metrics.backbone_problem`) and prints the jump at which it would stop (``none``: it
 did not), the Rg range of the rollout (Å) and the sum of physical jumps over the starts, which is
-the selection score (higher is better; ties go to the lower seed).
+the selection score (higher is better; a tie goes to the checkpoint listed first).
 """
 
 from __future__ import annotations
 
 import argparse
-import re
 import tempfile
 import warnings
 from pathlib import Path
@@ -24,6 +23,7 @@ from pathlib import Path
 import MDAnalysis
 import numpy as np
 
+from fastegnn_md import metrics
 from fastegnn_md.rollouts import rollout_trajectory
 
 
@@ -34,10 +34,10 @@ def physical_jumps(checkpoint: Path, trajectory: Path, start: int, jumps: int) -
                                  progress=False)
         info = out.report["info"]
         predicted = MDAnalysis.Universe(info["predicted_topology"], info["predicted_trajectory"])
-        rg = [predicted.atoms.radius_of_gyration() for _ in predicted.trajectory]
-    stop = re.match(r"jump (\d+)", out.stopped or "")
-    made = int(stop.group(1)) - 1 if stop else jumps
-    return made, stop.group(1) if stop else "none", f"{min(rg):.2f}–{max(rg):.2f}"
+        frames = np.stack([predicted.atoms.positions.copy() for _ in predicted.trajectory])  # start + jumps made
+        rg = metrics.radius_of_gyration(frames, predicted.atoms.masses)
+    made = len(frames) - 1
+    return made, "none" if out.stopped is None else str(made + 1), f"{rg.min():.2f}–{rg.max():.2f}"
 
 
 def main() -> None:
