@@ -16,6 +16,7 @@ from .errors import DataError, NonFiniteJump
 from .graph import FramePair, collate
 from .models import JumpModel
 from .runtime import tune_allocator
+from .spread import JumpSpread, keep_local_geometry, local_pairs, node_invariants
 
 
 @dataclass
@@ -26,12 +27,17 @@ class Jump:
     velocities : predicted velocities of the same shape, or None if the model does not predict them.
     virtual_positions : (C, 3) or (B, C, 3) virtual-node coordinates, or None.
     dt : jump length in the checkpoint's time unit.
+    mean : for a sampled jump (`Predictor.sample`), the model's mean positions the sample was
+        drawn around (``positions`` is the sample); None for the mean jump.
+    spread : for a sampled jump, the per-node scale σ (N,) or (B, N), length unit; else None.
     """
 
     positions: np.ndarray
     velocities: Optional[np.ndarray]
     virtual_positions: Optional[np.ndarray]
     dt: float
+    mean: Optional[np.ndarray] = None
+    spread: Optional[np.ndarray] = None
 
 
 class Predictor:
@@ -193,3 +199,74 @@ class Predictor:
             new_v = None if new_v is None else new_v[0]
             virtual = None if virtual is None else virtual[0]
         return Jump(positions=jumped, velocities=new_v, virtual_positions=virtual, dt=self.dt)
+
+    # -- stochastic jumps ---------------------------------------------------------------------
+
+    @property
+    def spread(self) -> Optional[JumpSpread]:
+        """The checkpoint's fitted `JumpSpread` (added by ``fastegnn-md calibrate``), or None."""
+        stored = self.spec.extra.get(spec_keys.SPREAD)
+        if stored is None:
+            return None
+        cached = getattr(self, "_spread", None)
+        if cached is None or cached[0] is not stored:
+            self._spread = (stored, JumpSpread.from_dict(stored))
+        return self._spread[1]
+
+    def sample(
+        self,
+        positions: np.ndarray,
+        velocities: np.ndarray,
+        node_attrs: Optional[np.ndarray] = None,
+        *,
+        rng: Optional[np.random.Generator] = None,
+        seed: Optional[int] = None,
+        moving: Optional[np.ndarray] = None,
+        kinematic_positions: Optional[np.ndarray] = None,
+    ) -> Jump:
+        """One jump drawn from the checkpoint's spread around the model's mean (`fastegnn_md.spread`).
+
+        Same inputs and units as `predict`; randomness from ``rng`` (or ``numpy.random.default_rng(seed)``).
+        Returns a `Jump` whose ``positions`` are the sample, ``mean`` the model's prediction and
+        ``spread`` the per-node σ. Nodes that do not move get no noise. A spread with a
+        ``geometry_cutoff`` (molecules) then restores the start's local distances
+        (`fastegnn_md.spread.keep_local_geometry`). Raises DataError when
+        the checkpoint has no spread (``fastegnn-md calibrate`` fits one).
+        """
+        spread = self.spread
+        if spread is None:
+            raise DataError(
+                f"{self.name}: has no fitted spread, so it cannot sample jumps; run "
+                "`fastegnn-md calibrate CHECKPOINT --out NEW.pt` (or use the mean jump)"
+            )
+        generator = rng if rng is not None else np.random.default_rng(seed)
+        jump = self.predict(positions, velocities, node_attrs, moving=moving, kinematic_positions=kinematic_positions)
+        x = np.asarray(positions, dtype=np.float64)
+        v = np.asarray(velocities, dtype=np.float64)
+        single = x.ndim == 2
+        xs, vs, means = (x[None], v[None], jump.positions[None]) if single else (x, v, jump.positions)
+        num_nodes = xs.shape[1]
+        attrs = self.default_node_attrs(num_nodes) if node_attrs is None else np.asarray(node_attrs, np.float64)
+        attrs = attrs.reshape(num_nodes, -1)
+        if moving is None:
+            moving = self.default_moving(attrs)
+        samples, scales = [], []
+        for xi, vi, mi in zip(xs, vs, means):
+            invariants = node_invariants(xi, mi, vi, attrs, self.dt, spread.packing_radius)
+            try:
+                sigma = spread.scales(invariants)
+                noise = spread.sample_noise(xi, sigma, generator, moving)
+            except ValueError as exc:
+                raise DataError(f"{self.name}: {exc}") from None
+            drawn = mi + noise
+            if spread.geometry_cutoff:  # bonds and angles as at the start (spread.keep_local_geometry)
+                pairs = local_pairs(xi, spread.geometry_cutoff)
+                lengths = np.linalg.norm(xi[pairs[:, 0]] - xi[pairs[:, 1]], axis=1)
+                drawn, _ = keep_local_geometry(drawn, pairs, lengths, moving)
+            samples.append(drawn)
+            scales.append(sigma)
+        sampled, sigma = np.stack(samples), np.stack(scales)
+        if single:
+            sampled, sigma = sampled[0], sigma[0]
+        return Jump(positions=sampled, velocities=jump.velocities, virtual_positions=jump.virtual_positions,
+                    dt=jump.dt, mean=jump.positions, spread=sigma)

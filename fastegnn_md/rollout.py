@@ -137,6 +137,23 @@ class MeanJump:
         return self.predictor.predict(positions, velocities, node_attrs)
 
 
+class SampledJump:
+    """A jump drawn from the checkpoint's fitted spread around the model's mean
+    (`Predictor.sample`, `fastegnn_md.spread`), from the loop's seeded generator."""
+
+    def __init__(self, predictor: Predictor) -> None:
+        if predictor.spread is None:
+            raise DataError(
+                f"{predictor.name}: has no fitted spread, so its jumps cannot be sampled; run "
+                "`fastegnn-md calibrate` on it first (or roll out the mean jump)"
+            )
+        self.predictor = predictor
+
+    def __call__(self, positions: np.ndarray, velocities: np.ndarray, node_attrs: Optional[np.ndarray], *,
+                 rng: np.random.Generator) -> Jump:
+        return self.predictor.sample(positions, velocities, node_attrs, rng=rng)
+
+
 def roll_out(
     predictor: Predictor,
     start: StartState,

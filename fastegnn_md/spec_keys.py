@@ -42,3 +42,6 @@ PARTICLE_TYPE_CONVENTION = "particle_type_convention"  # "deepmind" or "lagrange
 KINEMATIC_ATTR_COLUMNS = "kinematic_attr_columns"  # one-hot columns of walls (not moving)
 BOUNDS = "bounds"  # metadata bounds, [[lo, hi]] per axis
 CONNECTIVITY_RADIUS = "default_connectivity_radius"  # metadata default_connectivity_radius
+
+# Any kind: the jump's fitted spread (`fastegnn_md.spread.JumpSpread.as_dict`), added by `calibrate`.
+SPREAD = "spread"

@@ -9,6 +9,7 @@
     fastegnn-md evaluate runs/adk/best.pt --data md/other.xtc --topology md/other.tpr
     fastegnn-md validate trajectories/adk-obc/adk_obc.pdb --jumps 10 --out validation
     fastegnn-md sph generate data/water [--train 6 --valid 1 --test 1 --frames 300 --particle-radius 0.0125]
+    fastegnn-md calibrate runs/adk/best.pt --data md/adk.xtc --heldout md/other.xtc --out runs/adk/sampled.pt
     fastegnn-md rollout data/water --checkpoint runs/water/best.pt [--split test --trajectory 0 --start 20]
 
 Every error a user can cause ends the program with one line
@@ -24,6 +25,7 @@ module         command
 `.simulate`    ``simulate`` (and the force-field options)
 `.validate`    ``validate``
 `.evaluate`    ``evaluate``
+`.calibrate`   ``calibrate`` (the spread of sampled jumps)
 `.common`      one-line errors, argument types, devices
 =============  =============================================
 """
@@ -33,11 +35,11 @@ from __future__ import annotations
 import sys
 from typing import Optional, Sequence
 
-from . import evaluate, nbody, rollout, simulate, sph, train, validate
+from . import calibrate, evaluate, nbody, rollout, simulate, sph, train, validate
 from .common import PROG, OneLineParser, UsageError, route_warnings
 
 #: The commands in the order ``--help`` lists them.
-COMMAND_MODULES = (nbody, sph, train, rollout, simulate, validate, evaluate)
+COMMAND_MODULES = (nbody, sph, train, rollout, simulate, validate, evaluate, calibrate)
 
 
 def build_parser() -> OneLineParser:

@@ -48,6 +48,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     ro.add_argument("--sinkhorn-particles", type=positive_int, default=None, metavar="K",
                     help="SPH: particles subsampled for the Sinkhorn divergence (default 500)")
     add_device_arguments(ro)
+    ro.add_argument("--sample", action="store_true",
+                    help="draw each jump from the checkpoint's fitted spread (fastegnn-md calibrate) instead of its mean")
+    ro.add_argument("--seed", type=int, default=0, help="seed of sampled jumps (default 0)")
     ro.add_argument("--quiet", action="store_true", help="no progress bars")
     ro.set_defaults(run=run)
 
@@ -62,7 +65,10 @@ def run(args: argparse.Namespace) -> int:
     case = rollout_case_for(kind).from_cli(args)
     device = torch_device(args.device)
     set_torch_threads(args.threads)
-    outputs = run_rollout(case, args.checkpoint, device=device, progress=not args.quiet)
+    outputs = run_rollout(case, args.checkpoint, device=device, progress=not args.quiet, seed=args.seed,
+                          sample=args.sample)
+    if args.sample:
+        print(f"jumps sampled from the checkpoint's spread (seed {args.seed})")
     for line in case.summary_lines(outputs):
         print(line)
     if outputs.stopped:

@@ -44,7 +44,7 @@ from ..rollout import (
     StopRollout,
     roll_out,
 )
-from ..rollout import check_rollout_safe
+from ..rollout import SampledJump, check_rollout_safe
 
 PathLike = Union[str, Path]
 
@@ -202,11 +202,17 @@ def run_rollout(
     progress: bool = True,
     jump: Optional[JumpFunction] = None,
     seed: Optional[int] = 0,
+    sample: bool = False,
 ) -> RolloutOutputs:
-    """Roll a checkpoint out on the case's data and report against the reference (module docstring)."""
+    """Roll a checkpoint out on the case's data and report against the reference (module docstring).
+
+    ``sample``: each jump is drawn from the checkpoint's spread (`SampledJump`, seeded by
+    ``seed``) instead of the model's mean; ``jump`` overrides both."""
     ckpt = case.select_checkpoint(checkpoint)
     predictor = Predictor(ckpt.build_model(), ckpt.data_spec, ckpt.model_name, device, checkpoint=ckpt)
     check_rollout_safe(predictor)
+    if jump is None and sample:
+        jump = SampledJump(predictor)
     case.prepare(predictor, progress)
     if Path(case.report_dir).exists() and not Path(case.report_dir).is_dir():
         raise DataError(f"{case.report_dir}: exists and is not a directory; the report needs a directory")
