@@ -28,7 +28,8 @@ from .units import angstrom_to_nm, app, nm_to_angstrom, openmm, unit
 # checkpoint's Δt. One jump:
 #
 # 1. read positions/velocities from the Context (nm, nm/ps -> Å, Å/ps: `nm_to_angstrom`);
-# 2. predict the selected atoms' positions after Δt. Velocity input (``"backward"`` checkpoints,
+# 2. predict the selected atoms' positions after Δt (``sample=True``: draw them from the
+#    checkpoint's fitted spread around the mean, `fastegnn_md.spread`). Velocity input (``"backward"`` checkpoints,
 #    the mean velocity over the previous Δt): if the stepper made the previous jump (or its
 #    fallback) and the selected atoms have not moved since (within ``history_tol`` Å), it is
 #    ``(x − x_prev)/Δt`` with x_prev the positions one jump ago; otherwise the Context's
@@ -42,9 +43,10 @@ from .units import angstrom_to_nm, app, nm_to_angstrom, openmm, unit
 #    simulated time) removes clashes; then velocities by ``velocity_policy``: ``"thermal"`` redraws Maxwell-Boltzmann velocities at
 #    ``temperature`` (Context.setVelocitiesToTemperature, seed = seed + jump index); ``"keep"``
 #    keeps the pre-jump velocities;
-# 5. relax ``relax_steps`` ordinary integrator steps with the selected atoms harmonically
-#    restrained to the prediction (CustomExternalForce ``0.5 k |r − r0|²``, its global ``k`` is
-#    ``restraint_k`` while relaxing and 0 otherwise, so ordinary MD is unaffected);
+# 5. relax ``relax_steps`` ordinary integrator steps (thermostat running) with the selected atoms
+#    harmonically restrained to the prediction (CustomExternalForce ``0.5 k |r − r0|²``, its
+#    global ``k`` is ``restraint_k`` while relaxing and 0 otherwise, so ordinary MD is unaffected);
+#    with ``release_stages`` S > 1, k falls linearly to 0 over S stages, the last one free;
 # 6. the step count and Context time advance by exactly Δt = ``steps_per_jump`` integrator steps
 #    (the relax steps are part of them) and every reporter whose next report falls within the
 #    jump reports once with the post-jump state.
@@ -167,6 +169,10 @@ class FastEGNNStepper:
         (0: none); they remove the clashes a rigid residue placement can create, which would
         otherwise blow up the first integrator steps. They take no simulated time.
     max_descent_step_nm : largest single-atom move of one descent iteration (nm).
+    sample : draw each jump from the checkpoint's fitted spread (`Predictor.sample`, seeded by
+        (seed, jump index)) instead of taking its mean; needs a calibrated checkpoint.
+    release_stages : 1 keeps ``restraint_k`` for all relax steps; S > 1 releases it linearly to 0
+        over S equal stages, the last one free MD with the thermostat (`release_schedule`).
     """
 
     def __init__(
@@ -184,6 +190,8 @@ class FastEGNNStepper:
         history_tol: float = 1e-3,
         minimise_iterations: int = 15,
         max_descent_step_nm: float = 0.01,
+        sample: bool = False,
+        release_stages: int = 1,
     ) -> None:
         if velocity_policy not in VELOCITY_POLICIES:
             raise DataError(f"velocity_policy: {velocity_policy!r} is not one of {', '.join(VELOCITY_POLICIES)}")
@@ -220,6 +228,15 @@ class FastEGNNStepper:
         if not max_descent_step_nm > 0:
             raise DataError("max_descent_step_nm: must be positive")
         self.max_descent_step_nm = float(max_descent_step_nm)
+        self.sample = bool(sample)
+        if self.sample and self.predictor.spread is None:
+            raise DataError(
+                f"{self.predictor.name}: has no fitted spread, so the stepper cannot sample jumps; run "
+                "`fastegnn-md calibrate` on it first (or step with the mean jump)"
+            )
+        if int(release_stages) < 1 or (int(release_stages) > 1 and int(release_stages) > int(relax_steps)):
+            raise DataError(f"release_stages: must be between 1 and relax_steps ({relax_steps}), got {release_stages}")
+        self.release_stages = int(release_stages)
 
         topology = simulation.topology
         self.num_atoms = topology.getNumAtoms()
@@ -309,8 +326,24 @@ class FastEGNNStepper:
             "dt_ps": self.dt_ps, "steps_per_jump": self.steps_per_jump, "relax_steps": self.relax_steps,
             "guarded": self.guarded, "energy_tolerance_kj_mol": self.energy_tolerance,
             "velocity_policy": self.velocity_policy, "selection": self.selection,
+            "sample": self.sample, "release_stages": self.release_stages,
             "selected_atoms": int(len(self.selected)), "last_rejection": self.last_rejection,
         }
+
+    def release_schedule(self) -> list[tuple[float, int]]:
+        """(restraint k in kJ/mol/nm², integrator steps) of each relaxation stage.
+
+        One stage (default): ``restraint_k`` for all ``relax_steps``. S > 1 stages: k falls
+        linearly from ``restraint_k`` to 0 over S equal stages (the last one free MD with the
+        thermostat running), so the jump is held while clashes relax, then let go.
+        """
+        if not self.relax_steps:
+            return []
+        stages = self.release_stages
+        counts = np.diff(np.linspace(0, self.relax_steps, stages + 1).round().astype(int))
+        if stages == 1:
+            return [(self.restraint_k, int(counts[0]))]
+        return [(self.restraint_k * (stages - 1 - s) / (stages - 1), int(n)) for s, n in enumerate(counts) if n]
 
     # -- internals -----------------------------------------------------------------------------
 
@@ -350,7 +383,11 @@ class FastEGNNStepper:
             # Identity attributes only when the model uses them: a model without them is
             # called as before, predict(x, v), so wrappers written for that call keep working.
             extra = () if self.node_attrs is None else (self.node_attrs,)
-            predicted = self.predictor.predict(x_sel, velocities, *extra).positions
+            if self.sample:  # seeded by (seed, jump): a resumed run draws what an unbroken one would
+                rng = np.random.default_rng([self.seed, self.jumps])
+                predicted = self.predictor.sample(x_sel, velocities, *extra, rng=rng).positions
+            else:
+                predicted = self.predictor.predict(x_sel, velocities, *extra).positions
         except NonFiniteJump as exc:  # the Context has not been touched
             if not self.guarded:
                 raise DataError(f"FastEGNNStepper: {exc} (unguarded mode)") from None
@@ -399,8 +436,9 @@ class FastEGNNStepper:
                 capped_steepest_descent(context, self.minimise_iterations, self.max_descent_step_nm)
             if self.velocity_policy == "thermal":
                 context.setVelocitiesToTemperature(self.temperature * unit.kelvin, self.seed + self.jumps - 1)
-            if self.relax_steps:
-                simulation.integrator.step(self.relax_steps)
+            for k, steps in self.release_schedule():
+                context.setParameter(RESTRAINT_K_PARAMETER, k)
+                simulation.integrator.step(steps)
         finally:
             context.setParameter(RESTRAINT_K_PARAMETER, 0.0)
         after = context.getState(getPositions=True, getEnergy=True)

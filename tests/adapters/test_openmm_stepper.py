@@ -325,3 +325,57 @@ def test_warm_up_and_set_history_give_the_first_jump_a_history(checkpoint, simul
     stepper2.step(1)
     assert stepper2.last_velocity_source == "history"
     np.testing.assert_allclose(made[0], np.full_like(previous, 0.1 / 0.5), atol=1e-9)  # Å/ps over Δt = 0.5 ps
+
+
+def test_release_schedule_lets_the_restraint_go(checkpoint, simulation):
+    held = omm.FastEGNNStepper(simulation, checkpoint, relax_steps=RELAX, restraint_k=900.0)
+    assert held.release_schedule() == [(900.0, RELAX)]
+    released = omm.FastEGNNStepper(simulation, checkpoint, relax_steps=RELAX, restraint_k=900.0, release_stages=4)
+    schedule = released.release_schedule()
+    assert [k for k, _ in schedule] == pytest.approx([900.0, 600.0, 300.0, 0.0])
+    assert sum(n for _, n in schedule) == RELAX and all(n > 0 for _, n in schedule)
+    assert omm.FastEGNNStepper(simulation, checkpoint, relax_steps=0).release_schedule() == []
+    for bad in (0, RELAX + 1):
+        with pytest.raises(DataError, match="release_stages"):
+            omm.FastEGNNStepper(simulation, checkpoint, relax_steps=RELAX, release_stages=bad)
+    gentle(released)
+    released.step(1)
+    assert released.summary()["accepted"] == 1 and released.summary()["release_stages"] == 4
+    assert simulation.currentStep == STEPS_PER_JUMP
+    assert simulation.context.getParameter(omm.RESTRAINT_K_PARAMETER) == 0.0
+
+
+@pytest.fixture(scope="module")
+def calibrated_checkpoint(checkpoint, tmp_path_factory) -> Path:
+    """The fixture model with a spread fitted on its validation block (`fastegnn-md calibrate`)."""
+    from fastegnn_md.calibration import calibrate_checkpoint, save_with_spread
+    from fastegnn_md.datasets import open_for_checkpoint
+
+    ckpt = load_checkpoint(checkpoint)
+    pairs = open_for_checkpoint(TRAJ / "adk_obc.xtc", ckpt.data_spec, progress=False).load("valid")
+    spread, _ = calibrate_checkpoint(ckpt, pairs[:10])
+    return save_with_spread(ckpt, spread, tmp_path_factory.mktemp("cal") / "sampled.pt")
+
+
+def test_sampled_jumps_need_a_spread_and_draw_around_the_mean(checkpoint, calibrated_checkpoint, simulation):
+    with pytest.raises(DataError, match="calibrate"):
+        omm.FastEGNNStepper(simulation, checkpoint, sample=True)
+    stepper = omm.FastEGNNStepper(simulation, calibrated_checkpoint, relax_steps=RELAX, restraint_k=5e4,
+                                  guarded=False, sample=True)
+    drawn = []
+    original = stepper.predictor.sample
+
+    def sample(x, v, *extra, rng):
+        jump = original(x, v, *extra, rng=rng)
+        drawn.append(jump)
+        return jump
+
+    stepper.predictor.sample = sample
+    stepper.step(1)
+    assert len(drawn) == 1 and stepper.summary()["sample"] is True
+    jump = drawn[0]
+    assert not np.allclose(jump.positions, jump.mean)
+    x = simulation.context.getState(getPositions=True).getPositions(asNumpy=True).value_in_unit(unit.nanometer)
+    x = 10 * np.asarray(x)[stepper.selected]
+    # The Context follows the sample, not the mean.
+    assert np.linalg.norm(x - jump.positions, axis=1).mean() < np.linalg.norm(x - jump.mean, axis=1).mean()
