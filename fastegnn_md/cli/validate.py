@@ -15,11 +15,19 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     va.add_argument("--checkpoint", default="adk-backbone", help="checkpoint path or shipped model (default adk-backbone)")
     va.add_argument("--jumps", type=positive_int, default=10, help="jumps of the checkpoint's Δt (default 10)")
     va.add_argument("--out", type=Path, default=Path("validation"), help="report directory (default ./validation)")
+    va.add_argument("--reference-replicas", type=positive_int, default=2,
+                    help="independent reference MD runs from the common start, other Langevin seeds (default 2: "
+                         "the report compares the stepper's distributions with the run-to-run spread)")
     add_force_field_arguments(va)
     va.add_argument("--relax-steps", type=int, default=25, help="restrained integrator steps per jump (default 25)")
     va.add_argument("--descent-iterations", type=int, default=15, help="restrained descent iterations per jump (default 15)")
     va.add_argument("--restraint-k", type=float, default=5000.0, help="kJ/mol/nm² while relaxing (default 5000)")
     va.add_argument("--velocity-policy", default="thermal", help="thermal (default) or keep")
+    va.add_argument("--release-stages", type=positive_int, default=1,
+                    help="release the restraint linearly to 0 over this many stages of the relax steps, the last "
+                         "one free MD (default 1: held for all of them)")
+    va.add_argument("--sample", action="store_true",
+                    help="draw each jump from the checkpoint's fitted spread (fastegnn-md calibrate) instead of its mean")
     va.add_argument("--unguarded", action="store_true", help="accept every jump (no energy check, no MD fallback)")
     va.add_argument("--threads", type=positive_int, default=None, help="OpenMM CPU threads")
     va.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -36,8 +44,9 @@ def run(args: argparse.Namespace) -> int:
     settings = simulation_settings(args)
     options = {"relax_steps": args.relax_steps, "minimise_iterations": args.descent_iterations,
                "restraint_k": args.restraint_k, "velocity_policy": args.velocity_policy,
-               "guarded": not args.unguarded}
+               "guarded": not args.unguarded, "release_stages": args.release_stages, "sample": args.sample}
     result = validate(args.structure, args.out, args.checkpoint, settings, jumps=args.jumps, threads=args.threads,
-                      stepper_options=options, progress=not args.quiet)
+                      stepper_options=options, progress=not args.quiet,
+                      reference_replicas=args.reference_replicas)
     print(result.summary())
     return 0
