@@ -156,6 +156,9 @@ class FastEGNNCalculator(Calculator):
     velocity_input : ``"auto"`` (the policy in the module docstring) or ``"atoms"`` (always the
         Atoms' velocities).
     history_tol : max |Δx| in Å for positions to count as "the positions predicted last".
+    sample : draw each jump from the checkpoint's fitted spread (`Predictor.sample`) instead of
+        its mean; needs a calibrated checkpoint (``fastegnn-md calibrate``).
+    seed : seed of the calculator's generator for sampled jumps.
 
     Results (``calc.get_property(name, atoms)``)
     --------------------------------------------
@@ -181,6 +184,8 @@ class FastEGNNCalculator(Calculator):
         node_attrs: Optional[np.ndarray] = None,
         velocity_input: str = "auto",
         history_tol: float = 1e-6,
+        sample: bool = False,
+        seed: Optional[int] = 0,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -205,9 +210,16 @@ class FastEGNNCalculator(Calculator):
         self.node_attrs = None if node_attrs is None else np.asarray(node_attrs, dtype=np.float64)
         self.velocity_input = velocity_input
         self.history_tol = float(history_tol)
+        self.sample = bool(sample)
+        if self.sample and self.predictor.spread is None:
+            raise CheckpointError(
+                f"{name}: has no fitted spread, so its jumps cannot be sampled; run `fastegnn-md calibrate` on it"
+            )
+        #: Draws of sampled jumps (one generator for the calculator's life: seeded, reproducible).
+        self.rng = np.random.default_rng(seed)
         self.parameters.update(
             checkpoint=name, device=str(self.predictor.device), dtype=str(self.predictor.dtype),
-            velocity_input=velocity_input,
+            velocity_input=velocity_input, sample=self.sample,
         )
         self.model_calls = 0
         self.last_velocity_source: Optional[str] = None
@@ -356,7 +368,10 @@ class FastEGNNCalculator(Calculator):
         memo = self._memo
         if memo is not None and np.array_equal(memo[0], positions) and np.array_equal(memo[1], velocities):
             return memo[2]
-        jump = self.predictor.predict(positions, velocities, node_attrs)
+        if self.sample:  # the memo above returns the same draw when the same point is asked again
+            jump = self.predictor.sample(positions, velocities, node_attrs, rng=self.rng)
+        else:
+            jump = self.predictor.predict(positions, velocities, node_attrs)
         self.model_calls += 1
         self._memo = (positions.copy(), np.array(velocities, copy=True), jump)
         return jump

@@ -185,3 +185,33 @@ def test_the_shipped_protein_model_drives_ase_atoms_of_another_protein() -> None
     assert jumped.shape == (len(backbone), 3) and np.isfinite(jumped).all()
     # From rest (ASE velocities zero) a 5 ps jump of a folded backbone moves atoms by a fraction of an Å.
     assert np.linalg.norm(jumped - atoms.positions, axis=1).max() < 1.0
+
+
+def test_ase_calculator_samples_jumps_from_the_shipped_spread() -> None:
+    """`FastEGNNCalculator(..., sample=True)`: seeded draws around the mean, bonds kept, the same
+    point asked again gives the same draw; a checkpoint without a spread is refused."""
+    from MDAnalysisTests.datafiles import PDB_small
+
+    from fastegnn_md import FastEGNNCalculator
+    from fastegnn_md.adapters.ase import atoms_from_mdanalysis
+    from fastegnn_md.errors import CheckpointError
+
+    backbone = MDAnalysis.Universe(PDB_small).select_atoms("backbone")
+
+    def jumped(seed: int, sample: bool = True) -> np.ndarray:
+        atoms = atoms_from_mdanalysis(backbone)
+        atoms.calc = FastEGNNCalculator("protein-backbone", velocity_input="atoms", sample=sample, seed=seed)
+        first = atoms.calc.get_property("jumped_positions", atoms)
+        np.testing.assert_array_equal(atoms.calc.get_property("jumped_positions", atoms), first)
+        return first
+
+    mean, a, b = jumped(0, sample=False), jumped(1), jumped(2)
+    np.testing.assert_array_equal(jumped(1), a)
+    assert not np.allclose(a, b) and not np.allclose(a, mean)
+    n_ca = [np.linalg.norm(x[backbone.names == "CA"] - x[backbone.names == "N"], axis=1) for x in (mean, a)]
+    assert np.max(np.abs(n_ca[1] - np.linalg.norm(
+        backbone.positions[backbone.names == "CA"] - backbone.positions[backbone.names == "N"], axis=1))) < 2e-3
+    assert 0.2 < np.sqrt(np.mean(np.sum((a - mean) ** 2, axis=1))) < 3.0  # of the size of σ (~0.5 Å per axis)
+
+    with pytest.raises(CheckpointError, match="calibrate"):
+        FastEGNNCalculator("villin-backbone", sample=True)
