@@ -223,6 +223,7 @@ class Predictor:
         seed: Optional[int] = None,
         moving: Optional[np.ndarray] = None,
         kinematic_positions: Optional[np.ndarray] = None,
+        scale: float = 1.0,
     ) -> Jump:
         """One jump drawn from the checkpoint's spread around the model's mean (`fastegnn_md.spread`).
 
@@ -231,8 +232,11 @@ class Predictor:
         ``spread`` the per-node σ. Nodes that do not move get no noise. A spread with a
         ``geometry_cutoff`` (molecules) then restores the start's local distances
         (`fastegnn_md.spread.keep_local_geometry`). Raises DataError when
-        the checkpoint has no spread (``fastegnn-md calibrate`` fits one).
+        the checkpoint has no spread (``fastegnn-md calibrate`` fits one). ``scale`` multiplies
+        the noise (1: the calibrated spread; the OpenMM stepper exposes it as ``sample_scale``).
         """
+        if not scale >= 0:
+            raise DataError(f"scale: must be a non-negative factor on the spread, got {scale}")
         spread = self.spread
         if spread is None:
             raise DataError(
@@ -255,7 +259,7 @@ class Predictor:
             invariants = node_invariants(xi, mi, vi, attrs, self.dt, spread.packing_radius)
             try:
                 sigma = spread.scales(invariants)
-                noise = spread.sample_noise(xi, sigma, generator, moving)
+                noise = scale * spread.sample_noise(xi, sigma, generator, moving)
             except ValueError as exc:
                 raise DataError(f"{self.name}: {exc}") from None
             drawn = mi + noise

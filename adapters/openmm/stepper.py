@@ -169,16 +169,21 @@ class FastEGNNStepper:
         (0: none); they remove the clashes a rigid residue placement can create, which would
         otherwise blow up the first integrator steps. They take no simulated time.
     max_descent_step_nm : largest single-atom move of one descent iteration (nm).
+    retry_minimise_iterations : guarded mode: a jump that fails the energy check (or goes
+        non-finite) is placed again with this many descent iterations before MD replaces it
+        (counted in ``summary()["retried"]``); no retry when not above ``minimise_iterations``.
     sample : draw each jump from the checkpoint's fitted spread (`Predictor.sample`, seeded by
         (seed, jump index)) instead of taking its mean; needs a calibrated checkpoint.
     release_stages : 1 keeps ``restraint_k`` for all relax steps; S > 1 releases it linearly to 0
         over S equal stages, the last one free MD with the thermostat (`release_schedule`).
+    sample_scale : factor on the sampled noise (1: the calibrated spread; default 0.5, measured:
+        docs/architecture.md, "The stepper's defaults").
     """
 
     def __init__(
         self,
         simulation: "app.Simulation",
-        checkpoint: Any = "adk-backbone",
+        checkpoint: Any = "protein-backbone",
         selection: Optional[str] = None,
         relax_steps: int = 25,
         restraint_k: float = 5000.0,
@@ -188,10 +193,12 @@ class FastEGNNStepper:
         temperature: Optional[float] = None,
         seed: int = 0,
         history_tol: float = 1e-3,
-        minimise_iterations: int = 15,
+        minimise_iterations: int = 3,
         max_descent_step_nm: float = 0.01,
         sample: bool = False,
         release_stages: int = 1,
+        sample_scale: float = 0.5,
+        retry_minimise_iterations: int = 15,
     ) -> None:
         if velocity_policy not in VELOCITY_POLICIES:
             raise DataError(f"velocity_policy: {velocity_policy!r} is not one of {', '.join(VELOCITY_POLICIES)}")
@@ -225,6 +232,9 @@ class FastEGNNStepper:
         if int(minimise_iterations) < 0:
             raise DataError("minimise_iterations: must not be negative")
         self.minimise_iterations = int(minimise_iterations)
+        if int(retry_minimise_iterations) < 0:
+            raise DataError("retry_minimise_iterations: must not be negative")
+        self.retry_minimise_iterations = int(retry_minimise_iterations)
         if not max_descent_step_nm > 0:
             raise DataError("max_descent_step_nm: must be positive")
         self.max_descent_step_nm = float(max_descent_step_nm)
@@ -237,6 +247,9 @@ class FastEGNNStepper:
         if int(release_stages) < 1 or (int(release_stages) > 1 and int(release_stages) > int(relax_steps)):
             raise DataError(f"release_stages: must be between 1 and relax_steps ({relax_steps}), got {release_stages}")
         self.release_stages = int(release_stages)
+        if not sample_scale >= 0:
+            raise DataError(f"sample_scale: must be a non-negative factor on the spread, got {sample_scale}")
+        self.sample_scale = float(sample_scale)
 
         topology = simulation.topology
         self.num_atoms = topology.getNumAtoms()
@@ -278,6 +291,7 @@ class FastEGNNStepper:
 
         self.accepted = 0
         self.rejected = 0
+        self.retried = 0
         self.jumps = 0
         self.warm_up_jumps = 0
         self.last_velocity_source: Optional[str] = None
@@ -321,12 +335,13 @@ class FastEGNNStepper:
 
     def summary(self) -> dict[str, Any]:
         return {
-            "jumps": self.jumps, "accepted": self.accepted, "rejected": self.rejected,
+            "jumps": self.jumps, "accepted": self.accepted, "rejected": self.rejected, "retried": self.retried,
             "warm_up_jumps": self.warm_up_jumps, "minimise_iterations": self.minimise_iterations,
             "dt_ps": self.dt_ps, "steps_per_jump": self.steps_per_jump, "relax_steps": self.relax_steps,
             "guarded": self.guarded, "energy_tolerance_kj_mol": self.energy_tolerance,
             "velocity_policy": self.velocity_policy, "selection": self.selection,
             "sample": self.sample, "release_stages": self.release_stages,
+            "sample_scale": self.sample_scale,
             "selected_atoms": int(len(self.selected)), "last_rejection": self.last_rejection,
         }
 
@@ -385,7 +400,7 @@ class FastEGNNStepper:
             extra = () if self.node_attrs is None else (self.node_attrs,)
             if self.sample:  # seeded by (seed, jump): a resumed run draws what an unbroken one would
                 rng = np.random.default_rng([self.seed, self.jumps])
-                predicted = self.predictor.sample(x_sel, velocities, *extra, rng=rng).positions
+                predicted = self.predictor.sample(x_sel, velocities, *extra, rng=rng, scale=self.sample_scale).positions
             else:
                 predicted = self.predictor.predict(x_sel, velocities, *extra).positions
         except NonFiniteJump as exc:  # the Context has not been touched
@@ -394,20 +409,32 @@ class FastEGNNStepper:
             self._fallback(x_sel, "non-finite prediction")
             return
         saved = context.createCheckpoint() if self.guarded else None
-        try:
-            energy, after = self._place_and_relax(x, predicted)
-        except openmm.OpenMMException as exc:  # NaN coordinates during minimisation or relaxation
-            if not self.guarded:
-                raise DataError(f"FastEGNNStepper: the jump made the simulation non-finite ({exc})") from None
-            context.setParameter(RESTRAINT_K_PARAMETER, 0.0)
-            context.loadCheckpoint(saved)
-            self._fallback(x_sel, f"non-finite state after the jump ({str(exc).splitlines()[0]})")
-            return
-        if self.guarded and not (np.isfinite(energy) and energy <= reference_energy + self.energy_tolerance):
-            context.loadCheckpoint(saved)
-            self._fallback(
-                x_sel, f"potential energy {energy:.6g} kJ/mol > {reference_energy:.6g} + {self.energy_tolerance:.6g}"
-            )
+        # Guarded: a jump that fails the checks is tried once more with the longer retry descent
+        # (clashes a few iterations did not remove), and only then replaced by MD for that Δt.
+        levels = [self.minimise_iterations]
+        if self.guarded and self.retry_minimise_iterations > self.minimise_iterations:
+            levels.append(self.retry_minimise_iterations)
+        why = None
+        for attempt, iterations in enumerate(levels):
+            if attempt:
+                self.retried += 1
+            try:
+                energy, after = self._place_and_relax(x, predicted, iterations)
+            except openmm.OpenMMException as exc:  # NaN coordinates during minimisation or relaxation
+                if not self.guarded:
+                    raise DataError(f"FastEGNNStepper: the jump made the simulation non-finite ({exc})") from None
+                context.setParameter(RESTRAINT_K_PARAMETER, 0.0)
+                context.loadCheckpoint(saved)
+                why = f"non-finite state after the jump ({str(exc).splitlines()[0]})"
+                continue
+            if self.guarded and not (np.isfinite(energy) and energy <= reference_energy + self.energy_tolerance):
+                context.loadCheckpoint(saved)
+                why = f"potential energy {energy:.6g} kJ/mol > {reference_energy:.6g} + {self.energy_tolerance:.6g}"
+                continue
+            why = None
+            break
+        if why is not None:
+            self._fallback(x_sel, why)
             return
         if not np.isfinite(energy) and not self.guarded:
             raise DataError(f"FastEGNNStepper: the jump left a non-finite potential energy ({energy})")
@@ -419,21 +446,22 @@ class FastEGNNStepper:
         self.jump_history.record(x_sel, end)
         self._report(due, start_step)
 
-    def _place_and_relax(self, x: np.ndarray, predicted: np.ndarray) -> tuple[float, Any]:
-        """Put the jump into the Context, minimise, set velocities, relax; (energy kJ/mol, state)."""
+    def _place_and_relax(self, x: np.ndarray, predicted: np.ndarray, iterations: int) -> tuple[float, Any]:
+        """Put the jump into the Context, minimise (``iterations`` of descent), set velocities, relax;
+        (energy kJ/mol, state)."""
         simulation, context = self.simulation, self.simulation.context
         new_x = place_unselected(x, self.selected, predicted, self.residues)
         context.setPositions(angstrom_to_nm(new_x) * unit.nanometer)
         context.applyConstraints(1e-5)
-        if self.relax_steps or self.minimise_iterations:
+        if self.relax_steps or iterations:
             r0 = angstrom_to_nm(predicted)
             for i, index in enumerate(self.selected):
                 self.restraint.setParticleParameters(i, int(index), [float(c) for c in r0[i]])
             self.restraint.updateParametersInContext(context)
             context.setParameter(RESTRAINT_K_PARAMETER, self.restraint_k)
         try:
-            if self.minimise_iterations:
-                capped_steepest_descent(context, self.minimise_iterations, self.max_descent_step_nm)
+            if iterations:
+                capped_steepest_descent(context, iterations, self.max_descent_step_nm)
             if self.velocity_policy == "thermal":
                 context.setVelocitiesToTemperature(self.temperature * unit.kelvin, self.seed + self.jumps - 1)
             for k, steps in self.release_schedule():

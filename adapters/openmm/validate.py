@@ -113,7 +113,7 @@ class ValidationResult:
 def validate(
     structure: Any,
     out_dir: Any,
-    checkpoint: Any = "adk-backbone",
+    checkpoint: Any = "protein-backbone",
     settings: SimulationSettings = SimulationSettings(),
     jumps: int = 10,
     threads: Optional[int] = None,
@@ -716,7 +716,7 @@ def _model_fingerprint(predictor: Any) -> str:
 
 RECORD_ARRAYS = ("reference_frames", "stepper_frames", "pe_reference", "pe_stepper", "wall_reference",
                  "wall_stepper", "accepted")
-STEPPER_COUNTERS = ("accepted", "rejected", "jumps", "warm_up_jumps")
+STEPPER_COUNTERS = ("accepted", "rejected", "retried", "jumps", "warm_up_jumps")
 
 
 def replica_arrays(replicas: int) -> tuple[str, ...]:

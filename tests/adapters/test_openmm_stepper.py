@@ -242,6 +242,7 @@ def test_huge_jump_is_rejected_by_the_energy_check(checkpoint, simulation):
     stepper.step(1)
     summary = stepper.summary()
     assert summary["rejected"] == 1 and summary["accepted"] == 0
+    assert summary["retried"] == 1  # placed again with the longer descent before MD took over
     assert "potential energy" in summary["last_rejection"] or "non-finite" in summary["last_rejection"]
     assert simulation.currentStep == STEPS_PER_JUMP
     after = simulation.context.getState(getPositions=True).getPositions(asNumpy=True)
@@ -263,6 +264,10 @@ def test_bad_arguments(checkpoint, simulation):
         omm.FastEGNNStepper(simulation, checkpoint, relax_steps=STEPS_PER_JUMP + 1)
     with pytest.raises(DataError, match="picks"):
         omm.FastEGNNStepper(simulation, checkpoint, selection="name CA")
+    with pytest.raises(DataError, match="retry_minimise_iterations"):
+        omm.FastEGNNStepper(simulation, checkpoint, retry_minimise_iterations=-1)
+    with pytest.raises(DataError, match="sample_scale"):
+        omm.FastEGNNStepper(simulation, checkpoint, sample_scale=-0.5)
 
 
 def test_example_runs(checkpoint, tmp_path):
@@ -361,19 +366,21 @@ def test_sampled_jumps_need_a_spread_and_draw_around_the_mean(checkpoint, calibr
     with pytest.raises(DataError, match="calibrate"):
         omm.FastEGNNStepper(simulation, checkpoint, sample=True)
     stepper = omm.FastEGNNStepper(simulation, calibrated_checkpoint, relax_steps=RELAX, restraint_k=5e4,
-                                  guarded=False, sample=True)
+                                  sample=True)
     drawn = []
     original = stepper.predictor.sample
 
-    def sample(x, v, *extra, rng):
-        jump = original(x, v, *extra, rng=rng)
-        drawn.append(jump)
+    def sample(x, v, *extra, **options):  # damped as `gentle` does: the fixture model is barely trained
+        jump = original(x, v, *extra, **options)
+        jump.positions, jump.mean = x + 0.1 * (jump.positions - x), x + 0.1 * (jump.mean - x)
+        drawn.append((jump, options))
         return jump
 
     stepper.predictor.sample = sample
     stepper.step(1)
     assert len(drawn) == 1 and stepper.summary()["sample"] is True
-    jump = drawn[0]
+    jump, options = drawn[0]
+    assert options["scale"] == 0.5 and stepper.summary()["accepted"] == 1  # the default share of the spread
     assert not np.allclose(jump.positions, jump.mean)
     x = simulation.context.getState(getPositions=True).getPositions(asNumpy=True).value_in_unit(unit.nanometer)
     x = 10 * np.asarray(x)[stepper.selected]
