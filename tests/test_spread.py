@@ -292,4 +292,4 @@ def test_cli_calibrate_and_sampled_rollout(calibrated, uncalibrated, tmp_path, c
     assert main(["rollout", str(VILLIN), "--checkpoint", str(path), "--jumps", "2", "--sample", "--seed", "5",
                  "--report", str(tmp_path / "r1"), "--quiet"]) == 0
     assert "sampled" in capsys.readouterr().out
-    assert (tmp_path / "r1" / "report.md").is_file()
+    assert "sampled from the checkpoint's spread, seed 5" in (tmp_path / "r1" / "report.md").read_text()

@@ -300,7 +300,7 @@ def render_markdown(report: dict[str, Any], plots: dict[str, str]) -> str:
     names = report["predictors"]
     info = report.get("info", {})
     doc = MarkdownDocument("Rollout report")
-    info_bullets(doc, info, ("trajectory", "topology", "checkpoint", "selection", "predicted_trajectory",
+    info_bullets(doc, info, ("trajectory", "topology", "checkpoint", "jumps", "selection", "predicted_trajectory",
                              "virtual_trajectory"))
     doc.bullet(
         f"start frame {report['start_frame']} at {report['start_time_ps']:g} ps; {report['jumps']} jumps "

@@ -44,7 +44,7 @@ from ..rollout import (
     StopRollout,
     roll_out,
 )
-from ..rollout import SampledJump, check_rollout_safe
+from ..rollout import MeanJump, SampledJump, check_rollout_safe
 
 PathLike = Union[str, Path]
 
@@ -235,7 +235,7 @@ def run_rollout(
         finally:
             sink.close()
         sink.finish(result)
-        outputs = _report(case, ckpt, predictor, sink, result, progress)
+        outputs = _report(case, ckpt, predictor, sink, result, progress, describe_jump(jump, seed))
     return outputs
 
 
@@ -250,8 +250,17 @@ def output_locks(case: "RolloutCase") -> list[tuple[Path, bool]]:
     return locks
 
 
+def describe_jump(jump: Optional[JumpFunction], seed: Optional[int]) -> str:
+    """How the rollout's jumps were made, for its report: the mean, or samples and their seed."""
+    if jump is None or isinstance(jump, MeanJump):
+        return "the model's mean"
+    if isinstance(jump, SampledJump):
+        return f"sampled from the checkpoint's spread, seed {seed}"
+    return type(jump).__name__
+
+
 def _report(case: "RolloutCase", ckpt: Checkpoint, predictor: Predictor, sink: FrameSink, result: RolloutResult,
-            progress: bool) -> RolloutOutputs:
+            progress: bool, jumps: str = "the model's mean") -> RolloutOutputs:
     """Steps 5 and 6 of the module docstring: the trivial predictors, notes, info, the report."""
     shape = np.shape(case.start.positions)
     predictions = {MODEL: np.array([frame.positions for frame in result.frames]).reshape(-1, *shape)}
@@ -271,6 +280,7 @@ def _report(case: "RolloutCase", ckpt: Checkpoint, predictor: Predictor, sink: F
         "checkpoint_file": str(ckpt.path) if ckpt.path else None,
         "model": ckpt.model_name,
         "velocity_convention": spec.velocity_convention,
+        "jumps": jumps,
         "stopped": stopped,
     }
     report, files = case.write_report(predictions, notes, info, progress)
