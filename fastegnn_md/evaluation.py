@@ -13,12 +13,13 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from . import metrics
+from . import metrics, spec_keys
 from .checkpoint import Checkpoint
 from .graph import FramePair, feature_dims
 from .models import build_model
 from .rollout import TRIVIAL_PREDICTORS, StartState
 from .inference import predict_positions
+from .spread import JumpSpread, calibration, collect_residuals
 from .training import time_inference
 
 
@@ -80,7 +81,9 @@ def evaluate_checkpoint(
     motion" and "constant velocity" (`jump_scores`), and ``gain_over_no_motion`` is
     1 − model/no-motion for each (positive: the model is better). Both models are timed in this
     process on the same examples (median over ``repeats`` full traversals each); times exclude
-    graph building. Units: MSE in the data's length unit squared.
+    graph building. Units: MSE in the data's length unit squared. A checkpoint with a fitted
+    spread also gets ``spread_calibration`` (`fastegnn_md.spread.calibration` on these pairs),
+    else None.
     """
     spec = ckpt.data_spec
     spec.check_fits(pairs[0].node_attrs.shape[1], None, where="dataset")
@@ -89,6 +92,14 @@ def evaluate_checkpoint(
     predicted = predict_positions(model, pairs, spec.cutoff, spec.drop_rate, batch_size, device=device)
     scores = jump_scores(pairs, predicted, spec.dt)
     model_scores, no_motion = scores.pop("model"), scores["no_motion"]
+    spread_figures = None
+    if spec.extra.get(spec_keys.SPREAD) is not None:  # a calibrated checkpoint: how well its spread fits here
+        spread = JumpSpread.from_dict(spec.extra[spec_keys.SPREAD])
+        residuals = collect_residuals(
+            [p.positions for p in pairs], predicted, [p.target_positions for p in pairs], [p.velocities for p in pairs],
+            [p.node_attrs for p in pairs], float(spec.dt), spread.packing_radius, moving=[p.moving for p in pairs],
+        )
+        spread_figures = calibration(spread, residuals)
     seconds = time_inference(model, pairs, spec.cutoff, spec.drop_rate, batch_size, repeats=repeats, device=device)
     egnn_seconds = time_inference(egnn, pairs, spec.cutoff, 0.0, batch_size, repeats=repeats, device=device)
     return {
@@ -106,4 +117,5 @@ def evaluate_checkpoint(
         "virtual_nodes": ckpt.hparams.get("virtual_nodes"),
         "threads": torch.get_num_threads(),
         "device": device,
+        "spread_calibration": spread_figures,
     }

@@ -293,3 +293,17 @@ def test_cli_calibrate_and_sampled_rollout(calibrated, uncalibrated, tmp_path, c
                  "--report", str(tmp_path / "r1"), "--quiet"]) == 0
     assert "sampled" in capsys.readouterr().out
     assert "sampled from the checkpoint's spread, seed 5" in (tmp_path / "r1" / "report.md").read_text()
+
+
+def test_evaluate_reports_the_spread_of_a_calibrated_checkpoint(calibrated, uncalibrated):
+    from fastegnn_md.calibration import residuals_of
+    from fastegnn_md.checkpoint import load_checkpoint
+    from fastegnn_md.evaluation import evaluate_checkpoint
+    from fastegnn_md.predictor import Predictor
+
+    path, _, pairs = calibrated
+    some = pairs[300:320:4]
+    result = evaluate_checkpoint(load_checkpoint(path), some, repeats=1)
+    expected = calibration(Predictor.from_checkpoint(path).spread, residuals_of(load_checkpoint(path), some))
+    assert result["spread_calibration"]["variance_ratio"] == pytest.approx(expected["variance_ratio"], rel=1e-6)
+    assert evaluate_checkpoint(load_checkpoint(uncalibrated), some, repeats=1)["spread_calibration"] is None

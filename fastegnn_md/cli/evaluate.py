@@ -67,4 +67,9 @@ def format_result(result: dict, examples: int, split: str, length_unit: str) -> 
                  "(positive: the model is better)")
     lines.append(f"  inference {result['seconds']:.3f} s, {result['relative_time']:.3f}x EGNN "
                  f"({result['egnn_seconds']:.3f} s, same process)")
+    spread = result.get("spread_calibration")
+    if spread:
+        lines.append(f"  spread (sampled jumps): predicted/observed variance {spread['variance_ratio']:.3f}, "
+                     f"{100 * spread['within_1sigma']:.1f} % / {100 * spread['within_2sigma']:.1f} % of residuals "
+                     "inside 1σ / 2σ (Gaussian 68.3 % / 95.4 %)")
     return "\n".join(lines)
