@@ -31,10 +31,11 @@ from fastegnn_md.adapters.openmm import validate as common
 from fastegnn_md.adapters.openmm.units import openmm, unit
 
 
-def figures(pe: list, rg: list, rmsd: list) -> str:
+def figures(pe: list, rg: list, rmsd: list) -> list[str]:
+    """Table cells: PE mean ± SD, Rg mean ± SD, RMSD from the start over the last 10 % of jumps."""
     tail = max(1, len(rmsd) // 10)
-    return (f"PE {np.mean(pe):.0f} ± {np.std(pe):.0f} | Rg {np.mean(rg):.2f} ± {np.std(rg):.2f} | "
-            f"RMSD from start {np.mean(rmsd[-tail:]):.2f}")
+    return [f"{np.mean(pe):.0f} ± {np.std(pe):.0f}", f"{np.mean(rg):.2f} ± {np.std(rg):.2f}",
+            f"{np.mean(rmsd[-tail:]):.2f}"]
 
 
 def main() -> None:
@@ -55,8 +56,8 @@ def main() -> None:
     reference = omm.make_simulation(topology, system, settings, 1)
     probe = omm.make_simulation(topology, openmm.XmlSerializer.deserialize(xml), settings, 1)
     probe.context.setPositions(positions)
-    selected = omm.FastEGNNStepper(probe, args.checkpoint).selected
-    steps = omm.FastEGNNStepper(probe, args.checkpoint).steps_per_jump
+    probe_stepper = omm.FastEGNNStepper(probe, args.checkpoint)
+    selected, steps = probe_stepper.selected, probe_stepper.steps_per_jump
     masses = np.array([system.getParticleMass(int(i)).value_in_unit(unit.dalton) for i in selected])
     previous = common._common_start(reference, positions, settings, selected, steps, False, lambda _: None)
     start_state = reference.context.getState(getPositions=True, getVelocities=True)
@@ -85,13 +86,11 @@ def main() -> None:
         stepper = omm.FastEGNNStepper(simulation, args.checkpoint, **options)
         stepper.set_history(previous)
         pe, rg, rmsd, wall = record(simulation, lambda: stepper.step(1))
-        pe_s, rg_s, rmsd_s = figures(pe, rg, rmsd).split(" | ")
-        print(f"| {name} | {pe_s[3:]} | {rg_s[3:]} | {rmsd_s[16:]} | {stepper.retried} | {stepper.rejected} | {wall:.2f} |",
-              flush=True)
+        cells = [name, *figures(pe, rg, rmsd), str(stepper.retried), str(stepper.rejected), f"{wall:.2f}"]
+        print("| " + " | ".join(cells) + " |", flush=True)
     if args.reference:
         pe, rg, rmsd, wall = record(reference, lambda: reference.step(steps))
-        pe_s, rg_s, rmsd_s = figures(pe, rg, rmsd).split(" | ")
-        print(f"| ordinary MD | {pe_s[3:]} | {rg_s[3:]} | {rmsd_s[16:]} | – | – | {wall:.2f} |")
+        print("| " + " | ".join(["ordinary MD", *figures(pe, rg, rmsd), "–", "–", f"{wall:.2f}"]) + " |")
 
 
 if __name__ == "__main__":

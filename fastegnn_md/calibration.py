@@ -34,17 +34,23 @@ def packing_radius(ckpt: Checkpoint) -> float:
     return 0.5 * float(cutoff) if cutoff else DEFAULT_PACKING_RADIUS
 
 
+def pair_residuals(pairs: Sequence[FramePair], means: Sequence, dt: float, radius: float) -> Residuals:
+    """`Residuals` of ``pairs`` given the model's mean positions for each (moving nodes only;
+    grouped by each pair's source file)."""
+    return collect_residuals(
+        [p.positions for p in pairs], means, [p.target_positions for p in pairs], [p.velocities for p in pairs],
+        [p.node_attrs for p in pairs], float(dt), radius,
+        moving=[p.moving for p in pairs], groups=[str(p.metadata.get("source", "")) for p in pairs],
+    )
+
+
 def residuals_of(ckpt: Checkpoint, pairs: Sequence[FramePair], batch_size: int = 20, radius: Optional[float] = None,
                  model: Optional[torch.nn.Module] = None) -> Residuals:
     """The checkpoint's mean jump on ``pairs`` and its `Residuals` (moving nodes only)."""
     model = model if model is not None else ckpt.build_model()
     spec = ckpt.data_spec
     means = predict_positions(model, pairs, spec.cutoff, spec.drop_rate, batch_size=batch_size)
-    return collect_residuals(
-        [p.positions for p in pairs], means, [p.target_positions for p in pairs], [p.velocities for p in pairs],
-        [p.node_attrs for p in pairs], float(spec.dt), packing_radius(ckpt) if radius is None else radius,
-        moving=[p.moving for p in pairs], groups=[str(p.metadata.get("source", "")) for p in pairs],
-    )
+    return pair_residuals(pairs, means, spec.dt, packing_radius(ckpt) if radius is None else radius)
 
 
 def calibrate_checkpoint(

@@ -19,7 +19,8 @@ from .graph import FramePair, feature_dims
 from .models import build_model
 from .rollout import TRIVIAL_PREDICTORS, StartState
 from .inference import predict_positions
-from .spread import JumpSpread, calibration, collect_residuals
+from .calibration import pair_residuals
+from .spread import JumpSpread, calibration
 from .training import time_inference
 
 
@@ -95,11 +96,7 @@ def evaluate_checkpoint(
     spread_figures = None
     if spec.extra.get(spec_keys.SPREAD) is not None:  # a calibrated checkpoint: how well its spread fits here
         spread = JumpSpread.from_dict(spec.extra[spec_keys.SPREAD])
-        residuals = collect_residuals(
-            [p.positions for p in pairs], predicted, [p.target_positions for p in pairs], [p.velocities for p in pairs],
-            [p.node_attrs for p in pairs], float(spec.dt), spread.packing_radius, moving=[p.moving for p in pairs],
-        )
-        spread_figures = calibration(spread, residuals)
+        spread_figures = calibration(spread, pair_residuals(pairs, predicted, spec.dt, spread.packing_radius))
     seconds = time_inference(model, pairs, spec.cutoff, spec.drop_rate, batch_size, repeats=repeats, device=device)
     egnn_seconds = time_inference(egnn, pairs, spec.cutoff, 0.0, batch_size, repeats=repeats, device=device)
     return {

@@ -206,12 +206,17 @@ class Predictor:
     def spread(self) -> Optional[JumpSpread]:
         """The checkpoint's fitted `JumpSpread` (added by ``fastegnn-md calibrate``), or None."""
         stored = self.spec.extra.get(spec_keys.SPREAD)
-        if stored is None:
-            return None
-        cached = getattr(self, "_spread", None)
-        if cached is None or cached[0] is not stored:
-            self._spread = (stored, JumpSpread.from_dict(stored))
-        return self._spread[1]
+        return None if stored is None else JumpSpread.from_dict(stored)
+
+    def require_spread(self) -> JumpSpread:
+        """The checkpoint's `JumpSpread`; DataError (one line, what to run) when it has none."""
+        spread = self.spread
+        if spread is None:
+            raise DataError(
+                f"{self.name}: has no fitted spread, so its jumps cannot be sampled; run "
+                "`fastegnn-md calibrate CHECKPOINT --out NEW.pt` on it (or use the mean jump)"
+            )
+        return spread
 
     def sample(
         self,
@@ -237,12 +242,7 @@ class Predictor:
         """
         if not scale >= 0:
             raise DataError(f"scale: must be a non-negative factor on the spread, got {scale}")
-        spread = self.spread
-        if spread is None:
-            raise DataError(
-                f"{self.name}: has no fitted spread, so it cannot sample jumps; run "
-                "`fastegnn-md calibrate CHECKPOINT --out NEW.pt` (or use the mean jump)"
-            )
+        spread = self.require_spread()
         generator = rng if rng is not None else np.random.default_rng(seed)
         jump = self.predict(positions, velocities, node_attrs, moving=moving, kinematic_positions=kinematic_positions)
         x = np.asarray(positions, dtype=np.float64)

@@ -142,11 +142,7 @@ class SampledJump:
     (`Predictor.sample`, `fastegnn_md.spread`), from the loop's seeded generator."""
 
     def __init__(self, predictor: Predictor) -> None:
-        if predictor.spread is None:
-            raise DataError(
-                f"{predictor.name}: has no fitted spread, so its jumps cannot be sampled; run "
-                "`fastegnn-md calibrate` on it first (or roll out the mean jump)"
-            )
+        predictor.require_spread()
         self.predictor = predictor
 
     def __call__(self, positions: np.ndarray, velocities: np.ndarray, node_attrs: Optional[np.ndarray], *,

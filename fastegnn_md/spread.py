@@ -184,15 +184,18 @@ def keep_local_geometry(
     ``pairs`` (P, 2) is ``lengths`` (P,) apart again; nodes not ``moving`` stay put.
 
     Gauss–Newton on the constraints d_p(x) = l_p: each step is the minimum-norm correction of the
-    linearised constraints, Δx = −Jᵀ (J Jᵀ + εI)⁻¹ e (J sparse, P × 3N; the ridge ε = 0.01 keeps J Jᵀ
-    invertible where constraints are redundant, as the six distances of a planar peptide group are), until every |d − l| ≤ ``tolerance`` (length unit).
+    linearised constraints, Δx = −Jᵀ (J Jᵀ + εI)⁻¹ e (J sparse, P × 3N; the ridge ε = 0.01 keeps
+    J Jᵀ invertible where constraints are redundant, as the six distances of a planar peptide
+    group are), until every |d − l| ≤ ``tolerance`` (length unit).
 
     Why: a Gaussian spread of ~0.5 Å per atom is the right size for the residual of a 5 ps jump,
     but MD's residuals keep bond lengths and angles, which no Gaussian over Cartesian positions
     does (its independent part brings consecutive CA atoms into clashes within one jump).
-    Restoring the mean's local distances keeps the sample's larger-scale motion and the model's
-    own bonded geometry. Equivariant: it reads only pair vectors. Returns the corrected positions
-    and the largest remaining |d − l|.
+    Restoring the local distances keeps the sample's larger-scale motion. `Predictor.sample`
+    restores those of the jump's start, as bond constraints do in MD: restoring the mean's
+    instead let villin's N–CA shrink from 1.47 to 1.32 Å in 26 sampled jumps (the mean's bonds
+    shrink a little on sampled input, and that compounds). Equivariant: it reads only pair
+    vectors. Returns the corrected positions and the largest remaining |d − l|.
     """
     from scipy import sparse
     from scipy.sparse.linalg import spsolve

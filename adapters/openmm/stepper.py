@@ -239,11 +239,8 @@ class FastEGNNStepper:
             raise DataError("max_descent_step_nm: must be positive")
         self.max_descent_step_nm = float(max_descent_step_nm)
         self.sample = bool(sample)
-        if self.sample and self.predictor.spread is None:
-            raise DataError(
-                f"{self.predictor.name}: has no fitted spread, so the stepper cannot sample jumps; run "
-                "`fastegnn-md calibrate` on it first (or step with the mean jump)"
-            )
+        if self.sample:
+            self.predictor.require_spread()
         if int(release_stages) < 1 or (int(release_stages) > 1 and int(release_stages) > int(relax_steps)):
             raise DataError(f"release_stages: must be between 1 and relax_steps ({relax_steps}), got {release_stages}")
         self.release_stages = int(release_stages)
