@@ -84,6 +84,7 @@ from ase.md.md import MolecularDynamics
 from ase.parallel import world
 from ase.utils import IOContext
 
+from .. import metrics
 from ..conventions import BACKWARD, JumpHistory
 from ..errors import CheckpointError, DataError, FastEGNNWarning
 from ..predictor import Jump, Predictor
@@ -97,6 +98,7 @@ VELOCITY_INPUTS = ("auto", "atoms")
 #: Per-atom arrays holding atom names and residue names (the keys ase.io's PDB reader uses).
 ATOM_NAMES = "atomtypes"
 RESIDUE_NAMES = "residuenames"
+RESIDUE_NUMBERS = "residuenumbers"
 
 #: Properties an energy model would have and a jump model does not.
 _ENERGY_LIKE = ("energy", "free_energy", "energies", "stress", "stresses")
@@ -253,7 +255,8 @@ class FastEGNNCalculator(Calculator):
         masses = atoms.get_masses()
         index = self._check_atoms(atoms)
         model_velocities, source = self._velocity_input(positions, velocities)
-        jump = self._predict(positions[index], model_velocities[index], self._node_attrs(atoms, index))
+        jump = self._predict(positions[index], model_velocities[index], self._node_attrs(atoms, index),
+                             self._held_pairs(atoms, index))
         jumped = positions.copy()
         jumped[index] = jump.positions
         self.results = {
@@ -364,12 +367,22 @@ class FastEGNNCalculator(Calculator):
             where="ASE Atoms",
         )
 
-    def _predict(self, positions: np.ndarray, velocities: np.ndarray, node_attrs: Optional[np.ndarray]) -> Jump:
+    def _held_pairs(self, atoms: Atoms, index: np.ndarray) -> Optional[np.ndarray]:
+        """For sampled jumps, the pairs that keep each peptide ω (`metrics.peptide_plane_pairs`), from
+        the Atoms' names and residue numbers (``atoms.arrays["atomtypes"]``, ``["residuenumbers"]``);
+        None when not sampling or the Atoms carry no such arrays (bonds and angles are still kept)."""
+        names, numbers = atoms.arrays.get(ATOM_NAMES), atoms.arrays.get(RESIDUE_NUMBERS)
+        if not self.sample or names is None or numbers is None:
+            return None
+        return metrics.peptide_plane_pairs([str(n) for n in names[index]], np.asarray(numbers)[index])
+
+    def _predict(self, positions: np.ndarray, velocities: np.ndarray, node_attrs: Optional[np.ndarray],
+                 held_pairs: Optional[np.ndarray] = None) -> Jump:
         memo = self._memo
         if memo is not None and np.array_equal(memo[0], positions) and np.array_equal(memo[1], velocities):
             return memo[2]
         if self.sample:  # the memo above returns the same draw when the same point is asked again
-            jump = self.predictor.sample(positions, velocities, node_attrs, rng=self.rng)
+            jump = self.predictor.sample(positions, velocities, node_attrs, rng=self.rng, held_pairs=held_pairs)
         else:
             jump = self.predictor.predict(positions, velocities, node_attrs)
         self.model_calls += 1
@@ -601,6 +614,8 @@ def atoms_from_mdanalysis(universe_or_atomgroup: Any, frame: Optional[int] = Non
     if hasattr(group, "names") and hasattr(group, "resnames"):  # identity for FastEGNNCalculator (ASE's PDB keys)
         atoms.set_array(ATOM_NAMES, np.array([str(n) for n in group.names]))
         atoms.set_array(RESIDUE_NAMES, np.array([str(r) for r in group.resnames]))
+        if hasattr(group, "resids"):
+            atoms.set_array(RESIDUE_NUMBERS, np.asarray(group.resids, dtype=int))
     atoms.info["mdanalysis_frame"] = int(ts.frame)
     atoms.info["mdanalysis_time_ps"] = float(ts.time)
     if ts.dimensions is not None:

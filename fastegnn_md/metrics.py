@@ -38,6 +38,8 @@ __all__ = [
     "backbone_pairs",
     "backbone_distances",
     "backbone_problem",
+    "dihedral_degrees",
+    "peptide_plane_pairs",
     "backbone_geometry",
     "radius_of_gyration",
     "nearest_atom_distance",
@@ -239,9 +241,10 @@ def backbone_pairs(names: ArrayLike, residue_ids: ArrayLike) -> dict[str, tuple[
     """The atom index pairs of each kind of `BACKBONE_BONDS`, from the topology alone.
 
     ``names`` (N,) atom names; ``residue_ids`` (N,) residue numbers in chain order. Returns
-    ``{"N-CA": (a, b), "CA-C": ..., "C-N": ..., "CA-CA": ...}`` with index arrays ``a``, ``b``:
-    within a residue for the first two, between residue r and the next residue r + 1 for the
-    others (the peptide bond and the CA trace). Pairs whose atoms are missing are skipped.
+    ``{"N-CA": (a, b), "CA-C": ..., "C-N": ..., "CA-CA": ..., "omega": (a, b, c, d)}`` with index
+    arrays: within a residue for the first two, between residue r and the next residue r + 1 for
+    the others (the peptide bond and the CA trace); "omega" holds the peptide dihedrals
+    CA(r)–C(r)–N(r+1)–CA(r+1). Entries whose atoms are missing are skipped.
     Computed once per topology; `backbone_distances` then measures any frame.
     """
     names = np.asarray(names).astype(str)
@@ -254,13 +257,51 @@ def backbone_pairs(names: ArrayLike, residue_ids: ArrayLike) -> dict[str, tuple[
         pairs = [(i, index[(r + step, second)]) for (r, n), i in index.items()
                  if n == first and (r + step, second) in index]
         result[f"{first}-{second}"] = tuple(np.array([p[k] for p in pairs], dtype=int) for k in (0, 1))
+    quads = [(i, index[(r, "C")], index[(r + 1, "N")], index[(r + 1, "CA")]) for (r, n), i in index.items()
+             if n == "CA" and (r, "C") in index and (r + 1, "N") in index and (r + 1, "CA") in index]
+    result["omega"] = tuple(np.array([q[k] for q in quads], dtype=int) for k in range(4))
     return result
 
 
-def backbone_distances(positions: ArrayLike, pairs: dict[str, tuple[np.ndarray, np.ndarray]]) -> dict[str, np.ndarray]:
-    """The length (Å) of every pair of `backbone_pairs` in one frame ``positions`` (N, 3), Å."""
+def dihedral_degrees(a: np.ndarray, b: np.ndarray, c: np.ndarray, d: np.ndarray) -> np.ndarray:
+    """The dihedral angle a–b–c–d (IUPAC sign) in degrees, (-180, 180]; inputs (M, 3) in any one unit."""
+    b0, b1, b2 = a - b, c - b, d - c
+    b1_unit = b1 / np.maximum(np.linalg.norm(b1, axis=1, keepdims=True), 1e-12)
+    v = b0 - np.sum(b0 * b1_unit, axis=1, keepdims=True) * b1_unit
+    w = b2 - np.sum(b2 * b1_unit, axis=1, keepdims=True) * b1_unit
+    x = np.sum(v * w, axis=1)
+    y = np.sum(np.cross(b1_unit, v) * w, axis=1)
+    return np.degrees(np.arctan2(y, x))
+
+
+def peptide_plane_pairs(names: ArrayLike, residue_ids: ArrayLike) -> np.ndarray:
+    """Atom index pairs (P, 2) that, held at fixed distances together with the bonds and bond
+    angles, keep each peptide group planar and its ω where it is: CA(r)–CA(r+1) and O(r)–CA(r+1).
+
+    ``names``, ``residue_ids`` as in `backbone_pairs`. Bond lengths and angles (the pairs closer
+    than ~2.6 Å) leave the dihedral about the C–N bond free; these two 1–4 distances fix it
+    (trans: ~3.8 and ~2.8 Å; cis: ~2.9 and ~3.6 Å).
+    """
+    names = np.asarray(names).astype(str)
+    ids = np.asarray(residue_ids)
+    index = {(int(r), n): i for i, (r, n) in enumerate(zip(ids, names))}
+    pairs = [(index[(r, first)], index[(r + 1, "CA")]) for (r, first) in list(index)
+             if first in ("CA", "O") and (r + 1, "CA") in index and (r, "C") in index and (r + 1, "N") in index]
+    return np.array(pairs, dtype=int).reshape(-1, 2)
+
+
+def backbone_distances(positions: ArrayLike, pairs: dict[str, tuple[np.ndarray, ...]]) -> dict[str, np.ndarray]:
+    """The length (Å) of every pair of `backbone_pairs` in one frame ``positions`` (N, 3), Å, and
+    its peptide dihedrals ω under "omega" (degrees)."""
     coords = _as_coordinates(positions, "positions", (2,))
-    return {kind: np.linalg.norm(coords[a] - coords[b], axis=1) for kind, (a, b) in pairs.items()}
+    result = {}
+    for kind, indices in pairs.items():
+        if len(indices) == 4:
+            result[kind] = dihedral_degrees(*(coords[i] for i in indices))
+        else:
+            a, b = indices
+            result[kind] = np.linalg.norm(coords[a] - coords[b], axis=1)
+    return result
 
 
 #: The mean length of each kind of backbone bond (N–CA, CA–C, C–N) may differ from its mean in
@@ -269,6 +310,8 @@ def backbone_distances(positions: ArrayLike, pairs: dict[str, tuple[np.ndarray, 
 BOND_TOLERANCE = 0.10
 #: Consecutive CA atoms closer than this (Å) clash: cis peptides bring them to ~2.9 Å, trans ~3.8 Å.
 MIN_CA_CA = 2.5
+#: A peptide ω with |ω| below this (degrees) is cis, above it trans.
+CIS_TRANS_BOUNDARY = 90.0
 
 
 def backbone_problem(
@@ -280,7 +323,9 @@ def backbone_problem(
 
     Out of range: a kind of bond (N–CA, CA–C, C–N) whose mean length moved more than
     ``bond_tolerance`` (a fraction) from the start's, or consecutive CA atoms closer than
-    ``min_ca_ca`` Å (a clash). The message is one line with the numbers.
+    ``min_ca_ca`` Å (a clash), or a peptide bond that was trans at the start (|ω| ≥ 90°) and is
+    now cis (|ω| < 90°): MD at room temperature does not isomerise a peptide bond in nanoseconds
+    (a barrier of ~80 kJ/mol), so a flip is a jump's artefact. The message is one line with the numbers.
     """
     for kind in ("N-CA", "CA-C", "C-N"):
         first, current = start.get(kind, np.zeros(0)), now.get(kind, np.zeros(0))
@@ -292,6 +337,12 @@ def backbone_problem(
     ca = now.get("CA-CA", np.zeros(0))
     if ca.size and ca.min() < min_ca_ca:
         return f"consecutive CA atoms are {ca.min():.2f} Å apart (a clash: below {min_ca_ca:g} Å)"
+    first, current = start.get("omega", np.zeros(0)), now.get("omega", np.zeros(0))
+    if first.size and first.shape == current.shape:
+        flipped = (np.abs(first) >= CIS_TRANS_BOUNDARY) & (np.abs(current) < CIS_TRANS_BOUNDARY)
+        if flipped.any():
+            return (f"{int(flipped.sum())} peptide bond(s) turned from trans to cis (|ω| down to "
+                    f"{np.abs(current[flipped]).min():.0f}°; trans at the start)")
     return None
 
 

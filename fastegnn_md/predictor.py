@@ -229,6 +229,7 @@ class Predictor:
         moving: Optional[np.ndarray] = None,
         kinematic_positions: Optional[np.ndarray] = None,
         scale: float = 1.0,
+        held_pairs: Optional[np.ndarray] = None,
     ) -> Jump:
         """One jump drawn from the checkpoint's spread around the model's mean (`fastegnn_md.spread`).
 
@@ -239,6 +240,10 @@ class Predictor:
         (`fastegnn_md.spread.keep_local_geometry`). Raises DataError when
         the checkpoint has no spread (``fastegnn-md calibrate`` fits one). ``scale`` multiplies
         the noise (1: the calibrated spread; the OpenMM stepper exposes it as ``sample_scale``).
+        ``held_pairs`` (P, 2) node indices whose start distances are restored as well, where the
+        caller knows the topology: `fastegnn_md.metrics.peptide_plane_pairs` keeps every peptide ω
+        (bonds and angles alone leave it free, and full-spread samples of AdK turned 52 of its 213
+        peptide bonds cis in 100 jumps).
         """
         if not scale >= 0:
             raise DataError(f"scale: must be a non-negative factor on the spread, got {scale}")
@@ -265,6 +270,9 @@ class Predictor:
             drawn = mi + noise
             if spread.geometry_cutoff:  # bonds and angles as at the start (spread.keep_local_geometry)
                 pairs = local_pairs(xi, spread.geometry_cutoff)
+                if held_pairs is not None and len(held_pairs):
+                    pairs = np.unique(np.sort(np.concatenate([pairs, np.asarray(held_pairs).reshape(-1, 2)]), axis=1),
+                                      axis=0)
                 lengths = np.linalg.norm(xi[pairs[:, 0]] - xi[pairs[:, 1]], axis=1)
                 drawn, _ = keep_local_geometry(drawn, pairs, lengths, moving)
             samples.append(drawn)

@@ -139,15 +139,17 @@ class MeanJump:
 
 class SampledJump:
     """A jump drawn from the checkpoint's fitted spread around the model's mean
-    (`Predictor.sample`, `fastegnn_md.spread`), from the loop's seeded generator."""
+    (`Predictor.sample`, `fastegnn_md.spread`), from the loop's seeded generator; ``held_pairs``
+    (P, 2), where the topology is known, keep their distances too (`Predictor.sample`)."""
 
-    def __init__(self, predictor: Predictor) -> None:
+    def __init__(self, predictor: Predictor, held_pairs: Optional[np.ndarray] = None) -> None:
         predictor.require_spread()
         self.predictor = predictor
+        self.held_pairs = held_pairs
 
     def __call__(self, positions: np.ndarray, velocities: np.ndarray, node_attrs: Optional[np.ndarray], *,
                  rng: np.random.Generator) -> Jump:
-        return self.predictor.sample(positions, velocities, node_attrs, rng=rng)
+        return self.predictor.sample(positions, velocities, node_attrs, rng=rng, held_pairs=self.held_pairs)
 
 
 def roll_out(

@@ -184,9 +184,9 @@ def keep_local_geometry(
     ``pairs`` (P, 2) is ``lengths`` (P,) apart again; nodes not ``moving`` stay put.
 
     Gauss–Newton on the constraints d_p(x) = l_p: each step is the minimum-norm correction of the
-    linearised constraints, Δx = −Jᵀ (J Jᵀ + εI)⁻¹ e (J sparse, P × 3N; the ridge ε = 0.01 keeps
-    J Jᵀ invertible where constraints are redundant, as the six distances of a planar peptide
-    group are), until every |d − l| ≤ ``tolerance`` (length unit).
+    linearised constraints, Δx = −Jᵀ (J Jᵀ + εI)⁻¹ e (J sparse, P × 3N; the ridge ε, 0.01 shrinking
+    to 1e-6 over the iterations, keeps J Jᵀ invertible where constraints are redundant, as the
+    distances of a rigid peptide group are), until every |d − l| ≤ ``tolerance`` (length unit).
 
     Why: a Gaussian spread of ~0.5 Å per atom is the right size for the residual of a 5 ps jump,
     but MD's residuals keep bond lengths and angles, which no Gaussian over Cartesian positions
@@ -209,7 +209,7 @@ def keep_local_geometry(
     free = np.ones(n, bool) if moving is None else np.asarray(moving, bool)
     rows = np.repeat(np.arange(p), 6)
     worst = np.inf
-    for _ in range(max_iterations):
+    for iteration in range(max_iterations):
         r = x[i] - x[j]
         d = np.sqrt(np.sum(r * r, axis=1))
         error = d - lengths
@@ -221,7 +221,10 @@ def keep_local_geometry(
         values = np.concatenate([unit * free[i][:, None], -unit * free[j][:, None]], axis=1).ravel()
         columns = np.concatenate([3 * i[:, None] + np.arange(3), 3 * j[:, None] + np.arange(3)], axis=1).ravel()
         jac = sparse.csr_matrix((values, (rows, columns)), shape=(p, 3 * n))
-        normal = (jac @ jac.T + 1e-2 * sparse.identity(p)).tocsc()
+        # The ridge shrinks as the corrections do: large at first it keeps the steps short, small
+        # later it lets redundant but consistent constraints (a rigid peptide plane) converge.
+        ridge = max(1e-2 * 0.3**iteration, 1e-6)
+        normal = (jac @ jac.T + ridge * sparse.identity(p)).tocsc()
         multipliers = spsolve(normal, -error)
         x += (jac.T @ multipliers).reshape(n, 3)
     return x, worst

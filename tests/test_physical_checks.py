@@ -35,7 +35,8 @@ def test_aligned_mse_removes_exactly_the_rigid_motion():
 def test_backbone_geometry_of_a_real_structure():
     atoms = MDAnalysis.Universe(str(SHIPPED.with_suffix(".pdb"))).select_atoms("backbone")
     geometry = metrics.backbone_geometry(atoms.positions, atoms.names, atoms.resids)
-    assert {k: len(v) for k, v in geometry.items()} == {"N-CA": 214, "CA-C": 214, "C-N": 213, "CA-CA": 213}
+    assert {k: len(v) for k, v in geometry.items()} == {"N-CA": 214, "CA-C": 214, "C-N": 213, "CA-CA": 213,
+                                                        "omega": 213}
     assert geometry["N-CA"].mean() == pytest.approx(1.47, abs=0.02)
     assert geometry["C-N"].mean() == pytest.approx(1.34, abs=0.02)
     assert 3.7 < geometry["CA-CA"].mean() < 3.9 and geometry["CA-CA"].min() > 2.8
@@ -56,6 +57,36 @@ def test_the_physical_range_is_the_mean_bond_within_10_percent_and_no_ca_clash()
     clash["CA-CA"][5] = 2.4
     assert "consecutive CA atoms are 2.40 Å apart" in metrics.backbone_problem(start, clash)
     assert metrics.backbone_problem(start, clash, min_ca_ca=2.0) is None
+
+
+def test_omega_is_the_peptide_dihedral_and_a_cis_flip_leaves_the_physical_range():
+    from MDAnalysis.lib.distances import calc_dihedrals
+
+    atoms = MDAnalysis.Universe(str(SHIPPED.with_suffix(".pdb"))).select_atoms("backbone")
+    x = atoms.positions.astype(np.float64)
+    pairs = metrics.backbone_pairs(atoms.names, atoms.resids)
+    start = metrics.backbone_distances(x, pairs)
+    a, b, c, d = pairs["omega"]
+    expected = np.degrees(calc_dihedrals(x[a], x[b], x[c], x[d]))
+    np.testing.assert_allclose(start["omega"], expected, atol=1e-6)
+    assert int((np.abs(start["omega"]) < 90).sum()) == 1  # AdK's one cis peptide, PHE86-PRO87
+    # Turn the peptide bond after residue k by 180° about its C-N axis: every bond and angle as
+    # before, the chain beyond rotated rigidly, ω now cis.
+    k = 30
+    c_atom, n_atom = b[k], c[k]
+    axis = (x[n_atom] - x[c_atom]) / np.linalg.norm(x[n_atom] - x[c_atom])
+    beyond = np.arange(len(x)) >= n_atom
+    r = x[beyond] - x[n_atom]
+    turned = x.copy()
+    turned[beyond] = x[n_atom] + 2 * np.outer(r @ axis, axis) - r  # 180° about the axis through N
+    now = metrics.backbone_distances(turned, pairs)
+    for kind in ("N-CA", "CA-C", "C-N"):
+        np.testing.assert_allclose(now[kind], start[kind], atol=1e-6)
+    assert abs(now["omega"][k]) < 30
+    problem = metrics.backbone_problem(start, now)
+    assert problem is not None and problem.startswith("1 peptide bond(s) turned from trans to cis")
+    # The peptide that was cis at the start may stay cis.
+    assert metrics.backbone_problem(start, start) is None
 
 
 def test_the_report_shows_geometry_aligned_scores_and_training_frames(tmp_path):

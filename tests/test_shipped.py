@@ -212,6 +212,13 @@ def test_ase_calculator_samples_jumps_from_the_shipped_spread() -> None:
     assert np.max(np.abs(n_ca[1] - np.linalg.norm(
         backbone.positions[backbone.names == "CA"] - backbone.positions[backbone.names == "N"], axis=1))) < 2e-3
     assert 0.2 < np.sqrt(np.mean(np.sum((a - mean) ** 2, axis=1))) < 3.0  # of the size of σ (~0.5 Å per axis)
+    # The Atoms carry names and residue numbers, so each peptide ω is kept too (metrics.peptide_plane_pairs).
+    from fastegnn_md import metrics
+
+    plane = metrics.peptide_plane_pairs(backbone.names, backbone.resids)
+    start = np.linalg.norm(backbone.positions[plane[:, 0]] - backbone.positions[plane[:, 1]], axis=1)
+    assert len(plane) == 2 * (len(backbone.residues) - 1)
+    assert np.max(np.abs(np.linalg.norm(a[plane[:, 0]] - a[plane[:, 1]], axis=1) - start)) < 2e-3
 
     with pytest.raises(CheckpointError, match="calibrate"):
         FastEGNNCalculator("villin-backbone", sample=True)

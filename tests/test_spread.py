@@ -257,6 +257,37 @@ def test_predictor_sample_is_seeded_keeps_bonds_and_spreads_like_sigma(calibrate
     assert 0.3 < moved / np.sqrt(np.mean(a.spread**2)) < 1.5
 
 
+def test_sample_keeps_each_peptide_omega_when_given_the_plane_pairs(calibrated):
+    """Bonds and angles leave the dihedral about each C–N bond free; held_pairs from the topology
+    (metrics.peptide_plane_pairs) keep it, so samples cannot turn a peptide bond cis."""
+    import MDAnalysis
+
+    from fastegnn_md import metrics
+    from fastegnn_md.predictor import Predictor
+
+    path, _, pairs = calibrated
+    predictor = Predictor.from_checkpoint(path)
+    atoms = MDAnalysis.Universe(str(VILLIN.with_suffix(".pdb"))).select_atoms(predictor.spec.selection)
+    plane = metrics.peptide_plane_pairs(atoms.names, atoms.resids)
+    assert plane.shape == (2 * 34, 2)  # CA-CA and O-CA across each of villin's 34 peptide bonds
+    pair = pairs[100]
+    x = pair.positions
+
+    def plane_change(sampled: np.ndarray) -> float:
+        start = np.linalg.norm(x[plane[:, 0]] - x[plane[:, 1]], axis=1)
+        return float(np.abs(np.linalg.norm(sampled[plane[:, 0]] - sampled[plane[:, 1]], axis=1) - start).max())
+
+    free = predictor.sample(x, pair.velocities, pair.node_attrs, seed=5).positions
+    held = predictor.sample(x, pair.velocities, pair.node_attrs, seed=5, held_pairs=plane).positions
+    assert plane_change(free) > 0.05 and plane_change(held) < 2e-3
+    omega = metrics.backbone_pairs(atoms.names, atoms.resids)
+    before = metrics.backbone_distances(x, omega)["omega"]
+    after = metrics.backbone_distances(held, omega)["omega"]
+    # Distances fix |ω|, not its sign: near-planar ω = 170° and −170° are both trans, 20° apart
+    # through the plane, and may swap.
+    assert np.abs(np.abs(after) - np.abs(before)).max() < 1.0
+
+
 def test_sampled_rollout_is_reproducible_and_differs_from_the_mean(calibrated, uncalibrated):
     from fastegnn_md.predictor import Predictor
     from fastegnn_md.rollout import SampledJump, StartState, roll_out
@@ -290,9 +321,21 @@ def test_cli_calibrate_and_sampled_rollout(calibrated, uncalibrated, tmp_path, c
                  "--report", str(tmp_path / "r0"), "--quiet"]) == 2
     assert "calibrate" in capsys.readouterr().err
     assert main(["rollout", str(VILLIN), "--checkpoint", str(path), "--jumps", "2", "--sample", "--seed", "5",
-                 "--report", str(tmp_path / "r1"), "--quiet"]) == 0
+                 "--report", str(tmp_path / "r1"), "--out", str(tmp_path / "r1.xtc"), "--quiet"]) == 0
     assert "sampled" in capsys.readouterr().out
     assert "sampled from the checkpoint's spread, seed 5" in (tmp_path / "r1" / "report.md").read_text()
+    # The rollout knows the topology, so its samples keep every peptide plane (ω) as well as the bonds.
+    import MDAnalysis
+
+    from fastegnn_md import metrics
+
+    predicted = MDAnalysis.Universe(str(tmp_path / "r1.pdb"), str(tmp_path / "r1.xtc"))
+    plane = metrics.peptide_plane_pairs(predicted.atoms.names, predicted.atoms.resids)
+    lengths = [np.linalg.norm(ts.positions[plane[:, 0]] - ts.positions[plane[:, 1]], axis=1)
+               for ts in predicted.trajectory]
+    assert len(lengths) == 3 and len(plane) == 68
+    # XTC keeps 0.001 nm (0.01 Å) per coordinate; unheld, a sample moves these distances by ~0.15 Å.
+    assert max(np.abs(now - lengths[0]).max() for now in lengths[1:]) < 0.03
 
 
 def test_evaluate_reports_the_spread_of_a_calibrated_checkpoint(calibrated, uncalibrated):

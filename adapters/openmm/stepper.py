@@ -15,6 +15,7 @@ from typing import Any, Optional
 import numpy as np
 
 from ...conventions import BACKWARD, PHYSICAL, JumpHistory
+from ... import metrics
 from ...errors import DataError, FastEGNNWarning, NonFiniteJump
 from ...predictor import Predictor
 from .system import select_atoms
@@ -266,6 +267,10 @@ class FastEGNNStepper:
                 f"on {spec.num_nodes} (selection {spec.selection!r})"
             )
         self.residues = np.array([atom.residue.index for atom in topology.atoms()])
+        # A sampled jump keeps each peptide ω where it was (metrics.peptide_plane_pairs), in selection indices.
+        all_atoms = list(topology.atoms())
+        self.held_pairs = metrics.peptide_plane_pairs([all_atoms[int(i)].name for i in self.selected],
+                                                      self.residues[self.selected])
         self.node_attrs: Optional[np.ndarray] = None  # None: the checkpoint's own
         if self.predictor.uses_identity:  # from the Simulation's topology (its names are the force field's)
             atoms = list(topology.atoms())
@@ -397,7 +402,8 @@ class FastEGNNStepper:
             extra = () if self.node_attrs is None else (self.node_attrs,)
             if self.sample:  # seeded by (seed, jump): a resumed run draws what an unbroken one would
                 rng = np.random.default_rng([self.seed, self.jumps])
-                predicted = self.predictor.sample(x_sel, velocities, *extra, rng=rng, scale=self.sample_scale).positions
+                predicted = self.predictor.sample(x_sel, velocities, *extra, rng=rng, scale=self.sample_scale,
+                                                   held_pairs=self.held_pairs).positions
             else:
                 predicted = self.predictor.predict(x_sel, velocities, *extra).positions
         except NonFiniteJump as exc:  # the Context has not been touched

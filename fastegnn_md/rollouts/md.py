@@ -351,6 +351,7 @@ class MDRollout(RolloutCase):
         if has_backbone(self.atom_names):
             self.backbone_pairs = metrics.backbone_pairs(self.atom_names, self.residue_ids)
             self.start_geometry = metrics.backbone_distances(self.start.positions, self.backbone_pairs)
+            self.held_pairs = metrics.peptide_plane_pairs(self.atom_names, self.residue_ids)
         self.training_frames = _training_frames(self.spec, trajectory)
 
     def geometry_problem(self, positions: np.ndarray) -> Optional[str]:

@@ -131,6 +131,8 @@ class RolloutCase(ABC):
         self.node_attrs: Optional[np.ndarray] = None
         self.max_displacement: float = float("inf")
         self.constrain: Optional[Constraint] = None
+        # Node pairs (P, 2) a sampled jump keeps at their start distances (topology known: peptide ω).
+        self.held_pairs: Optional[np.ndarray] = None
         self.checkpoint_name: str = ""
         self.report_dir: Path = Path(".")
         self.out: Path = Path(".")
@@ -148,7 +150,7 @@ class RolloutCase(ABC):
     @abstractmethod
     def prepare(self, predictor: Predictor, progress: bool) -> None:
         """Read the data and fill ``start``, ``jumps``, ``node_attrs``, ``max_displacement``,
-        ``constrain`` (one-line DataError on bad input)."""
+        ``constrain`` and, where the topology says which, ``held_pairs`` (one-line DataError on bad input)."""
 
     @abstractmethod
     def open_sink(self, predictor: Predictor) -> FrameSink:
@@ -211,9 +213,11 @@ def run_rollout(
     ckpt = case.select_checkpoint(checkpoint)
     predictor = Predictor(ckpt.build_model(), ckpt.data_spec, ckpt.model_name, device, checkpoint=ckpt)
     check_rollout_safe(predictor)
-    if jump is None and sample:
-        jump = SampledJump(predictor)
+    if sample:
+        predictor.require_spread()
     case.prepare(predictor, progress)
+    if jump is None and sample:
+        jump = SampledJump(predictor, case.held_pairs)
     if Path(case.report_dir).exists() and not Path(case.report_dir).is_dir():
         raise DataError(f"{case.report_dir}: exists and is not a directory; the report needs a directory")
     with ExitStack() as locks:

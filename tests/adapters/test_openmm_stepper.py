@@ -381,6 +381,11 @@ def test_sampled_jumps_need_a_spread_and_draw_around_the_mean(checkpoint, calibr
     assert len(drawn) == 1 and stepper.summary()["sample"] is True
     jump, options = drawn[0]
     assert options["scale"] == 0.5 and stepper.summary()["accepted"] == 1  # the default share of the spread
+    # Each peptide ω is held (CA-CA and O-CA across every peptide bond of the selection), from the topology.
+    held = options["held_pairs"]
+    names = np.array([a.name for a in simulation.topology.atoms()])[stepper.selected]
+    assert len(held) == 2 * int(np.sum(names == "CA") - 1)
+    assert set(names[held[:, 0]]) == {"CA", "O"} and set(names[held[:, 1]]) == {"CA"}
     assert not np.allclose(jump.positions, jump.mean)
     x = simulation.context.getState(getPositions=True).getPositions(asNumpy=True).value_in_unit(unit.nanometer)
     x = 10 * np.asarray(x)[stepper.selected]
