@@ -140,6 +140,7 @@ def main() -> None:
     parser.add_argument("--local-distance-weight", type=float, default=0.0)
     parser.add_argument("--local-distance-cutoff", type=float, default=2.6)
     parser.add_argument("--radial-distance-weight", type=float, default=0.0)
+    parser.add_argument("--gyration-weight", type=float, default=0.0)
     parser.add_argument("--virtual-init", choices=VIRTUAL_INITS, default="centroid")
     parser.add_argument("--unroll", type=int, default=1)
     parser.add_argument("--rollout-model", default="FastEGNN<3,0.75>")
@@ -164,6 +165,7 @@ def main() -> None:
                                  local_distance_weight=args.local_distance_weight,
                                  local_distance_cutoff=args.local_distance_cutoff,
                                  radial_distance_weight=args.radial_distance_weight,
+                                 gyration_weight=args.gyration_weight,
                                  virtual_init=args.virtual_init)
             start = time.perf_counter()
             summary = Trainer(config, train, valid, seed_dir(args.runs, entry, seed), training.spec_fields,
@@ -185,7 +187,8 @@ def main() -> None:
           f"node attributes {args.node_attrs}; {len(train)}/{len(valid)} train/valid pairs; up to {args.epochs} "
           f"epochs (patience {args.patience}), batch {args.batch_size}, seeds {args.seeds}; input noise "
           f"{args.input_noise:g} Å, unroll {args.unroll}, local-distance weight {args.local_distance_weight:g} "
-          f"(pairs < {args.local_distance_cutoff:g} Å), radial-distance weight {args.radial_distance_weight:g}; "
+          f"(pairs < {args.local_distance_cutoff:g} Å), radial-distance weight {args.radial_distance_weight:g}, "
+          f"gyration weight {args.gyration_weight:g}; "
           f"virtual start {args.virtual_init}; {args.threads} threads")
     scored = {}
     for index, heldout in enumerate(args.heldout or [None]):

@@ -26,7 +26,7 @@ from .checkpoint import DataSpec, load_checkpoint, save_checkpoint
 from .errors import FastEGNNError, FastEGNNWarning
 from .graph import FramePair, GraphBatch, collate, feature_dims, local_pairs
 from .io import write_atomically
-from .losses import local_distance_loss, mmd_loss, moving_subset, position_mse, radial_distance_loss
+from .losses import gyration_loss, local_distance_loss, mmd_loss, moving_subset, position_mse, radial_distance_loss
 from .models import JumpModel, build_model, model_hparams
 from .models.fastegnn import VIRTUAL_INITS
 from .rollout_training import RolloutTraining
@@ -54,7 +54,9 @@ class TrainConfig:
     closer than local_distance_cutoff (length unit) in the input frame, so repeated jumps keep
     bonds and angles instead of shrinking them toward the mean structure. radial_distance_weight
     (0 = off) adds that multiple of `radial_distance_loss` (each node's distance to its graph's
-    centroid), so repeated jumps keep the envelope (radius of gyration) as well. virtual_init
+    centroid), so repeated jumps keep the envelope (radius of gyration) as well; gyration_weight
+    (0 = off) adds that multiple of `gyration_loss` (each graph's radius of gyration), which sees
+    the few-hundredths-of-an-Å shrinkage per jump that the per-node terms average away. virtual_init
     ("centroid" as in the paper, or "weighted") is how FastEGNN's virtual nodes start
     (`fastegnn_md.models.fastegnn.FastEGNN.virtual_start`); other models ignore it.
     """
@@ -81,6 +83,7 @@ class TrainConfig:
     local_distance_weight: float = 0.0
     local_distance_cutoff: float = 2.6
     radial_distance_weight: float = 0.0
+    gyration_weight: float = 0.0
     virtual_init: str = "centroid"
     seed: int = 0
     dtype: str = "float32"
@@ -109,7 +112,7 @@ class TrainConfig:
         if self.gravity_axis is not None:
             self.gravity_axis = unit_gravity_axis(self.gravity_axis)
         for name in ("lr", "weight_decay", "mmd_weight", "input_noise", "local_distance_weight",
-                     "radial_distance_weight"):
+                     "radial_distance_weight", "gyration_weight"):
             value = getattr(self, name)
             if not (math.isfinite(value) and value >= 0):
                 raise ValueError(f"{name} must be a finite number >= 0, got {value}")
@@ -386,7 +389,7 @@ class Trainer:
         self.model.train()
         order = torch.randperm(len(self.train_pairs), generator=self.shuffle_rng).tolist()
         num_batches = math.ceil(len(order) / config.batch_size)
-        sums = {"loss": 0.0, "mse": 0.0, "mmd": 0.0, "local": 0.0, "radial": 0.0}
+        sums = {"loss": 0.0, "mse": 0.0, "mmd": 0.0, "local": 0.0, "radial": 0.0, "gyration": 0.0}
         bar = tqdm(
             self._training_batches(order),
             total=num_batches,
@@ -421,6 +424,11 @@ class Trainer:
                 radial = radial_distance_loss(out.positions, batch.target_positions, batch.batch,
                                               batch.num_graphs, batch.moving)
                 loss = loss + config.radial_distance_weight * radial
+            gyration = torch.zeros((), dtype=mse.dtype)
+            if config.gyration_weight > 0:
+                gyration = gyration_loss(out.positions, batch.target_positions, batch.batch, batch.num_graphs,
+                                         batch.moving)
+                loss = loss + config.gyration_weight * gyration
             if not torch.isfinite(loss):
                 # Stop before the weights are poisoned; last.pt still holds the last good epoch.
                 raise TrainingDiverged(
@@ -437,6 +445,7 @@ class Trainer:
             sums["mmd"] += mmd.item()
             sums["local"] += local.item()
             sums["radial"] += radial.item()
+            sums["gyration"] += gyration.item()
             bar.set_postfix(mse=f"{mse.item():.4g}")
         return {k: v / num_batches for k, v in sums.items()}
 
@@ -499,6 +508,7 @@ class Trainer:
                     "train_mmd": train["mmd"],
                     **({"train_local_distance": train["local"]} if self.config.local_distance_weight > 0 else {}),
                     **({"train_radial_distance": train["radial"]} if self.config.radial_distance_weight > 0 else {}),
+                    **({"train_gyration": train["gyration"]} if self.config.gyration_weight > 0 else {}),
                     "valid_mse": valid_mse,
                     "best_valid_mse": self.state.best_valid_mse,
                     "seconds": time.perf_counter() - start,

@@ -116,14 +116,15 @@ def test_md_training_defaults_train_for_rollouts(trained, adk, tmp_path):
     with forward velocities the unroll cannot run and stays off; explicit flags win."""
     config = load_checkpoint(trained / "best.pt").training["config"]
     assert (config["local_distance_weight"], config["local_distance_cutoff"], config["unroll"]) == (10.0, 2.6, 3)
-    assert config["radial_distance_weight"] == 1.0
+    assert config["radial_distance_weight"] == 1.0 and config["gyration_weight"] == 0.0
     forward = tmp_path / "forward"
     assert main(["train", "--data", str(adk), "--out", str(forward), "--jump", "2", "--velocity", "forward",
                  "--local-distance-weight", "0", "--radial-distance-weight", "2.5", "--virtual-init", "weighted",
-                 *TINY]) == 0
+                 "--gyration-weight", "4", *TINY]) == 0
     checkpoint = load_checkpoint(forward / "best.pt")
     config = checkpoint.training["config"]
     assert (config["local_distance_weight"], config["unroll"], config["radial_distance_weight"]) == (0.0, 1, 2.5)
+    assert config["gyration_weight"] == 4.0
     # The virtual nodes' start is part of the model: stored in its hyperparameters and rebuilt from them.
     assert checkpoint.hparams["virtual_init"] == "weighted" and checkpoint.build_model().virtual_init == "weighted"
 
