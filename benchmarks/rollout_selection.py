@@ -9,8 +9,9 @@ Usage (from the repository root)::
 
 For every checkpoint and start it rolls out ``--jumps`` jumps with the CLI's physical-range check
 (`fastegnn_md.metrics.backbone_problem`) and prints the jump at which it would stop (``none``: it
-did not), the Rg range of the rollout (Å) and the sum of physical jumps over the starts, which is
-the selection score (higher is better; a tie goes to the checkpoint listed first).
+did not), the Rg range of the whole rollout and of the reference frames it spans (Å), and the sum
+of physical jumps over the starts, which is the selection score (higher is better; a tie goes to
+the checkpoint listed first). Given held-out starts instead, the same table scores a chosen model.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import argparse
 import tempfile
 import warnings
 from pathlib import Path
+from typing import Optional
 
 import MDAnalysis
 import numpy as np
@@ -27,17 +29,31 @@ from fastegnn_md import metrics
 from fastegnn_md.rollouts import rollout_trajectory
 
 
-def physical_jumps(checkpoint: Path, trajectory: Path, start: int, jumps: int) -> tuple[int, str, str]:
-    """(jumps made before the physical-range check stops it, that jump or "none", "Rg min–max" in Å)."""
+def physical_jumps(checkpoint: Path, trajectory: Path, start: int, jumps: int,
+                   sample_seed: Optional[int] = None) -> tuple[int, str, str, str]:
+    """(jumps made before the physical-range check would stop the CLI, that jump or "none",
+    "Rg min–max" of the whole rollout and of the reference frames it spans, in Å).
+
+    The rollout runs on past the check (``unphysical="warn"``) so that its Rg covers all
+    ``jumps``; the count of physical jumps is the CLI's. ``sample_seed``: sampled jumps
+    (`--sample --seed`) instead of the mean."""
     with tempfile.TemporaryDirectory() as tmp:
         out = rollout_trajectory(trajectory, None, checkpoint, start=start, jumps=jumps, report_dir=Path(tmp) / "r",
-                                 progress=False)
+                                 progress=False, unphysical="warn", sample=sample_seed is not None,
+                                 seed=sample_seed or 0)
         info = out.report["info"]
         predicted = MDAnalysis.Universe(info["predicted_topology"], info["predicted_trajectory"])
         frames = np.stack([predicted.atoms.positions.copy() for _ in predicted.trajectory])  # start + jumps made
         rg = metrics.radius_of_gyration(frames, predicted.atoms.masses)
+        reference = [row["reference_radius_of_gyration"] for row in out.report["per_jump"]
+                     if row.get("reference_radius_of_gyration") is not None]
     made = len(frames) - 1
-    return made, "none" if out.stopped is None else str(made + 1), f"{rg.min():.2f}–{rg.max():.2f}"
+    left = info.get("geometry_left_at_jump")
+    if out.stopped is not None:  # not finite, or exploding: a stop whatever the check says
+        left = made + 1 if left is None else min(left, made + 1)
+    physical = made if left is None else left - 1
+    reference_range = f"{min(reference):.2f}–{max(reference):.2f}" if reference else "–"
+    return physical, "none" if left is None else str(left), f"{rg.min():.2f}–{rg.max():.2f}", reference_range
 
 
 def main() -> None:
@@ -46,18 +62,20 @@ def main() -> None:
     parser.add_argument("--start", action="append", required=True, metavar="FILE:FRAME",
                         help="a start: trajectory file and frame (a validation frame of the training data)")
     parser.add_argument("--jumps", type=int, default=100)
+    parser.add_argument("--sample-seed", type=int, default=None,
+                        help="roll out sampled jumps with this seed (the checkpoint needs a spread) instead of the mean")
     args = parser.parse_args()
     starts = [(Path(spec.rsplit(":", 1)[0]), int(spec.rsplit(":", 1)[1])) for spec in args.start]
     warnings.simplefilter("ignore")
-    print("| checkpoint | " + " | ".join(f"{path.name}@{frame}: stop (Rg Å)" for path, frame in starts)
+    print("| checkpoint | " + " | ".join(f"{path.name}@{frame}: stop (Rg Å; reference)" for path, frame in starts)
           + " | physical jumps |")
     print("|---|" + "---|" * len(starts) + "---:|")
     scores = []
     for checkpoint in args.checkpoints:
         cells, total = [], 0
         for path, frame in starts:
-            made, stop, rg = physical_jumps(checkpoint, path, frame, args.jumps)
-            cells.append(f"{stop} ({rg})")
+            made, stop, rg, reference = physical_jumps(checkpoint, path, frame, args.jumps, args.sample_seed)
+            cells.append(f"{stop} ({rg}; {reference})")
             total += made
         scores.append(total)
         print(f"| {checkpoint} | " + " | ".join(cells) + f" | {total} |", flush=True)

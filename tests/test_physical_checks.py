@@ -99,6 +99,8 @@ def test_the_report_shows_geometry_aligned_scores_and_training_frames(tmp_path):
     assert any("left physical geometry" in note for note in report["notes"])
     model = report["geometry"]["mean_C-N"]["model"]
     assert model < 0.95 * report["geometry"]["mean_C-N"]["reference"]  # the shipped model shrinks its bonds
+    assert report["geometry"]["cis_omega"]["reference"] == 1.0  # AdK's PHE86-PRO87, in every reference frame
+    assert "cis_omega" in (tmp_path / "r" / "report.md").read_text()
     assert set(report["summary"]["mean_aligned_mse"]) == {"model", "no motion", "constant velocity"}
     for row in report["per_jump"]:
         assert row["aligned_mse"]["no motion"] <= row["mse"]["no motion"] + 1e-12

@@ -126,7 +126,11 @@ class BackboneDistance(JumpMetric):
 
     def _of(self, positions: np.ndarray) -> float:
         values = metrics.backbone_distances(positions, self.pairs)[self.kind]
-        return float(getattr(np, self.reduce)(values)) if values.size else float("nan")
+        if not values.size:
+            return float("nan")
+        if self.reduce == "cis":  # how many peptide bonds are cis (ω in degrees)
+            return float(np.sum(np.abs(values) < metrics.CIS_TRANS_BOUNDARY))
+        return float(getattr(np, self.reduce)(values))
 
     def reference_value(self, k: int, reference: np.ndarray) -> float:
         return self._of(reference)
@@ -135,8 +139,9 @@ class BackboneDistance(JumpMetric):
         return self._of(trajectory[k])
 
 
-#: The backbone distances the report follows: (distance kind, reduction).
-GEOMETRY = (("N-CA", "mean"), ("CA-C", "mean"), ("C-N", "mean"), ("CA-CA", "mean"), ("CA-CA", "min"))
+#: The backbone geometry the report follows: (kind, reduction); ("omega", "cis") counts cis peptides.
+GEOMETRY = (("N-CA", "mean"), ("CA-C", "mean"), ("C-N", "mean"), ("CA-CA", "mean"), ("CA-CA", "min"),
+            ("omega", "cis"))
 
 
 def has_backbone(names: Optional[np.ndarray]) -> bool:
@@ -328,7 +333,8 @@ def render_markdown(report: dict[str, Any], plots: dict[str, str]) -> str:
     if geometry:
         doc.heading("Backbone geometry").line(
             "Mean over the jumps with a reference frame, Å: bonds within a residue (N–CA, CA–C), the peptide "
-            "bond (C–N) and consecutive CA–CA distances (mean and minimum)."
+            "bond (C–N) and consecutive CA–CA distances (mean and minimum); cis_omega: the number of cis "
+            "peptide bonds (|ω| < 90°)."
         ).line()
         keys = list(geometry)
         doc.table(["", *keys], [[who, *(fixed(geometry[key].get(who)) for key in keys)] for who in ["reference", *names]])

@@ -456,7 +456,8 @@ def rollout_trajectory(trajectory: PathLike, topology: Optional[PathLike] = None
                        checkpoint: Optional[PathLike] = None, start: Optional[int] = None, jumps: Optional[int] = None,
                        out: Optional[PathLike] = None, report_dir: Optional[PathLike] = None,
                        max_displacement: float = DEFAULT_MAX_DISPLACEMENT, device: str = "cpu",
-                       progress: bool = True, unphysical: str = "stop") -> TrajectoryRolloutOutputs:
+                       progress: bool = True, unphysical: str = "stop", sample: bool = False,
+                       seed: Optional[int] = 0) -> TrajectoryRolloutOutputs:
     """Roll a checkpoint out from frame ``start`` of ``trajectory`` and report against it.
 
     checkpoint : path or shipped name; None means the default shipped model (`DEFAULT_CHECKPOINT`)
@@ -465,7 +466,9 @@ def rollout_trajectory(trajectory: PathLike, topology: Optional[PathLike] = None
     start : frame index (default: the first frame with a frame one jump before it).
     jumps : number of learned jumps (default: as many as the trajectory covers after start).
     out, report_dir, max_displacement (Å), unphysical : see `RolloutRequest` and the module docstring.
+    sample, seed : draw each jump from the checkpoint's spread (`fastegnn-md rollout --sample --seed`).
     Raises DataError / CheckpointError with one-line messages (see `resolve_topology`).
     """
     request = RolloutRequest(start, jumps, out, report_dir, max_displacement, unphysical)
-    return run_rollout(MDRollout(trajectory, topology, request), checkpoint, device=device, progress=progress)
+    return run_rollout(MDRollout(trajectory, topology, request), checkpoint, device=device, progress=progress,
+                       sample=sample, seed=seed)
