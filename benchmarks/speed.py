@@ -4,6 +4,8 @@ of the paper's three benchmarks.
     python benchmarks/speed.py                 # all cases, 2 threads, float32
     python benchmarks/speed.py --threads 1 --repeats 30
     python benchmarks/speed.py --rounds 3      # three runs over all cases, medians over runs
+    python benchmarks/speed.py --against-reference --cases 1 --repeats 5
+                                               # fast FastEGNN vs the plain reference, case 1 only
 
 Each case runs in its own subprocess so that peak memory (ru_maxrss growth over the process
 after the graph and model are built) belongs to that case alone. Graphs are synthetic uniform
@@ -16,6 +18,16 @@ evaluations at rates measured on one large shape. The replay (`dense_replay.py`)
 forward pass's own matmul and SiLU calls, at their real shapes and with nothing else, in
 alternation with the model: no rearrangement of the same model in eager PyTorch can take
 less time than that replay.
+
+``--against-reference`` times, per case, the fast FastEGNN against the plain reference of the
+paper's equations on the same weights and graph (`fastegnn_md.models.reference`), calls
+alternating in one process: a forward pass (inference mode) and a training step (forward, MSE
+on positions, backward; no optimizer). Memory beside it: the bytes autograd saves for the
+backward pass (distinct storages, exact), and the growth of the process's peak RSS after the
+fast model's warm-up calls and after the reference's (the reference's figure is a high-water
+mark over both, so it shows the reference's own peak only where that is the larger). The
+reference builds every concatenated message input whole: on the N-body case (~500k edges) a
+training step holds several GiB.
 """
 
 from __future__ import annotations
@@ -191,6 +203,114 @@ def alternate(first, second, repeats: int) -> tuple[np.ndarray, np.ndarray]:
     return times[:, 0], times[:, 1]
 
 
+def saved_for_backward_mib(step_forward) -> float:
+    """MiB of the distinct storages autograd saves for the backward pass of ``step_forward()``
+    (which returns the loss); the graph is freed unused."""
+    import torch
+
+    storages: dict[int, int] = {}
+
+    def pack(t):
+        storage = t.untyped_storage()
+        storages[storage.data_ptr()] = storage.nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        loss = step_forward()
+    del loss
+    return sum(storages.values()) / 2**20
+
+
+def run_reference_case(index: int, threads: int, repeats: int, tune: bool) -> dict:
+    """The fast FastEGNN against `fastegnn_md.models.reference` on case ``index``: ms per graph of
+    a forward pass and of a training step (forward + MSE on positions + backward), calls
+    alternating; autograd's saved MiB; peak RSS growth after each model's warm-up."""
+    import torch
+    from torch.nn import functional as F
+
+    from fastegnn_md.models import build_model
+    from fastegnn_md.models.reference import ReferenceModel
+    from fastegnn_md.runtime import tune_allocator
+
+    if tune:
+        tune_allocator()
+    torch.set_num_threads(threads)
+    case = CASES[index]
+    batch = make_batch(case, seed=index)
+    torch.manual_seed(0)
+    fast = build_model("fastegnn", node_features=2, edge_features=2, hidden=64, layers=4, virtual_nodes=3)
+    reference = ReferenceModel(fast)  # reads fast's parameters: the same function, same weights
+
+    def loss_of(model):
+        return lambda: F.mse_loss(model(batch).positions, batch.target_positions)
+
+    def forward_of(model):
+        def forward() -> None:
+            with torch.inference_mode():
+                model(batch)
+        return forward
+
+    def train_step_of(model):
+        loss = loss_of(model)
+
+        def step() -> None:
+            fast.zero_grad(set_to_none=True)
+            loss().backward()
+        return step
+
+    base_kib = current_rss_kib()  # graph and model built, nothing run yet
+    peaks = {}
+    for label, model in (("fast", fast), ("reference", reference)):  # fast first: its peak is its own
+        forward_of(model)()
+        train_step_of(model)()
+        peaks[label] = max(0, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base_kib) / 1024
+    fast_forward, reference_forward = alternate(forward_of(fast), forward_of(reference), repeats)
+    fast_train, reference_train = alternate(train_step_of(fast), train_step_of(reference), repeats)
+    per_graph = 1e3 / case.graphs
+    return {
+        "case": case.name,
+        "edges_per_graph": batch.num_edges / case.graphs,
+        "forward_ms": {"fast": per_graph * float(np.median(fast_forward)),
+                       "reference": per_graph * float(np.median(reference_forward))},
+        "forward_ratio": float(np.median(fast_forward / reference_forward)),
+        "train_ms": {"fast": per_graph * float(np.median(fast_train)),
+                     "reference": per_graph * float(np.median(reference_train))},
+        "train_ratio": float(np.median(fast_train / reference_train)),
+        "saved_mib": {"fast": saved_for_backward_mib(loss_of(fast)),
+                      "reference": saved_for_backward_mib(loss_of(reference))},
+        "peak_mib": peaks,
+    }
+
+
+def main_against_reference(args: argparse.Namespace, cases: list[int]) -> None:
+    """One subprocess per case (`run_reference_case`), then one table of fast / reference."""
+    import torch
+
+    print(f"machine: {machine()}; torch {torch.__version__}; {args.threads} threads; float32; FastEGNN "
+          f"hidden 64, 4 layers, C = 3; fast vs reference (same weights), calls alternating; "
+          f"median of {args.repeats}; allocator tuned: {not args.no_tune}")
+    print()
+    print("| case | edges/graph | forward ms fast / ref | forward fast/ref | train step ms fast / ref "
+          "| train fast/ref | autograd saved MiB fast / ref | peak RSS MiB fast / after both |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    for index in cases:
+        cmd = [sys.executable, __file__, "--case", str(index), "--against-reference",
+               "--threads", str(args.threads), "--repeats", str(args.repeats)]
+        if args.no_tune:
+            cmd.append("--no-tune")
+        out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+        r = json.loads(out.strip().splitlines()[-1])
+        f, t, m, p = r["forward_ms"], r["train_ms"], r["saved_mib"], r["peak_mib"]
+        print(f"| {r['case']} | {r['edges_per_graph']:,.0f} | {f['fast']:.1f} / {f['reference']:.1f} "
+              f"| {r['forward_ratio']:.2f} | {t['fast']:.1f} / {t['reference']:.1f} | {r['train_ratio']:.2f} "
+              f"| {m['fast']:.0f} / {m['reference']:.0f} | {p['fast']:.0f} / {p['reference']:.0f} |", flush=True)
+    print()
+    print("fast/ref: median over alternating pairs of calls of the fast model's time over the reference's "
+          "(below 1: the fast path is faster). train step = forward + MSE on positions + backward, no optimizer. "
+          "autograd saved = distinct storages saved for backward (exact). peak RSS = growth of the process's "
+          "high-water mark after the fast model's warm-up, then after the reference's (a maximum over both).")
+
+
 def machine() -> str:
     model = platform.processor() or "unknown CPU"
     try:
@@ -212,12 +332,24 @@ def main() -> None:
                         help="runs over all cases; the table gives each case's median over runs (the machine drifts)")
     parser.add_argument("--models", nargs="+", default=["fastegnn", "egnn"])
     parser.add_argument("--no-tune", action="store_true", help="leave glibc malloc settings alone")
+    parser.add_argument("--cases", type=int, nargs="+", choices=range(len(CASES)), metavar="INDEX",
+                        help=f"case indices to run (0-{len(CASES) - 1}, in CASES order; default all)")
+    parser.add_argument("--against-reference", action="store_true",
+                        help="time FastEGNN against the plain reference implementation (same weights): "
+                             "forward and training step, ratio fast/reference per case")
     parser.add_argument("--case", type=int, help=argparse.SUPPRESS)  # internal: run one case
     parser.add_argument("--model", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    cases = list(range(len(CASES))) if args.cases is None else args.cases
 
     if args.case is not None:
-        print(json.dumps(run_case(args.case, args.model, args.threads, args.repeats, not args.no_tune)))
+        if args.against_reference:
+            print(json.dumps(run_reference_case(args.case, args.threads, args.repeats, not args.no_tune)))
+        else:
+            print(json.dumps(run_case(args.case, args.model, args.threads, args.repeats, not args.no_tune)))
+        return
+    if args.against_reference:
+        main_against_reference(args, cases)
         return
 
     import torch
@@ -238,7 +370,7 @@ def main() -> None:
         silu_times.append(silu_time)
         print(f"run {round_index + 1}: GEMM {gemm_rate / 1e9:.0f} GFLOP/s on (16384,64)x(64,64), "
               f"SiLU {silu_time * 1e9:.2f} ns per element", flush=True)
-        for index in range(len(CASES)):
+        for index in cases:
             for model_name in args.models:
                 cmd = [sys.executable, __file__, "--case", str(index), "--model", model_name,
                        "--threads", str(args.threads), "--repeats", str(args.repeats)]
