@@ -6,6 +6,7 @@ of the paper's three benchmarks.
     python benchmarks/speed.py --rounds 3      # three runs over all cases, medians over runs
     python benchmarks/speed.py --against-reference --cases 1 --repeats 5
                                                # fast FastEGNN vs the plain reference, case 1 only
+    python benchmarks/speed.py --device cuda   # the same on a GPU (benchmarks/device_check.sh)
 
 Each case runs in its own subprocess so that peak memory (ru_maxrss growth over the process
 after the graph and model are built) belongs to that case alone. Graphs are synthetic uniform
@@ -28,6 +29,14 @@ fast model's warm-up calls and after the reference's (the reference's figure is 
 mark over both, so it shows the reference's own peak only where that is the larger). The
 reference builds every concatenated message input whole: on the N-body case (~500k edges) a
 training step holds several GiB.
+
+``--device cuda`` runs both modes on the GPU (graphs are still built on the CPU and copied once,
+outside the clock). Every timed call is bracketed by ``torch.cuda.synchronize()``, so a time runs
+from the first launch until the GPU has finished, not just the launches. Memory there is CUDA
+memory: the growth of ``torch.cuda.max_memory_allocated`` over what the graph and model hold,
+its peak statistics reset per case (and per model against the reference, so each peak is that
+model's own). The two floors are CPU figures (measured CPU rates, a CPU replay) and are not
+computed on CUDA.
 """
 
 from __future__ import annotations
@@ -41,6 +50,7 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 
@@ -119,6 +129,23 @@ def machine_rates(threads: int, repeats: int = 30) -> tuple[float, float]:
     return 2 * 16384 * 64 * 64 / gemm, silu / y.numel()
 
 
+def synchronizer(device: str) -> Callable[[], None]:
+    """What brackets a timed call: ``torch.cuda.synchronize`` on CUDA (kernels run asynchronously,
+    so the clock must wait for them), nothing on the CPU."""
+    import torch
+
+    if torch.device(device).type == "cuda":
+        return torch.cuda.synchronize
+    return lambda: None
+
+
+def cuda_peak_growth_mib(base_bytes: int) -> float:
+    """MiB by which CUDA's allocated-memory peak (since the last reset) exceeds ``base_bytes``."""
+    import torch
+
+    return max(0, torch.cuda.max_memory_allocated() - base_bytes) / 2**20
+
+
 def current_rss_kib() -> int:
     with open("/proc/self/statm") as handle:
         return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") // 1024
@@ -138,7 +165,7 @@ def make_batch(case: Case, seed: int):
     return collate(pairs, cutoff=case.cutoff, drop_rate=case.drop_rate, dtype=torch.float32)
 
 
-def run_case(index: int, model_name: str, threads: int, repeats: int, tune: bool) -> dict:
+def run_case(index: int, model_name: str, threads: int, repeats: int, tune: bool, device: str = "cpu") -> dict:
     import torch
 
     from fastegnn_md.models import build_model
@@ -147,28 +174,44 @@ def run_case(index: int, model_name: str, threads: int, repeats: int, tune: bool
     if tune:
         tune_allocator()
     torch.set_num_threads(threads)
+    on_cuda = torch.device(device).type == "cuda"
+    sync = synchronizer(device)
     case = CASES[index]
-    batch = make_batch(case, seed=index)
+    batch = make_batch(case, seed=index).to(device)
     torch.manual_seed(0)
     model = build_model(model_name, node_features=2, edge_features=2, hidden=64, layers=4, virtual_nodes=3).eval()
+    model.to(device)
     base_kib = current_rss_kib()  # graph and model built, nothing run yet
+    if on_cuda:
+        sync()
+        torch.cuda.reset_peak_memory_stats()
+        base_bytes = torch.cuda.memory_allocated()
     with torch.inference_mode():
-        model(batch)
+        for _ in range(3 if on_cuda else 1):  # CUDA: first calls load kernels and fill the allocator's cache
+            model(batch)
         times = []
         for _ in range(repeats):
+            sync()
             start = time.perf_counter()
             model(batch)
+            sync()
             times.append(time.perf_counter() - start)
-    peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # before the replay's buffers
-    replay_ms, replay_ratio = replay_against_model(model, batch, repeats)
+    if on_cuda:
+        peak_mib = cuda_peak_growth_mib(base_bytes)
+        replay_ms = replay_ratio = None  # the replay is a CPU floor
+    else:
+        peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # before the replay's buffers
+        peak_mib = max(0, peak_kib - base_kib) / 1024
+        replay_ms, replay_ratio = replay_against_model(model, batch, repeats)
     return {
         "case": case.name,
         "model": model_name,
+        "device": device,
         "edges_per_graph": batch.num_edges / case.graphs,
         "ms_per_graph": 1e3 * float(np.median(times)) / case.graphs,
-        "peak_mib": max(0, peak_kib - base_kib) / 1024,
+        "peak_mib": peak_mib,
         "target_ms": case.target_ms,
-        "replay_ms_per_graph": replay_ms / case.graphs,
+        "replay_ms_per_graph": None if replay_ms is None else replay_ms / case.graphs,
         "replay_ratio": replay_ratio,
     }
 
@@ -189,16 +232,21 @@ def replay_against_model(model, batch, repeats: int) -> tuple[float, float]:
     return 1e3 * float(np.median(replay_times)), float(np.median(replay_times / model_times))
 
 
-def alternate(first, second, repeats: int) -> tuple[np.ndarray, np.ndarray]:
-    """Seconds per call of two callables timed in alternation, after one warm-up call each,
-    so both see the same machine state: (first's times, second's times), ``repeats`` each."""
-    first()
-    second()
+def alternate(first, second, repeats: int, sync: Callable[[], None] = lambda: None,
+              warmup: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """Seconds per call of two callables timed in alternation, after ``warmup`` calls each,
+    so both see the same machine state: (first's times, second's times), ``repeats`` each.
+    ``sync`` brackets every timed call (`synchronizer`: waits for a GPU's queued work)."""
+    for _ in range(warmup):
+        first()
+        second()
     times = np.empty((repeats, 2))
     for i in range(repeats):
         for j, fn in enumerate((first, second)):
+            sync()
             start = time.perf_counter()
             fn()
+            sync()
             times[i, j] = time.perf_counter() - start
     return times[:, 0], times[:, 1]
 
@@ -221,10 +269,11 @@ def saved_for_backward_mib(step_forward) -> float:
     return sum(storages.values()) / 2**20
 
 
-def run_reference_case(index: int, threads: int, repeats: int, tune: bool) -> dict:
+def run_reference_case(index: int, threads: int, repeats: int, tune: bool, device: str = "cpu") -> dict:
     """The fast FastEGNN against `fastegnn_md.models.reference` on case ``index``: ms per graph of
     a forward pass and of a training step (forward + MSE on positions + backward), calls
-    alternating; autograd's saved MiB; peak RSS growth after each model's warm-up."""
+    alternating; autograd's saved MiB; peak RSS growth after each model's warm-up (on CUDA:
+    each model's own peak of allocated CUDA memory over the graph and weights)."""
     import torch
     from torch.nn import functional as F
 
@@ -235,10 +284,13 @@ def run_reference_case(index: int, threads: int, repeats: int, tune: bool) -> di
     if tune:
         tune_allocator()
     torch.set_num_threads(threads)
+    on_cuda = torch.device(device).type == "cuda"
+    sync = synchronizer(device)
     case = CASES[index]
-    batch = make_batch(case, seed=index)
+    batch = make_batch(case, seed=index).to(device)
     torch.manual_seed(0)
     fast = build_model("fastegnn", node_features=2, edge_features=2, hidden=64, layers=4, virtual_nodes=3)
+    fast.to(device)
     reference = ReferenceModel(fast)  # reads fast's parameters: the same function, same weights
 
     def loss_of(model):
@@ -259,16 +311,27 @@ def run_reference_case(index: int, threads: int, repeats: int, tune: bool) -> di
         return step
 
     base_kib = current_rss_kib()  # graph and model built, nothing run yet
+    base_bytes = torch.cuda.memory_allocated() if on_cuda else 0
     peaks = {}
     for label, model in (("fast", fast), ("reference", reference)):  # fast first: its peak is its own
+        if on_cuda:
+            sync()
+            fast.zero_grad(set_to_none=True)  # the previous model's gradients are not this one's memory
+            torch.cuda.reset_peak_memory_stats()
         forward_of(model)()
         train_step_of(model)()
-        peaks[label] = max(0, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base_kib) / 1024
-    fast_forward, reference_forward = alternate(forward_of(fast), forward_of(reference), repeats)
-    fast_train, reference_train = alternate(train_step_of(fast), train_step_of(reference), repeats)
+        if on_cuda:
+            sync()
+            peaks[label] = cuda_peak_growth_mib(base_bytes)
+        else:
+            peaks[label] = max(0, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base_kib) / 1024
+    warmup = 3 if on_cuda else 1
+    fast_forward, reference_forward = alternate(forward_of(fast), forward_of(reference), repeats, sync, warmup)
+    fast_train, reference_train = alternate(train_step_of(fast), train_step_of(reference), repeats, sync, warmup)
     per_graph = 1e3 / case.graphs
     return {
         "case": case.name,
+        "device": device,
         "edges_per_graph": batch.num_edges / case.graphs,
         "forward_ms": {"fast": per_graph * float(np.median(fast_forward)),
                        "reference": per_graph * float(np.median(reference_forward))},
@@ -282,36 +345,52 @@ def run_reference_case(index: int, threads: int, repeats: int, tune: bool) -> di
     }
 
 
+def run_child(cmd: list[str]) -> dict:
+    """Run one case in its own process and return its JSON line; if it fails, stop with the end of
+    its stderr (a device run is often one shot, so the reason must be in the log)."""
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    if done.returncode != 0:
+        tail = "\n".join(done.stderr.strip().splitlines()[-15:])
+        raise SystemExit(f"speed.py: case process failed (exit {done.returncode}): {' '.join(cmd[2:])}\n{tail}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
 def main_against_reference(args: argparse.Namespace, cases: list[int]) -> None:
     """One subprocess per case (`run_reference_case`), then one table of fast / reference."""
     import torch
 
-    print(f"machine: {machine()}; torch {torch.__version__}; {args.threads} threads; float32; FastEGNN "
+    on_cuda = torch.device(args.device).type == "cuda"
+    print(f"machine: {machine(args.device)}; torch {torch.__version__}; {args.threads} threads; float32; FastEGNN "
           f"hidden 64, 4 layers, C = 3; fast vs reference (same weights), calls alternating; "
           f"median of {args.repeats}; allocator tuned: {not args.no_tune}")
     print()
+    peak_header = "peak CUDA MiB fast / ref" if on_cuda else "peak RSS MiB fast / after both"
     print("| case | edges/graph | forward ms fast / ref | forward fast/ref | train step ms fast / ref "
-          "| train fast/ref | autograd saved MiB fast / ref | peak RSS MiB fast / after both |")
+          f"| train fast/ref | autograd saved MiB fast / ref | {peak_header} |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|")
     for index in cases:
         cmd = [sys.executable, __file__, "--case", str(index), "--against-reference",
-               "--threads", str(args.threads), "--repeats", str(args.repeats)]
+               "--threads", str(args.threads), "--repeats", str(args.repeats), "--device", args.device]
         if args.no_tune:
             cmd.append("--no-tune")
-        out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
-        r = json.loads(out.strip().splitlines()[-1])
+        r = run_child(cmd)
         f, t, m, p = r["forward_ms"], r["train_ms"], r["saved_mib"], r["peak_mib"]
-        print(f"| {r['case']} | {r['edges_per_graph']:,.0f} | {f['fast']:.1f} / {f['reference']:.1f} "
-              f"| {r['forward_ratio']:.2f} | {t['fast']:.1f} / {t['reference']:.1f} | {r['train_ratio']:.2f} "
+        d = 3 if on_cuda else 1  # GPU times are fractions of a millisecond: more digits there
+        print(f"| {r['case']} | {r['edges_per_graph']:,.0f} | {f['fast']:.{d}f} / {f['reference']:.{d}f} "
+              f"| {r['forward_ratio']:.2f} | {t['fast']:.{d}f} / {t['reference']:.{d}f} | {r['train_ratio']:.2f} "
               f"| {m['fast']:.0f} / {m['reference']:.0f} | {p['fast']:.0f} / {p['reference']:.0f} |", flush=True)
     print()
     print("fast/ref: median over alternating pairs of calls of the fast model's time over the reference's "
           "(below 1: the fast path is faster). train step = forward + MSE on positions + backward, no optimizer. "
-          "autograd saved = distinct storages saved for backward (exact). peak RSS = growth of the process's "
-          "high-water mark after the fast model's warm-up, then after the reference's (a maximum over both).")
+          "autograd saved = distinct storages saved for backward (exact). "
+          + ("peak CUDA = growth of torch.cuda.max_memory_allocated over the graph and weights, reset before each "
+             "model's warm-up (each model's own peak)." if on_cuda else
+             "peak RSS = growth of the process's high-water mark after the fast model's warm-up, then after the "
+             "reference's (a maximum over both)."))
 
 
-def machine() -> str:
+def machine(device: str = "cpu") -> str:
+    """The CPU (and, for a CUDA ``device``, the GPU) the numbers come from."""
     model = platform.processor() or "unknown CPU"
     try:
         with open("/proc/cpuinfo") as handle:
@@ -321,7 +400,27 @@ def machine() -> str:
                     break
     except OSError:
         pass
-    return f"{model}, {os.cpu_count()} cores, Python {platform.python_version()}"
+    text = f"{model}, {os.cpu_count()} cores, Python {platform.python_version()}"
+    import torch
+
+    if torch.device(device).type == "cuda":
+        props = torch.cuda.get_device_properties(torch.device(device))
+        text = f"GPU {props.name} ({props.total_memory / 2**30:.0f} GiB, CUDA {torch.version.cuda}); host {text}"
+    return text
+
+
+def check_device(parser: argparse.ArgumentParser, name: str) -> None:
+    """``--device`` must name a torch device that exists here (one line, exit 2, otherwise)."""
+    import torch
+
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        parser.error(f"--device: {name!r} is not a torch device (try cpu or cuda)")
+    if device.type == "cuda" and not torch.cuda.is_available():
+        parser.error(f"--device: {name} requested but torch sees no CUDA device")
+    if device.type not in ("cpu", "cuda"):
+        parser.error(f"--device: {name}: only cpu and cuda are supported")
 
 
 def main() -> None:
@@ -337,16 +436,21 @@ def main() -> None:
     parser.add_argument("--against-reference", action="store_true",
                         help="time FastEGNN against the plain reference implementation (same weights): "
                              "forward and training step, ratio fast/reference per case")
+    parser.add_argument("--device", default="cpu",
+                        help="torch device to time on, e.g. cpu or cuda (default cpu); on CUDA calls are "
+                             "synchronised and memory is CUDA memory")
     parser.add_argument("--case", type=int, help=argparse.SUPPRESS)  # internal: run one case
     parser.add_argument("--model", help=argparse.SUPPRESS)
     args = parser.parse_args()
     cases = list(range(len(CASES))) if args.cases is None else args.cases
+    check_device(parser, args.device)
 
     if args.case is not None:
         if args.against_reference:
-            print(json.dumps(run_reference_case(args.case, args.threads, args.repeats, not args.no_tune)))
+            print(json.dumps(run_reference_case(args.case, args.threads, args.repeats, not args.no_tune, args.device)))
         else:
-            print(json.dumps(run_case(args.case, args.model, args.threads, args.repeats, not args.no_tune)))
+            print(json.dumps(run_case(args.case, args.model, args.threads, args.repeats, not args.no_tune,
+                                      args.device)))
         return
     if args.against_reference:
         main_against_reference(args, cases)
@@ -357,48 +461,61 @@ def main() -> None:
     from fastegnn_md.runtime import tune_allocator
 
     tune_allocator()
-    print(f"machine: {machine()}; torch {torch.__version__}; {args.threads} threads; float32; "
+    on_cuda = torch.device(args.device).type == "cuda"
+    print(f"machine: {machine(args.device)}; torch {torch.__version__}; {args.threads} threads; float32; "
           f"hidden 64, 4 layers, C = 3; median of {args.repeats} per run; {args.rounds} run(s); "
           f"allocator tuned: {not args.no_tune}")
     gemm_rates, silu_times = [], []
     results: dict[tuple[int, str], list[dict]] = {}  # (case index, model) -> one run_case result per run
     for round_index in range(args.rounds):
         # Rates and cases are measured again in every run, so a run's floor and times share the
-        # machine's state; the table gives medians over runs.
-        gemm_rate, silu_time = machine_rates(args.threads)
-        gemm_rates.append(gemm_rate)
-        silu_times.append(silu_time)
-        print(f"run {round_index + 1}: GEMM {gemm_rate / 1e9:.0f} GFLOP/s on (16384,64)x(64,64), "
-              f"SiLU {silu_time * 1e9:.2f} ns per element", flush=True)
+        # machine's state; the table gives medians over runs. The floors are CPU figures.
+        if not on_cuda:
+            gemm_rate, silu_time = machine_rates(args.threads)
+            gemm_rates.append(gemm_rate)
+            silu_times.append(silu_time)
+            print(f"run {round_index + 1}: GEMM {gemm_rate / 1e9:.0f} GFLOP/s on (16384,64)x(64,64), "
+                  f"SiLU {silu_time * 1e9:.2f} ns per element", flush=True)
         for index in cases:
             for model_name in args.models:
                 cmd = [sys.executable, __file__, "--case", str(index), "--model", model_name,
-                       "--threads", str(args.threads), "--repeats", str(args.repeats)]
+                       "--threads", str(args.threads), "--repeats", str(args.repeats), "--device", args.device]
                 if args.no_tune:
                     cmd.append("--no-tune")
-                out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
-                results.setdefault((index, model_name), []).append(json.loads(out.strip().splitlines()[-1]))
-    gemm_rate, silu_time = float(np.median(gemm_rates)), float(np.median(silu_times))
+                results.setdefault((index, model_name), []).append(run_child(cmd))
+    gemm_rate = float(np.median(gemm_rates)) if gemm_rates else None
+    silu_time = float(np.median(silu_times)) if silu_times else None
     per_run = args.rounds > 1
     print()
     print("| case | model | edges/graph | ms/graph" + (" (median of runs) | runs" if per_run else "")
-          + " | goal (FastEGNN) | GEMM+SiLU floor ms | dense-op replay ms | replay / model | peak MiB |")
+          + " | goal (FastEGNN) | GEMM+SiLU floor ms | dense-op replay ms | replay / model | "
+          + ("peak CUDA MiB |" if on_cuda else "peak MiB |"))
     print("|---|---|---:|---:|" + ("---|" if per_run else "") + "---:|---:|---:|---:|---:|")
     for (index, model_name), runs in results.items():
         r = runs[0]
         goal = f"≤ {r['target_ms']:g}" if model_name == "fastegnn" else ""
-        flops, silu = work_counts(CASES[index], r["edges_per_graph"], model_name)
-        floor_ms = 1e3 * (flops / gemm_rate + silu * silu_time)
 
         def median(field: str) -> float:
             return float(np.median([run[field] for run in runs]))
 
-        runs_column = (" | " + " / ".join(f"{run['ms_per_graph']:.1f}" for run in runs)) if per_run else ""
+        if on_cuda:  # the floors are CPU figures
+            floor, replay, ratio = "n/a", "n/a", "n/a"
+        else:
+            flops, silu = work_counts(CASES[index], r["edges_per_graph"], model_name)
+            floor = f"{1e3 * (flops / gemm_rate + silu * silu_time):.1f}"
+            replay, ratio = f"{median('replay_ms_per_graph'):.1f}", f"{median('replay_ratio'):.2f}"
+        # GPU times are fractions of a millisecond: two more digits there.
+        ms = "{:.3f}" if on_cuda else "{:.1f}"
+        runs_column = (" | " + " / ".join(ms.format(run["ms_per_graph"]) for run in runs)) if per_run else ""
         peak_mib = max(run["peak_mib"] for run in runs)
-        print(f"| {r['case']} | {model_name} | {r['edges_per_graph']:,.0f} | {median('ms_per_graph'):.1f}{runs_column} "
-              f"| {goal} | {floor_ms:.1f} | {median('replay_ms_per_graph'):.1f} | {median('replay_ratio'):.2f} "
-              f"| {peak_mib:.0f} |")
+        print(f"| {r['case']} | {model_name} | {r['edges_per_graph']:,.0f} | {ms.format(median('ms_per_graph'))}"
+              f"{runs_column} | {goal} | {floor} | {replay} | {ratio} | {peak_mib:.0f} |")
     print()
+    if on_cuda:
+        print("On CUDA: times bracketed by torch.cuda.synchronize(); peak CUDA MiB = growth of "
+              "torch.cuda.max_memory_allocated over the graph and weights (reset per case). The floor and "
+              "replay columns are CPU figures (measured CPU rates, a CPU replay) and are not computed here.")
+        return
     print("floor = matmul FLOPs / measured GEMM rate + SiLU evaluations x measured time per SiLU (medians over runs): "
           "the time the arithmetic of this model takes at this machine's rates with zero overhead.")
     print("dense-op replay = the forward pass's own matmul and SiLU calls issued alone at the same shapes "

@@ -14,7 +14,7 @@ from fastegnn_md.geometry import random_orthogonal
 
 from fastegnn_md import FramePair, collate
 from fastegnn_md.models import available_models, build_model
-from symmetry_helpers import close, make_pairs, perturbed_model, run, transformed  # tests/models/
+from symmetry_helpers import close, make_pairs, on_device, perturbed_model, run, transformed  # tests/models/
 
 @pytest.mark.parametrize("name", available_models())
 @pytest.mark.parametrize("reflect", [False, True], ids=["rotation", "reflection"])
@@ -76,7 +76,7 @@ def test_graphs_in_a_batch_do_not_leak(name: str) -> None:
 def test_edgeless_and_isolated_graphs_run(name: str, dtype: torch.dtype) -> None:
     rng = np.random.default_rng(4)
     model = perturbed_model(name).to(dtype)
-    batch = collate(make_pairs(rng), cutoff=0.01, dtype=dtype)  # no node pair this close
+    batch = on_device(collate(make_pairs(rng), cutoff=0.01, dtype=dtype))  # no node pair this close
     assert batch.num_edges == 0
     with torch.no_grad():
         out = model(batch)
@@ -111,7 +111,7 @@ def test_chunked_evaluation_matches_single_chunk(name: str, monkeypatch: pytest.
 
     rng = np.random.default_rng(6)
     pairs = make_pairs(rng, sizes=(40, 25))
-    batch = collate(pairs, cutoff=2.5, dtype=torch.float64)
+    batch = on_device(collate(pairs, cutoff=2.5, dtype=torch.float64))
     assert batch.num_edges > 100
 
     def outputs_and_grads():
@@ -122,7 +122,7 @@ def test_chunked_evaluation_matches_single_chunk(name: str, monkeypatch: pytest.
             loss = loss + out.virtual_positions.square().sum()
         loss.backward()
         grads = [p.grad.clone() for p in model.parameters() if p.grad is not None]
-        return out.positions.detach().numpy(), grads
+        return out.positions, grads
 
     x_one, g_one = outputs_and_grads()
     monkeypatch.setattr(kernels, "EDGE_CHUNK", 7)
@@ -130,7 +130,7 @@ def test_chunked_evaluation_matches_single_chunk(name: str, monkeypatch: pytest.
     close(x_many, x_one)
     assert len(g_one) == len(g_many)
     for a, b in zip(g_one, g_many):
-        close(b.numpy(), a.numpy())
+        close(b, a)
 
 
 @pytest.mark.parametrize("name", available_models())

@@ -15,7 +15,7 @@ import torch
 
 from fastegnn_md import FramePair, collate
 from fastegnn_md.models import available_models, build_model
-from symmetry_helpers import close, make_pairs, perturbed_model, run, transformed  # tests/models/
+from symmetry_helpers import DEVICE, close, make_pairs, on_device, perturbed_model, run, transformed  # tests/models/
 
 AXIS = np.array([0.3, -1.0, 0.2]) / np.linalg.norm([0.3, -1.0, 0.2])  # not a coordinate axis
 
@@ -112,9 +112,10 @@ def test_gradient_reaches_every_gravity_weight(name: str) -> None:
     """A freshly built model (initial gains, as training starts) gets a gradient on all of phi_g."""
     rng = np.random.default_rng(15)
     torch.manual_seed(0)
-    model = build_model(name, node_features=2, edge_features=2, hidden=8, layers=2, gravity_axis=[0, 0, -1]).double()
-    batch = collate(make_pairs(rng), cutoff=2.5, dtype=torch.float64)
-    batch.target_positions = batch.positions - 0.3 * torch.tensor([0.0, 0.0, 1.0], dtype=torch.float64)
+    model = build_model(name, node_features=2, edge_features=2, hidden=8, layers=2, gravity_axis=[0, 0, -1])
+    model = model.double().to(DEVICE)
+    batch = on_device(collate(make_pairs(rng), cutoff=2.5, dtype=torch.float64))
+    batch.target_positions = batch.positions - 0.3 * torch.tensor([0.0, 0.0, 1.0], dtype=torch.float64, device=DEVICE)
     out = model(batch)
     ((out.positions - batch.target_positions) ** 2).mean().backward()
     head = dict(model.gravity_head.named_parameters())

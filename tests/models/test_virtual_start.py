@@ -13,16 +13,16 @@ from fastegnn_md.losses import mmd_loss
 from fastegnn_md.models import build_model
 from fastegnn_md.models.kernels import GraphPool
 from fastegnn_md.training import TrainConfig
-from symmetry_helpers import close, make_pairs, perturbed_model, run, transformed  # tests/models/
+from symmetry_helpers import close, make_pairs, on_device, perturbed_model, run, to_numpy, transformed  # tests/models/
 
 
 def starts(model, pairs):
     """Z^(0) (B, C, 3) of ``pairs`` as the model computes it."""
-    batch = collate(pairs, cutoff=2.5, dtype=torch.float64)
+    batch = on_device(collate(pairs, cutoff=2.5, dtype=torch.float64))
     pool = GraphPool(batch.batch, batch.graph_sizes, batch.positions.dtype)
     with torch.no_grad():
         h = model.embedding(batch.node_features)
-        return model.virtual_start(batch.positions, h, batch.batch, pool).numpy()
+        return to_numpy(model.virtual_start(batch.positions, h, batch.batch, pool))
 
 
 @pytest.mark.parametrize("name", ["fastegnn", "global_nodes"])
