@@ -184,9 +184,10 @@ def keep_local_geometry(
     ``pairs`` (P, 2) is ``lengths`` (P,) apart again; nodes not ``moving`` stay put.
 
     Gauss–Newton on the constraints d_p(x) = l_p: each step is the minimum-norm correction of the
-    linearised constraints, Δx = −Jᵀ (J Jᵀ + εI)⁻¹ e (J sparse, P × 3N; the ridge ε, 0.01 shrinking
-    to 1e-6 over the iterations, keeps J Jᵀ invertible where constraints are redundant, as the
-    distances of a rigid peptide group are), until every |d − l| ≤ ``tolerance`` (length unit).
+    linearised constraints, Δx = −Jᵀ (J Jᵀ + εI)⁻¹ e (J sparse, P × 3N; the ridge ε keeps J Jᵀ
+    invertible where constraints are redundant, as the distances of a rigid peptide group are,
+    and is adapted Levenberg–Marquardt fashion so the error never grows), until every
+    |d − l| ≤ ``tolerance`` (length unit).
 
     Why: a Gaussian spread of ~0.5 Å per atom is the right size for the residual of a 5 ps jump,
     but MD's residuals keep bond lengths and angles, which no Gaussian over Cartesian positions
@@ -208,25 +209,35 @@ def keep_local_geometry(
     i, j = pairs[:, 0], pairs[:, 1]
     free = np.ones(n, bool) if moving is None else np.asarray(moving, bool)
     rows = np.repeat(np.arange(p), 6)
-    worst = np.inf
-    for iteration in range(max_iterations):
-        r = x[i] - x[j]
+    columns = np.concatenate([3 * i[:, None] + np.arange(3), 3 * j[:, None] + np.arange(3)], axis=1).ravel()
+
+    def errors(positions: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        r = positions[i] - positions[j]
         d = np.sqrt(np.sum(r * r, axis=1))
-        error = d - lengths
-        worst = float(np.max(np.abs(error)))
-        if worst <= tolerance:
+        return r, d, d - lengths
+
+    r, d, error = errors(x)
+    # Levenberg–Marquardt on the ridge: a step that lowers the constraint error is taken and the
+    # ridge shrinks (so redundant but consistent constraints, a rigid peptide plane, converge);
+    # one that raises it is refused and the ridge grows (short steps where the linearisation is
+    # poor, as after a large draw). The error therefore never grows.
+    ridge = 1e-2
+    for _ in range(max_iterations):
+        if float(np.max(np.abs(error))) <= tolerance:
             break
         unit = r / np.maximum(d, 1e-12)[:, None]
         # ∂d/∂x_i = û, ∂d/∂x_j = −û; fixed nodes have no column.
         values = np.concatenate([unit * free[i][:, None], -unit * free[j][:, None]], axis=1).ravel()
-        columns = np.concatenate([3 * i[:, None] + np.arange(3), 3 * j[:, None] + np.arange(3)], axis=1).ravel()
         jac = sparse.csr_matrix((values, (rows, columns)), shape=(p, 3 * n))
-        # The ridge shrinks as the corrections do: large at first it keeps the steps short, small
-        # later it lets redundant but consistent constraints (a rigid peptide plane) converge.
-        ridge = max(1e-2 * 0.3**iteration, 1e-6)
         normal = (jac @ jac.T + ridge * sparse.identity(p)).tocsc()
-        multipliers = spsolve(normal, -error)
-        x += (jac.T @ multipliers).reshape(n, 3)
+        trial = x + (jac.T @ spsolve(normal, -error)).reshape(n, 3)
+        trial_r, trial_d, trial_error = errors(trial)
+        if np.sum(trial_error**2) < np.sum(error**2):
+            x, r, d, error = trial, trial_r, trial_d, trial_error
+            ridge = max(ridge * 0.3, 1e-6)
+        else:
+            ridge = ridge * 10.0
+    worst = float(np.max(np.abs(error)))
     return x, worst
 
 

@@ -284,8 +284,9 @@ def test_sample_keeps_each_peptide_omega_when_given_the_plane_pairs(calibrated):
     before = metrics.backbone_distances(x, omega)["omega"]
     after = metrics.backbone_distances(held, omega)["omega"]
     # Distances fix |ω|, not its sign: near-planar ω = 170° and −170° are both trans, 20° apart
-    # through the plane, and may swap.
-    assert np.abs(np.abs(after) - np.abs(before)).max() < 1.0
+    # through the plane, and may swap. Near 180° the distances are flat in ω, so the 1e-3 Å
+    # tolerance leaves a few degrees (MD's own ω fluctuates by ~6°).
+    assert np.abs(np.abs(after) - np.abs(before)).max() < 5.0
 
 
 def test_sampled_rollout_is_reproducible_and_differs_from_the_mean(calibrated, uncalibrated):
