@@ -2,6 +2,10 @@
 
 __version__ = "0.1.0"
 
+from .runtime import prefer_passive_waiting  # noqa: E402  (before torch loads OpenMP)
+
+prefer_passive_waiting()
+
 from .graph import FramePair, GraphBatch, collate  # noqa: E402
 
 __all__ = ["FramePair", "GraphBatch", "collate", "__version__", "FastEGNNCalculator", "FastEGNNDynamics"]

@@ -1,4 +1,4 @@
-"""Process-level settings that make CPU inference fast.
+"""Process-level settings that make CPU work fast, alone or on a shared machine.
 
 glibc returns large freed blocks to the kernel (mmap/munmap, heap trimming), so each new
 (E, H) temporary of a forward pass is page-faulted and zero-filled again: on this kind of
@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import os
+import sys
 
 _M_TRIM_THRESHOLD = -1
 _M_MMAP_THRESHOLD = -3
@@ -39,3 +41,39 @@ def tune_allocator(max_block_bytes: int = 1 << 30) -> bool:
     ok = mallopt(_M_TRIM_THRESHOLD, 2**31 - 1) == 1 and ok
     _tuned = ok
     return ok
+
+
+def prefer_passive_waiting() -> bool:
+    """Set ``OMP_WAIT_POLICY=PASSIVE`` unless the user chose a policy or OpenMP is already loaded.
+
+    Why: GNU OpenMP's default lets each of torch's threads spin at every barrier. Alone on the
+    machine that saves a wake-up; beside other CPU-bound processes the spinning threads burn
+    the time slices the others' threads need, and every barrier waits for a descheduled thread.
+    Measured here with two CPU-bound processes beside one (`benchmarks/contention.py`, n-body
+    training step, 2 threads): 27.2 s spinning against 5.6 s passive. The policy is read when
+    torch first loads OpenMP, so this runs on ``import fastegnn_md`` before torch is imported;
+    it returns whether it took effect (False when torch was imported first or a policy was set).
+    """
+    if "OMP_WAIT_POLICY" in os.environ or "torch" in sys.modules:
+        return False
+    os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
+    return True
+
+
+def default_threads() -> int:
+    """Torch threads for a run given no ``--threads``: the CPUs this process may use, less the
+    ones other work keeps busy (the 1-minute load average, rounded), at least 1.
+
+    Why: torch takes every CPU by default, so beside two busy processes on 2 cores its two
+    threads share them with the two others and each parallel region waits for the slower
+    thread; one thread then is faster (benchmarks/RESULTS.md, "Under contention").
+    """
+    try:
+        available = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        available = os.cpu_count() or 1
+    try:
+        busy = int(os.getloadavg()[0] + 0.5)
+    except (AttributeError, OSError):
+        busy = 0
+    return max(1, min(available, available - busy))

@@ -62,16 +62,18 @@ def torch_device(name: str) -> str:
 
 
 def set_torch_threads(threads: Optional[int]) -> None:
-    """``--threads`` for torch (None: torch's default)."""
-    if threads:
-        import torch
+    """``--threads`` for torch (None: `runtime.default_threads`, the CPUs other work leaves free)."""
+    import torch
 
-        torch.set_num_threads(threads)
+    from ..runtime import default_threads
+
+    torch.set_num_threads(threads or default_threads())
 
 
 def add_device_arguments(parser: argparse.ArgumentParser) -> None:
     """``--threads`` and ``--device`` of the commands that run a model."""
-    parser.add_argument("--threads", type=positive_int, default=None, help="torch CPU threads")
+    parser.add_argument("--threads", type=positive_int, default=None,
+                        help="torch CPU threads (default: the CPUs that other running work leaves free, at least 1)")
     parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda (default cpu)")
 
 
