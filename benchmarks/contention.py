@@ -7,8 +7,8 @@ For each setting (torch threads 1 or 2; OpenMP's default wait policy, which spin
 barrier, or OMP_WAIT_POLICY=PASSIVE, which sleeps) a fresh subprocess builds the case's graph
 (the synthetic graphs of `speed.py`, same node and edge counts as the paper's data sets) and a
 FastEGNN⟨3,0⟩ (hidden 64, 4 layers), then times training steps (forward, position MSE, backward,
-Adam step): first on the machine as it is ("quiet"), then with ``--hogs`` busy-loop processes
-started beside it. It prints the median step time of each and their ratio. A process that gets
+Adam step) and forward passes (inference): first on the machine as it is ("quiet"), then with
+``--hogs`` busy-loop processes started beside it. It prints the median times and their ratios. A process that gets
 its fair share of 2 cores beside 2 hogs runs at 2/3 of a core per thread-demand, so the ratio
 to expect is about 1.5 (1 thread) to 3 (2 threads); a policy whose ratio is far above that is
 losing time to oversubscription, not to the hogs' share.
@@ -40,8 +40,9 @@ SETTINGS = (  # (threads, OMP_WAIT_POLICY or None for OpenMP's default)
 
 
 def worker(case_index: int, threads: int, steps: int) -> dict:
-    """Median seconds per training step of one case, in this process (its env set by the parent)."""
-    import torch
+    """Median seconds per training step and per forward pass (inference) of one case, in this
+    process (its env set by the parent)."""
+    import torch  # first: so `import fastegnn_md` leaves OpenMP's policy as the parent set it
 
     sys.path.insert(0, str(HERE))
     from speed import CASES, make_batch
@@ -70,7 +71,14 @@ def worker(case_index: int, threads: int, steps: int) -> dict:
         start = time.perf_counter()
         step()
         times.append(time.perf_counter() - start)
-    return {"case": case.name, "median_s": float(np.median(times)), "min_s": float(np.min(times))}
+    forward = []
+    with torch.inference_mode():
+        model(batch)
+        for _ in range(steps):
+            start = time.perf_counter()
+            model(batch)
+            forward.append(time.perf_counter() - start)
+    return {"case": case.name, "median_s": float(np.median(times)), "forward_s": float(np.median(forward))}
 
 
 def run_setting(case_index: int, threads: int, policy: str | None, steps: int) -> dict:
@@ -102,8 +110,9 @@ def main() -> None:
         return
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
           f"load average before: {os.getloadavg()[0]:.2f}; {args.hogs} hogs; {args.steps} steps per run")
-    print("| case | threads | OMP wait policy | step, quiet (ms) | step, with hogs (ms) | ratio |")
-    print("|---|---:|---|---:|---:|---:|")
+    print("| case | threads | OMP wait policy | step, quiet (ms) | step, with hogs (ms) | ratio "
+          "| forward, quiet (ms) | forward, with hogs (ms) | ratio |")
+    print("|---|---:|---|---:|---:|---:|---:|---:|---:|")
     for case_index in args.cases:
         for threads, policy in SETTINGS:
             quiet = run_setting(case_index, threads, policy, args.steps)
@@ -117,7 +126,9 @@ def main() -> None:
                 for hog in hogs:
                     hog.wait()
             print(f"| {quiet['case']} | {threads} | {policy or 'default (spin)'} | {1e3 * quiet['median_s']:.1f} | "
-                  f"{1e3 * shared['median_s']:.1f} | {shared['median_s'] / quiet['median_s']:.2f} |", flush=True)
+                  f"{1e3 * shared['median_s']:.1f} | {shared['median_s'] / quiet['median_s']:.2f} | "
+                  f"{1e3 * quiet['forward_s']:.1f} | {1e3 * shared['forward_s']:.1f} | "
+                  f"{shared['forward_s'] / quiet['forward_s']:.2f} |", flush=True)
 
 
 if __name__ == "__main__":
