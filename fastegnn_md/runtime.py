@@ -44,20 +44,26 @@ def tune_allocator(max_block_bytes: int = 1 << 30) -> bool:
 
 
 def prefer_passive_waiting() -> bool:
-    """Set ``OMP_WAIT_POLICY=PASSIVE`` unless the user chose a policy or OpenMP is already loaded.
+    """Set ``OMP_WAIT_POLICY=PASSIVE`` when other work keeps a CPU busy (1-minute load average
+    ≥ 0.5), unless the user chose a policy or OpenMP is already loaded.
 
-    Why: GNU OpenMP's default lets each of torch's threads spin at every barrier. Alone on the
-    machine that saves a wake-up; beside other CPU-bound processes the spinning threads burn
-    the time slices the others' threads need, and every barrier waits for a descheduled thread.
-    Measured here with two CPU-bound processes beside one (`benchmarks/contention.py`, n-body
-    training step, 2 threads): 27.2 s spinning against 5.6 s passive. The policy is read when
-    torch first loads OpenMP, so this runs on ``import fastegnn_md`` before torch is imported;
-    it returns whether it took effect (False when torch was imported first or a policy was set).
+    Why: GNU OpenMP's default lets each of torch's threads spin at every barrier. Beside other
+    CPU-bound processes the spinning threads burn the time slices the others' threads need
+    (`benchmarks/contention.py`, n-body training step, 2 threads, two hogs: 7.9 s spinning
+    against 3.5 s passive); alone on the machine the spinning saves wake-ups (quiet: 2.0 s
+    against 2.3 s, and a 855-node forward pass 54 against 78 ms), so a quiet machine keeps the
+    default. The policy is read when torch first loads OpenMP, so this runs on
+    ``import fastegnn_md`` before torch is imported; returns whether it set the policy.
     """
     if "OMP_WAIT_POLICY" in os.environ or "torch" in sys.modules:
         return False
-    os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
-    return True
+    try:
+        busy = os.getloadavg()[0] >= 0.5
+    except (AttributeError, OSError):
+        busy = False
+    if busy:
+        os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
+    return busy
 
 
 def default_threads() -> int:
@@ -66,7 +72,8 @@ def default_threads() -> int:
 
     Why: torch takes every CPU by default, so beside two busy processes on 2 cores its two
     threads share them with the two others and each parallel region waits for the slower
-    thread; one thread then is faster (benchmarks/RESULTS.md, "Under contention").
+    thread; one thread is then 2× faster (n-body training step 4.0 s against 7.9 s;
+    benchmarks/RESULTS.md, "Under contention"), while alone two threads are 1.6× faster.
     """
     try:
         available = len(os.sched_getaffinity(0))
