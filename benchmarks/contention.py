@@ -45,17 +45,9 @@ def worker(case_index: int, threads: int, steps: int) -> dict:
     import torch  # first: so `import fastegnn_md` leaves OpenMP's policy as the parent set it
 
     sys.path.insert(0, str(HERE))
-    from speed import CASES, make_batch
+    from speed import prepare_case
 
-    from fastegnn_md.models import build_model
-    from fastegnn_md.runtime import tune_allocator
-
-    tune_allocator()
-    torch.set_num_threads(threads)
-    case = CASES[case_index]
-    batch = make_batch(case, seed=case_index)
-    torch.manual_seed(0)
-    model = build_model("fastegnn", node_features=2, edge_features=2, hidden=64, layers=4, virtual_nodes=3)
+    case, batch, model, _, _ = prepare_case(case_index, "fastegnn", threads, tune=True)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
     target = batch.positions + 0.01
 

@@ -165,7 +165,9 @@ def make_batch(case: Case, seed: int):
     return collate(pairs, cutoff=case.cutoff, drop_rate=case.drop_rate, dtype=torch.float32)
 
 
-def run_case(index: int, model_name: str, threads: int, repeats: int, tune: bool, device: str = "cpu") -> dict:
+def prepare_case(index: int, model_name: str, threads: int, tune: bool, device: str = "cpu"):
+    """Process settings, the batch of ``CASES[index]`` and a seeded model (hidden 64, 4 layers,
+    C = 3) on ``device``: (case, batch, model, sync, on_cuda), ``sync`` from `synchronizer`."""
     import torch
 
     from fastegnn_md.models import build_model
@@ -174,13 +176,19 @@ def run_case(index: int, model_name: str, threads: int, repeats: int, tune: bool
     if tune:
         tune_allocator()
     torch.set_num_threads(threads)
-    on_cuda = torch.device(device).type == "cuda"
-    sync = synchronizer(device)
     case = CASES[index]
     batch = make_batch(case, seed=index).to(device)
     torch.manual_seed(0)
-    model = build_model(model_name, node_features=2, edge_features=2, hidden=64, layers=4, virtual_nodes=3).eval()
+    model = build_model(model_name, node_features=2, edge_features=2, hidden=64, layers=4, virtual_nodes=3)
     model.to(device)
+    return case, batch, model, synchronizer(device), torch.device(device).type == "cuda"
+
+
+def run_case(index: int, model_name: str, threads: int, repeats: int, tune: bool, device: str = "cpu") -> dict:
+    import torch
+
+    case, batch, model, sync, on_cuda = prepare_case(index, model_name, threads, tune, device)
+    model.eval()
     base_kib = current_rss_kib()  # graph and model built, nothing run yet
     if on_cuda:
         sync()
@@ -277,20 +285,9 @@ def run_reference_case(index: int, threads: int, repeats: int, tune: bool, devic
     import torch
     from torch.nn import functional as F
 
-    from fastegnn_md.models import build_model
     from fastegnn_md.models.reference import ReferenceModel
-    from fastegnn_md.runtime import tune_allocator
 
-    if tune:
-        tune_allocator()
-    torch.set_num_threads(threads)
-    on_cuda = torch.device(device).type == "cuda"
-    sync = synchronizer(device)
-    case = CASES[index]
-    batch = make_batch(case, seed=index).to(device)
-    torch.manual_seed(0)
-    fast = build_model("fastegnn", node_features=2, edge_features=2, hidden=64, layers=4, virtual_nodes=3)
-    fast.to(device)
+    case, batch, fast, sync, on_cuda = prepare_case(index, "fastegnn", threads, tune, device)
     reference = ReferenceModel(fast)  # reads fast's parameters: the same function, same weights
 
     def loss_of(model):

@@ -116,14 +116,19 @@ def radial_distance_loss(
         predicted, target, batch_index = predicted[moving], target[moving], batch_index[moving]
     if predicted.shape[0] == 0:
         return predicted.sum() * 0.0
-    counts = torch.bincount(batch_index, minlength=num_graphs).clamp(min=1).to(predicted.dtype).unsqueeze(1)
+    counts = torch.bincount(batch_index, minlength=num_graphs).clamp(min=1).to(predicted.dtype)
 
     def radii(positions: torch.Tensor) -> torch.Tensor:
-        centroids = torch.zeros((num_graphs, 3), dtype=positions.dtype, device=positions.device)
-        centroids = centroids.index_add(0, batch_index, positions) / counts
-        return (positions - centroids[batch_index]).norm(dim=1)
+        return _centred(positions, batch_index, counts).norm(dim=1)
 
     return ((radii(predicted) - radii(target)) ** 2).mean()
+
+
+def _centred(positions: torch.Tensor, batch_index: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
+    """Each node's position (N, 3) minus its graph's centroid; ``counts`` (G,) nodes per graph (≥ 1)."""
+    centroids = torch.zeros((counts.shape[0], 3), dtype=positions.dtype, device=positions.device)
+    centroids = centroids.index_add(0, batch_index, positions) / counts.unsqueeze(1)
+    return positions - centroids[batch_index]
 
 
 def gyration_loss(
@@ -151,14 +156,12 @@ def gyration_loss(
         return predicted.sum() * 0.0
     counts = torch.bincount(batch_index, minlength=num_graphs).to(predicted.dtype)
     present = counts > 0
-    counts = counts.clamp(min=1).unsqueeze(1)
+    counts = counts.clamp(min=1)
 
     def gyration(positions: torch.Tensor) -> torch.Tensor:
-        centroids = torch.zeros((num_graphs, 3), dtype=positions.dtype, device=positions.device)
-        centroids = centroids.index_add(0, batch_index, positions) / counts
-        squared = ((positions - centroids[batch_index]) ** 2).sum(dim=1)
-        per_graph = torch.zeros(num_graphs, dtype=positions.dtype, device=positions.device).index_add(0, batch_index, squared)
-        return (per_graph / counts[:, 0]).clamp(min=0).sqrt()
+        squared = (_centred(positions, batch_index, counts) ** 2).sum(dim=1)
+        per_graph = squared.new_zeros(num_graphs).index_add(0, batch_index, squared)
+        return (per_graph / counts).sqrt()
 
     return ((gyration(predicted) - gyration(target))[present] ** 2).mean()
 

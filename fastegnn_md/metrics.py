@@ -237,6 +237,15 @@ def aligned_mse(predicted: ArrayLike, reference: ArrayLike) -> float:
 BACKBONE_BONDS = (("N", "CA", 0), ("CA", "C", 0), ("C", "N", 1), ("CA", "CA", 1))
 
 
+def _atom_index(names: ArrayLike, residue_ids: ArrayLike) -> dict[tuple[int, str], int]:
+    """{(residue number, atom name): atom index} of a topology; ``names``, ``residue_ids`` (N,)."""
+    names = np.asarray(names).astype(str)
+    ids = np.asarray(residue_ids)
+    if names.ndim != 1 or ids.shape != names.shape:
+        raise ValueError(f"names and residue_ids must have the same shape (N,), got {names.shape} and {ids.shape}")
+    return {(int(r), n): i for i, (r, n) in enumerate(zip(ids, names))}
+
+
 def backbone_pairs(names: ArrayLike, residue_ids: ArrayLike) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """The atom index pairs of each kind of `BACKBONE_BONDS`, from the topology alone.
 
@@ -247,11 +256,7 @@ def backbone_pairs(names: ArrayLike, residue_ids: ArrayLike) -> dict[str, tuple[
     CA(r)–C(r)–N(r+1)–CA(r+1). Entries whose atoms are missing are skipped.
     Computed once per topology; `backbone_distances` then measures any frame.
     """
-    names = np.asarray(names).astype(str)
-    ids = np.asarray(residue_ids)
-    if names.ndim != 1 or ids.shape != names.shape:
-        raise ValueError(f"names and residue_ids must have the same shape (N,), got {names.shape} and {ids.shape}")
-    index = {(int(r), n): i for i, (r, n) in enumerate(zip(ids, names))}
+    index = _atom_index(names, residue_ids)
     result = {}
     for first, second, step in BACKBONE_BONDS:
         pairs = [(i, index[(r + step, second)]) for (r, n), i in index.items()
@@ -282,9 +287,7 @@ def peptide_plane_pairs(names: ArrayLike, residue_ids: ArrayLike) -> np.ndarray:
     than ~2.6 Å) leave the dihedral about the C–N bond free; these two 1–4 distances fix it
     (trans: ~3.8 and ~2.8 Å; cis: ~2.9 and ~3.6 Å).
     """
-    names = np.asarray(names).astype(str)
-    ids = np.asarray(residue_ids)
-    index = {(int(r), n): i for i, (r, n) in enumerate(zip(ids, names))}
+    index = _atom_index(names, residue_ids)
     pairs = [(index[(r, first)], index[(r + 1, "CA")]) for (r, first) in list(index)
              if first in ("CA", "O") and (r + 1, "CA") in index and (r, "C") in index and (r + 1, "N") in index]
     return np.array(pairs, dtype=int).reshape(-1, 2)
@@ -347,10 +350,10 @@ def backbone_problem(
 
 
 def backbone_geometry(positions: ArrayLike, names: ArrayLike, residue_ids: ArrayLike) -> dict[str, np.ndarray]:
-    """Backbone bond lengths and consecutive CA–CA distances of one frame, in Å.
+    """Backbone bond lengths and consecutive CA–CA distances of one frame, in Å, and its peptide ω.
 
     ``positions`` (N, 3) Å; ``names``, ``residue_ids`` as in `backbone_pairs`. Returns
-    ``{"N-CA": (M,), "CA-C": (M,), "C-N": (M',), "CA-CA": (M',)}``. For many frames of one
+    ``{"N-CA": (M,), "CA-C": (M,), "C-N": (M',), "CA-CA": (M',), "omega": (M',) degrees}``. For many frames of one
     topology, call `backbone_pairs` once and `backbone_distances` per frame.
     """
     coords = _as_coordinates(positions, "positions", (2,))

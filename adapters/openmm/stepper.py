@@ -266,15 +266,13 @@ class FastEGNNStepper:
                 f"selection: {self.selection!r} picks {len(self.selected)} atoms but the checkpoint was trained "
                 f"on {spec.num_nodes} (selection {spec.selection!r})"
             )
-        self.residues = np.array([atom.residue.index for atom in topology.atoms()])
+        atoms = list(topology.atoms())
+        self.residues = np.array([atom.residue.index for atom in atoms])
+        chosen = [atoms[int(i)] for i in self.selected]
         # A sampled jump keeps each peptide ω where it was (metrics.peptide_plane_pairs), in selection indices.
-        all_atoms = list(topology.atoms())
-        self.held_pairs = metrics.peptide_plane_pairs([all_atoms[int(i)].name for i in self.selected],
-                                                      self.residues[self.selected])
+        self.held_pairs = metrics.peptide_plane_pairs([a.name for a in chosen], self.residues[self.selected])
         self.node_attrs: Optional[np.ndarray] = None  # None: the checkpoint's own
         if self.predictor.uses_identity:  # from the Simulation's topology (its names are the force field's)
-            atoms = list(topology.atoms())
-            chosen = [atoms[int(i)] for i in self.selected]
             self.node_attrs = self.predictor.identity_attributes(
                 [a.name for a in chosen], [a.residue.name for a in chosen],
                 [a.element.symbol if a.element is not None else None for a in chosen], where="OpenMM topology",

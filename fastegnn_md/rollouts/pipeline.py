@@ -213,7 +213,7 @@ def run_rollout(
     ckpt = case.select_checkpoint(checkpoint)
     predictor = Predictor(ckpt.build_model(), ckpt.data_spec, ckpt.model_name, device, checkpoint=ckpt)
     check_rollout_safe(predictor)
-    if sample:
+    if sample:  # refuse a checkpoint without a spread before reading the data
         predictor.require_spread()
     case.prepare(predictor, progress)
     if jump is None and sample:
