@@ -60,6 +60,7 @@ from ...reports.markdown import MarkdownDocument
 from ...reports.plots import PlotSet, new_figure
 from ..mdanalysis.writers import standalone_universe, write_pdb
 from .reference import write_trajectory
+from .reused_reference import ReusedReference, load_reused_reference
 from .stepper import FastEGNNStepper
 from .system import (
     SimulationSettings,
@@ -121,6 +122,7 @@ def validate(
     progress: bool = True,
     log: Callable[[str], None] = print,
     reference_replicas: int = 1,
+    reference_from: Any = None,
 ) -> ValidationResult:
     """Run the stepper and ordinary MD side by side for ``jumps`` × Δt; write the report.
 
@@ -134,6 +136,9 @@ def validate(
         velocities, replica k's integrator seeded ``settings.seed + 1000 k``); with two or more the
         report sets the stepper's distributions beside the run-to-run spread of MD itself.
         Replica 0 is the reference of the timing, ``reference.xtc`` and the per-jump table.
+    reference_from : output directory of an earlier run of the same structure and settings whose
+        reference MD (every replica, its wall times, its common start) is reused: only the stepper
+        runs (`reused_reference`); ``reference_replicas`` is then that run's.
     """
     out_dir, structure = Path(out_dir), Path(structure)
     if int(jumps) < 1:
@@ -141,6 +146,12 @@ def validate(
     if int(reference_replicas) < 1:
         raise DataError(f"reference_replicas: must be at least 1, got {reference_replicas}")
     jumps, n_replicas = int(jumps), int(reference_replicas)
+    reused = load_reused_reference(reference_from) if reference_from is not None else None
+    if reused is not None:
+        n_replicas = reused.replicas
+        if jumps > reused.jumps:
+            raise DataError(f"{reused.directory}: holds {reused.jumps} jumps of reference MD, --jumps {jumps} needs "
+                            f"more: run that validation on to {jumps} jumps first")
     predictor = checkpoint if isinstance(checkpoint, Predictor) else Predictor.from_checkpoint(checkpoint)
     options = dict(stepper_options or {})
     options.setdefault("seed", settings.seed)
@@ -152,7 +163,7 @@ def validate(
     replicas = [  # the seed must be set before the Context exists: OpenMM reads it at creation
         make_simulation(topology, openmm.XmlSerializer.deserialize(system_xml),
                         replace(settings, seed=settings.seed + REPLICA_SEED_STRIDE * k), threads)
-        for k in range(1, n_replicas)
+        for k in range(1, n_replicas if reused is None else 1)
     ]
     learned = make_simulation(topology, openmm.XmlSerializer.deserialize(system_xml), settings, threads)
     learned.context.setPositions(positions)
@@ -160,60 +171,75 @@ def validate(
     selected = stepper.selected
     masses = np.array([system.getParticleMass(int(i)).value_in_unit(unit.dalton) for i in selected])
     n_steps = stepper.steps_per_jump
+    reference_key = _reference_key(structure, settings, n_steps, n_replicas)
+    if reused is not None:
+        if reused.steps_per_jump != n_steps:
+            raise DataError(f"{reused.directory}: its reference advanced {reused.steps_per_jump} steps per jump, this "
+                            f"checkpoint's Δt needs {n_steps}; rerun without --reference-from")
+        if reused.reference_key is not None and reused.reference_key != reference_key:
+            raise DataError(f"{reused.directory}: its reference MD was run for another structure or settings "
+                            f"(force field, integrator, seed); rerun without --reference-from")
 
-    key = _run_key(structure, settings, predictor, options, n_replicas)
+    key = _run_key(structure, settings, predictor, options, n_replicas,
+                   None if reused is None else str(reused.arrays["key"]))
     ckpt_file = out_dir / "validation.checkpoint.npz"
     out_dir.mkdir(parents=True, exist_ok=True)
     if ckpt_file.exists():
-        record = _resume(ckpt_file, key, reference, learned, stepper, replicas)
-        log(f"resuming {out_dir} at jump {len(record['pe_reference']) - 1} of {jumps}")
+        record = _resume(ckpt_file, key, None if reused else reference, learned, stepper, replicas)
+        log(f"resuming {out_dir} at jump {len(record['pe_stepper']) - 1} of {jumps}")
     else:
-        start_previous = _common_start(reference, positions, settings, selected, n_steps, progress, log)
-        _branch(reference, learned, *replicas)
-        stepper.set_history(start_previous)
-        start = _selected(reference, selected)
-        energy = _energy(reference)
-        record = {
-            "reference_frames": [start], "stepper_frames": [start], "pe_reference": [energy], "pe_stepper": [energy],
-            "wall_reference": [], "wall_stepper": [], "accepted": [], "rejection": [],
-        }
-        for k in range(1, n_replicas):
-            record[f"reference_{k}_frames"], record[f"pe_reference_{k}"] = [start], [energy]
+        record = _start(reference, learned, replicas, positions, settings, selected, n_steps, stepper, reused,
+                        progress, log)
+    record["reference_key"] = reference_key
+    if reused is not None:
+        record["reference_reused_from"] = str(reused.directory)
     atoms = list(learned.topology.atoms())
     record["atom_names"] = [atoms[int(i)].name for i in selected]  # the report's input, not checkpointed
     record["residue_ids"] = [atoms[int(i)].residue.index for i in selected]
     record["masses"] = masses
     _write_topology(topology, positions, stepper.selection, out_dir / "selected.pdb")
 
-    done = len(record["pe_reference"]) - 1
+    def advance_reference() -> None:
+        """One Δt of every reference replica: run here, or read from the reused run."""
+        k = len(record["pe_reference"])
+        if reused is not None:
+            for name, value in reused.frame(k).items():
+                record[name].append(value)
+            return
+        t0 = time.perf_counter()
+        reference.step(n_steps)
+        record["wall_reference"].append(time.perf_counter() - t0)
+        record["reference_frames"].append(_selected(reference, selected))
+        record["pe_reference"].append(_energy(reference))
+
+    def advance_replicas() -> None:  # untimed: only replica 0 is the speed reference
+        for k, replica in enumerate(replicas, start=1):
+            replica.step(n_steps)
+            record[f"reference_{k}_frames"].append(_selected(replica, selected))
+            record[f"pe_reference_{k}"].append(_energy(replica))
+
+    done = len(record["pe_stepper"]) - 1
     bar = tqdm(total=jumps, initial=min(done, jumps), desc="validating", unit="jump", disable=not progress)
     try:
-        while len(record["pe_reference"]) - 1 < jumps:
-            t0 = time.perf_counter()
-            reference.step(n_steps)
+        while len(record["pe_stepper"]) - 1 < jumps:
+            advance_reference()
             t1 = time.perf_counter()
             before = stepper.accepted
             stepper.step(1)
-            t2 = time.perf_counter()
-            record["wall_reference"].append(t1 - t0)
-            record["wall_stepper"].append(t2 - t1)
+            record["wall_stepper"].append(time.perf_counter() - t1)
             record["accepted"].append(stepper.accepted > before)
             record["rejection"].append("" if stepper.accepted > before else str(stepper.last_rejection))
-            record["reference_frames"].append(_selected(reference, selected))
             record["stepper_frames"].append(_selected(learned, selected))
-            record["pe_reference"].append(_energy(reference))
             record["pe_stepper"].append(_energy(learned))
-            for k, replica in enumerate(replicas, start=1):  # untimed: only replica 0 is the speed reference
-                replica.step(n_steps)
-                record[f"reference_{k}_frames"].append(_selected(replica, selected))
-                record[f"pe_reference_{k}"].append(_energy(replica))
-            _save(ckpt_file, key, reference, learned, stepper, record, replicas)
+            advance_replicas()
+            _save(ckpt_file, key, None if reused else reference, learned, stepper, record, replicas)
             bar.update(1)
             bar.set_postfix_str(f"speed-up {sum(record['wall_reference']) / sum(record['wall_stepper']):.1f}x")
     finally:
         bar.close()
 
     report = build_report(record, masses, stepper, settings, structure, str(checkpoint), options)
+    report["reference_reused_from"] = record.get("reference_reused_from")
     _write_outputs(out_dir, report, record)
     return ValidationResult(out_dir, report)
 
@@ -230,6 +256,43 @@ def _common_start(
     previous = _selected(simulation, selected)
     step_with_bar(simulation, steps_per_jump, "history Δt", progress)
     return previous
+
+
+def _start(
+    reference: "app.Simulation", learned: "app.Simulation", replicas: Sequence["app.Simulation"], positions: Any,
+    settings: SimulationSettings, selected: np.ndarray, n_steps: int, stepper: "FastEGNNStepper",
+    reused: Optional[ReusedReference], progress: bool, log: Callable[[str], None],
+) -> dict[str, Any]:
+    """A new run's record at the common start: made here (and branched into the stepper and the
+    replicas), or taken from the reused run (checked against a remade one where it stored none)."""
+    if reused is not None and reused.start_state is not None:
+        state = openmm.XmlSerializer.deserialize(reused.start_state)
+        learned.context.setPositions(state.getPositions(asNumpy=True))
+        learned.context.setVelocities(state.getVelocities(asNumpy=True))
+        learned.context.setTime(0.0)
+        learned.currentStep = 0
+        start_previous, start_state = reused.start_previous, reused.start_state
+    else:
+        start_previous = _common_start(reference, positions, settings, selected, n_steps, progress, log)
+        if reused is not None:
+            reused.check_start(_selected(reference, selected))
+        _branch(reference, learned, *replicas)
+        start_state = openmm.XmlSerializer.serialize(
+            reference.context.getState(getPositions=True, getVelocities=True))
+    stepper.set_history(start_previous)
+    start = _selected(learned, selected)
+    energy = _energy(learned)
+    record: dict[str, Any] = {
+        "reference_frames": [start], "stepper_frames": [start], "pe_reference": [energy], "pe_stepper": [energy],
+        "wall_reference": [], "wall_stepper": [], "accepted": [], "rejection": [],
+        "start_state": start_state, "start_previous": np.asarray(start_previous),
+    }
+    if reused is not None:  # the reused run's own start values, bit for bit
+        record.update({name: [reused.arrays[name][0]] for name in reused.names() if name != "wall_reference"})
+    else:
+        for k in range(1, len(replicas) + 1):
+            record[f"reference_{k}_frames"], record[f"pe_reference_{k}"] = [start], [energy]
+    return record
 
 
 def _branch(reference: "app.Simulation", *others: "app.Simulation") -> None:
@@ -439,6 +502,10 @@ def render_markdown(report: dict[str, Any], plots: Optional[dict[str, str]] = No
         f"guarded = {st['guarded']}, restraint released over {st.get('release_stages', 1)} stage(s), "
         f"{'sampled jumps (the checkpoint' + chr(39) + 's spread)' if st.get('sample') else 'mean jumps'}."
     ).line()
+    if report.get("reference_reused_from"):
+        doc.line(f"Reference MD reused from `{report['reference_reused_from']}` (the same common start; only the "
+                 f"stepper ran here): the speed-up sets that run's reference wall time against this run's stepper "
+                 f"time, measured in two processes.").line()
 
     def mean_sd(stats: dict[str, float], digits: int) -> str:
         return f"{stats['mean']:.{digits}f} ± {stats['std']:.{digits}f}"
@@ -694,16 +761,34 @@ def _write_topology(topology: "app.Topology", positions: Any, selection: str, pa
 
 
 def _run_key(
-    structure: Path, settings: SimulationSettings, predictor: Any, options: dict[str, Any], replicas: int = 1
+    structure: Path, settings: SimulationSettings, predictor: Any, options: dict[str, Any], replicas: int = 1,
+    reused_key: Optional[str] = None,
 ) -> str:
+    """What a checkpoint must have been written for to be resumed: structure, settings, model,
+    stepper options, replica count and, for a run reusing another's reference, that run's key."""
     payload = {
-        "structure": hashlib.sha256(structure.read_bytes()).hexdigest(), "settings": asdict(settings),
+        "structure": hashlib.sha256(structure.read_bytes()).hexdigest(), "settings": _run_settings(settings),
         "model": _model_fingerprint(predictor),
         "options": options, "version": CHECKPOINT_VERSION, "reference_replicas": int(replicas),
     }
-    payload["settings"].pop("length_ps", None)
-    payload["settings"].pop("frame_interval_ps", None)
+    if reused_key is not None:
+        payload["reference_from"] = reused_key
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _reference_key(structure: Path, settings: SimulationSettings, steps_per_jump: int, replicas: int) -> str:
+    """What the reference MD depends on (not the model or the stepper): structure, settings, steps
+    per Δt, replica count. A run reusing another's reference must agree with it."""
+    payload = {"structure": hashlib.sha256(structure.read_bytes()).hexdigest(), "settings": _run_settings(settings),
+               "steps_per_jump": int(steps_per_jump), "reference_replicas": int(replicas)}
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _run_settings(settings: SimulationSettings) -> dict[str, Any]:
+    values = asdict(settings)
+    values.pop("length_ps", None)  # `simulate`'s, not the run's
+    values.pop("frame_interval_ps", None)
+    return values
 
 
 def _model_fingerprint(predictor: Any) -> str:
@@ -725,24 +810,36 @@ def replica_arrays(replicas: int) -> tuple[str, ...]:
 
 
 def _save(
-    path: Path, key: str, reference: "app.Simulation", learned: "app.Simulation",
+    path: Path, key: str, reference: Optional["app.Simulation"], learned: "app.Simulation",
     stepper: "FastEGNNStepper", record: dict[str, Any], replicas: Sequence["app.Simulation"] = (),
 ) -> None:
     """Everything a rerun needs to go on (format `CHECKPOINT_VERSION`): the record's arrays, the
-    Context state of every Simulation (reference replicas included), step counts, the stepper's
-    counters and jump history."""
+    Context state of every Simulation (reference replicas included; none where ``reference`` is
+    None, the reference being reused), step counts, the stepper's counters and jump history, and
+    the common start (``start_state``, ``start_previous``) and ``reference_key`` that let a later
+    run reuse this one's reference."""
     previous, last = stepper.history
-    names = RECORD_ARRAYS + replica_arrays(len(replicas) + 1)
+    n_replicas = _replica_count(record)
+    names = RECORD_ARRAYS + replica_arrays(n_replicas)
     arrays = {name: np.asarray(record[name]) for name in names}
+    reference_steps = (reference.currentStep if reference is not None  # reused: the reference's nominal count
+                       else (len(record["pe_reference"]) - 1) * stepper.steps_per_jump)
     arrays.update({
-        "version": np.array(CHECKPOINT_VERSION), "replicas": np.array(len(replicas) + 1),
+        "version": np.array(CHECKPOINT_VERSION), "replicas": np.array(n_replicas),
         "key": np.array(key), "rejection": np.array(record["rejection"], dtype=str),
-        "reference_state": np.frombuffer(reference.context.createCheckpoint(), dtype=np.uint8),
         "stepper_state": np.frombuffer(learned.context.createCheckpoint(), dtype=np.uint8),
-        "steps": np.array([reference.currentStep, learned.currentStep, *(r.currentStep for r in replicas)]),
+        "steps": np.array([reference_steps, learned.currentStep, *(r.currentStep for r in replicas)]),
         "counters": np.array([getattr(stepper, name) for name in STEPPER_COUNTERS]),
         "history_previous": previous, "history_last": last,
+        "reference_key": np.array(record["reference_key"]),
     })
+    if record.get("start_state") is not None:  # None: resumed from a run made before it was stored
+        arrays["start_state"] = np.array(record["start_state"])
+        arrays["start_previous"] = np.asarray(record["start_previous"])
+    if reference is not None:
+        arrays["reference_state"] = np.frombuffer(reference.context.createCheckpoint(), dtype=np.uint8)
+    else:
+        arrays["reference_reused_from"] = np.array(record["reference_reused_from"])
     for k, replica in enumerate(replicas, start=1):
         arrays[f"reference_{k}_state"] = np.frombuffer(replica.context.createCheckpoint(), dtype=np.uint8)
 
@@ -753,9 +850,11 @@ def _save(
 
 
 def _resume(
-    path: Path, key: str, reference: "app.Simulation", learned: "app.Simulation", stepper: "FastEGNNStepper",
-    replicas: Sequence["app.Simulation"] = (),
+    path: Path, key: str, reference: Optional["app.Simulation"], learned: "app.Simulation",
+    stepper: "FastEGNNStepper", replicas: Sequence["app.Simulation"] = (),
 ) -> dict[str, Any]:
+    """The record and every Simulation's state from ``path``; ``reference`` None: the reference is
+    reused from another run (no reference Context here), the replicas' arrays are in the record."""
     try:
         with np.load(path) as data:
             version = int(data["version"]) if "version" in data.files else 1
@@ -768,24 +867,30 @@ def _resume(
             arrays = {name: data[name] for name in data.files}
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise DataError(f"{path}: unreadable validation checkpoint ({exc}); delete it to start over") from None
-    names = RECORD_ARRAYS + replica_arrays(len(replicas) + 1)
-    missing = [name for name in names + ("reference_state", "stepper_state")
+    names = RECORD_ARRAYS + replica_arrays(int(arrays["replicas"]) if "replicas" in arrays else 1)
+    states = ("stepper_state",) + (("reference_state",) if reference is not None else ())
+    missing = [name for name in names + states
                + tuple(f"reference_{k}_state" for k in range(1, len(replicas) + 1)) if name not in arrays]
     if missing:
         raise DataError(f"{path}: incomplete validation checkpoint (no {', '.join(missing)}); delete it to start over")
     try:
-        reference.context.loadCheckpoint(arrays["reference_state"].tobytes())
+        if reference is not None:
+            reference.context.loadCheckpoint(arrays["reference_state"].tobytes())
         learned.context.loadCheckpoint(arrays["stepper_state"].tobytes())
         for k, replica in enumerate(replicas, start=1):
             replica.context.loadCheckpoint(arrays[f"reference_{k}_state"].tobytes())
     except Exception as exc:  # OpenMMException: another platform or OpenMM version
         raise DataError(f"{path}: OpenMM cannot load it here ({exc}); delete it to start over") from None
     for simulation, step in zip((reference, learned, *replicas), arrays["steps"]):
-        simulation.currentStep = int(step)
+        if simulation is not None:
+            simulation.currentStep = int(step)
     for name, value in zip(STEPPER_COUNTERS, arrays["counters"]):
         setattr(stepper, name, int(value))
     stepper.set_history(arrays["history_previous"])  # the Context is back at history_last
     record = {name: list(arrays[name]) for name in names}
+    started = "start_state" in arrays  # older runs did not store their common start
+    record["start_state"] = str(arrays["start_state"]) if started else None
+    record["start_previous"] = arrays["start_previous"] if started else None
     record["accepted"] = [bool(a) for a in record["accepted"]]
     record["rejection"] = [str(r) for r in arrays["rejection"]]
     return record

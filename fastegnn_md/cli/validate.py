@@ -19,6 +19,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     va.add_argument("--reference-replicas", type=positive_int, default=2,
                     help="independent reference MD runs from the common start, other Langevin seeds (default 2: "
                          "the report compares the stepper's distributions with the run-to-run spread)")
+    va.add_argument("--reference-from", type=Path, default=None, metavar="DIR",
+                    help="reuse the reference MD of an earlier validate run in DIR (same structure, force field and "
+                         "seed; checked on the common start): only the stepper runs, e.g. to compare stepper "
+                         "settings or models at a fraction of the cost")
     add_force_field_arguments(va)
     va.add_argument("--relax-steps", type=int, default=25, help="restrained integrator steps per jump (default 25)")
     va.add_argument("--descent-iterations", type=int, default=3,
@@ -57,6 +61,6 @@ def run(args: argparse.Namespace) -> int:
         options["sample_scale"] = args.sample_scale
     result = validate(args.structure, args.out, args.checkpoint, settings, jumps=args.jumps, threads=args.threads,
                       stepper_options=options, progress=not args.quiet,
-                      reference_replicas=args.reference_replicas)
+                      reference_replicas=args.reference_replicas, reference_from=args.reference_from)
     print(result.summary())
     return 0

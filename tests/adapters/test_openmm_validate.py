@@ -316,3 +316,101 @@ def test_cli_parses_release_stages_and_sample(tmp_path):
     assert args.release_stages == 4 and args.sample is True
     args = build_parser().parse_args(["validate", "x.pdb"])
     assert args.release_stages == 1 and args.sample is False
+
+
+# -- reusing another run's reference MD ------------------------------------------------------------
+
+OTHER_OPTIONS = {"relax_steps": 12, "minimise_iterations": 5}
+
+
+@pytest.fixture(scope="module")
+def source(replicas_resumed, tmp_path_factory):
+    """A copy of `replicas_resumed`'s output (3 jumps, 2 replicas, its common start stored)."""
+    import shutil
+
+    out = tmp_path_factory.mktemp("source") / "run"
+    shutil.copytree(replicas_resumed[0], out)
+    return out
+
+
+@pytest.fixture(scope="module")
+def reused(source, checkpoint, tmp_path_factory):
+    """Two jumps with other stepper options and ``source``'s reference, then resumed to three."""
+    out = tmp_path_factory.mktemp("reused")
+    messages = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        first = validate(ADK, out, checkpoint, settings(), jumps=2, threads=1, stepper_options=OTHER_OPTIONS,
+                         progress=False, log=messages.append, reference_from=source)
+        result = validate(ADK, out, checkpoint, settings(), jumps=3, threads=1, stepper_options=OTHER_OPTIONS,
+                          progress=False, log=messages.append, reference_from=source)
+    return out, first, result, messages
+
+
+def test_reused_reference_is_the_source_run_bit_for_bit(source, reused):
+    out, first, result, messages = reused
+    assert not any("minimising" in m for m in messages)  # the common start was read, not made again
+    assert any("resuming" in m and "jump 2" in m for m in messages)
+    assert result.report["per_jump"][:3] == first.report["per_jump"]
+    with np.load(source / "validation.checkpoint.npz") as src, np.load(out / "validation.checkpoint.npz") as new:
+        for name in ("reference_frames", "pe_reference", "wall_reference", "reference_1_frames", "pe_reference_1"):
+            np.testing.assert_array_equal(new[name], src[name])
+        np.testing.assert_array_equal(new["stepper_frames"][0], src["reference_frames"][0])  # the same start
+        assert not np.allclose(new["stepper_frames"][1:], src["stepper_frames"][1:], atol=1e-3)  # other options
+        assert "reference_state" not in new.files and str(new["reference_reused_from"]) == str(source)
+        assert str(new["start_state"]) == str(src["start_state"])
+    assert result.report["summary"]["reference_replicas"] == 2  # the source's, not the argument's default 1
+    assert result.report["distributions"]["status"] == "ok"
+    assert f"Reference MD reused from `{source}`" in (out / "validation.md").read_text()
+    assert (out / "reference_1.xtc").exists()
+
+
+def test_reuse_refuses_what_the_source_cannot_give(source, checkpoint, tmp_path):
+    def run(out: Path, **changes) -> None:
+        args = dict(jumps=1, settings=settings())
+        args.update(changes)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            validate(ADK, out, checkpoint, args["settings"], jumps=args["jumps"], threads=1,
+                     stepper_options=OTHER_OPTIONS, progress=False, log=lambda _: None, reference_from=source)
+
+    with pytest.raises(DataError, match=r"holds 3 jumps of reference MD, --jumps 5 needs more"):
+        run(tmp_path / "a", jumps=5)
+    with pytest.raises(DataError, match=r"run for another structure or settings"):
+        run(tmp_path / "b", settings=settings(seed=4))
+    with pytest.raises(DataError, match=r"no validation.checkpoint.npz"):
+        validate(ADK, tmp_path / "c", checkpoint, settings(), jumps=1, progress=False, reference_from=tmp_path)
+
+
+def test_reuse_of_a_run_that_did_not_store_its_start(source, checkpoint, tmp_path):
+    """An older run (no stored start, no reference key) is reused when the common start, made again,
+    lands on its first frame, and refused when it does not (another seed)."""
+    old = tmp_path / "old"
+    old.mkdir()
+    with np.load(source / "validation.checkpoint.npz") as data:
+        arrays = {name: data[name] for name in data.files
+                  if name not in ("start_state", "start_previous", "reference_key")}
+    np.savez(old / "validation.checkpoint.npz", **arrays)
+    messages = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        validate(ADK, tmp_path / "ok", checkpoint, settings(), jumps=1, threads=1, stepper_options=OTHER_OPTIONS,
+                 progress=False, log=messages.append, reference_from=old)
+        assert any("minimising" in m for m in messages)  # made again, and it matched
+        with pytest.raises(DataError, match=r"its common start differs from this run's by .* Å"):
+            validate(ADK, tmp_path / "bad", checkpoint, settings(seed=4), jumps=1, threads=1,
+                     stepper_options=OTHER_OPTIONS, progress=False, log=lambda _: None, reference_from=old)
+    with np.load(tmp_path / "ok" / "validation.checkpoint.npz") as data:
+        np.testing.assert_array_equal(data["reference_frames"], arrays["reference_frames"][:2])
+    # A run that reused a reference is not itself a source: the one it reused is named instead.
+    with pytest.raises(DataError, match=r"reuses another run's reference itself; pass that run's directory"):
+        validate(ADK, tmp_path / "again", checkpoint, settings(), jumps=1, progress=False,
+                 reference_from=tmp_path / "ok")
+
+
+def test_cli_passes_reference_from(tmp_path):
+    from fastegnn_md.cli import build_parser
+
+    args = build_parser().parse_args(["validate", "x.pdb", "--reference-from", str(tmp_path)])
+    assert args.reference_from == tmp_path
+    assert build_parser().parse_args(["validate", "x.pdb"]).reference_from is None
