@@ -36,6 +36,13 @@ def write_atomically(path: Union[str, Path], write: Callable[[BinaryIO], None]) 
     return path
 
 
+def partial_path(path: Union[str, Path]) -> Path:
+    """Where the frames of a streamed output ``path`` go until the run finishes:
+    ``<stem>.partial<ext>`` (a killed run keeps them there; a finished earlier ``path`` stays)."""
+    path = Path(path)
+    return path.with_name(f"{path.stem}.partial{path.suffix}")
+
+
 def write_path_atomically(path: Union[str, Path], write: Callable[[Path], None]) -> Path:
     """Like `write_atomically`, for libraries (h5py) that write to a path, not a handle:
     ``write(tmp)`` fills a temporary file beside ``path``, which is flushed to disk and renamed."""

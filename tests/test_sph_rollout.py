@@ -10,8 +10,10 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import shutil
 from pathlib import Path
 
+import h5py
 import numpy as np
 import pytest
 import torch
@@ -198,6 +200,41 @@ def test_non_finite_predictions_stop_the_rollout_keeping_frames(dataset, checkpo
     assert report["horizons"]["mse_at"]["5"]["model"] is None
     assert report["horizons"]["mse_at"]["5"]["no motion"] is not None
     assert (tmp_path / "r" / "frames.png").is_file()
+
+
+def test_predicted_h5_is_streamed_and_a_killed_run_keeps_its_frames(dataset, checkpoint, tmp_path, monkeypatch):
+    """While the rollout runs, every frame made is on disk in ``predicted.partial.h5`` (a copy of
+    its bytes taken mid-run reads back); a run killed at jump 3 leaves start + 2 jumps there and an earlier
+    finished ``predicted.h5`` untouched; a finished run renames the partial file into place."""
+    report = tmp_path / "r"
+    assert main(["rollout", str(dataset), "--checkpoint", str(checkpoint), "--jumps", "2",
+                 "--report", str(report), "--sinkhorn-particles", "50", "--quiet"]) == 0
+    earlier = (report / "predicted.h5").read_bytes()
+    seen = []
+    original = Predictor.predict
+
+    def read_then_kill(self, *args, **kwargs):
+        # The bytes on disk now are what a SIGKILL would leave: a copy must read back whole.
+        shutil.copy(report / "predicted.partial.h5", tmp_path / "snapshot.h5")
+        with h5py.File(tmp_path / "snapshot.h5", "r") as handle:
+            seen.append(handle["00000/position"].shape[0])
+        if len(seen) == 3:
+            raise KeyboardInterrupt  # as a killed process: no finish
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(Predictor, "predict", read_then_kill)
+    code = main(["rollout", str(dataset), "--checkpoint", str(checkpoint), "--jumps", "5",
+                 "--report", str(report), "--sinkhorn-particles", "50", "--quiet"])
+    assert code == 130  # the CLI's "interrupted"
+    assert seen == [1, 2, 3]  # the start, then one more frame before each jump
+    (partial,) = list(read_lagrangebench(report / "predicted.partial.h5"))
+    assert partial.positions.shape[0] == 3
+    assert (report / "predicted.h5").read_bytes() == earlier
+    monkeypatch.setattr(Predictor, "predict", original)
+    assert main(["rollout", str(dataset), "--checkpoint", str(checkpoint), "--jumps", "4",
+                 "--report", str(report), "--sinkhorn-particles", "50", "--quiet"]) == 0
+    (predicted,) = list(read_lagrangebench(report / "predicted.h5"))
+    assert predicted.positions.shape[0] == 5 and not (report / "predicted.partial.h5").exists()
 
 
 def _run_error(args, capsys) -> str:

@@ -11,7 +11,7 @@ import MDAnalysis
 import numpy as np
 
 from ...errors import DataError
-from ...io import write_atomically
+from ...io import partial_path, write_atomically
 from .reading import PathLike
 
 
@@ -66,12 +66,6 @@ def write_pdb(universe: MDAnalysis.Universe, positions: np.ndarray, path: PathLi
             tmp.unlink(missing_ok=True)
 
     return write_atomically(path, write)
-
-
-def partial_path(path: PathLike) -> Path:
-    """Where the frames of ``path`` stream until the run finishes: ``<stem>.partial<ext>``."""
-    path = Path(path)
-    return path.with_name(f"{path.stem}.partial{path.suffix}")
 
 
 class StreamingTrajectoryWriter:

@@ -4,13 +4,14 @@
 from __future__ import annotations
 
 from pathlib import Path
+import os
 from typing import Iterable, Iterator, Optional
 
 import h5py
 import numpy as np
 
 from ...errors import DataError
-from ...io import write_path_atomically
+from ...io import partial_path, write_path_atomically
 from .trajectory import PADDING_TYPE, PathLike, SPHTrajectory, _check_convention, infer_convention
 
 
@@ -98,6 +99,55 @@ def write_lagrangebench(path: PathLike, trajectories: Iterable[SPHTrajectory]) -
                 group.create_dataset("particle_type", data=np.asarray(trajectory.particle_type, dtype=np.int64))
 
     return write_path_atomically(Path(path), write)
+
+
+class StreamingLagrangeBenchWriter:
+    """Append the frames of one trajectory to a LagrangeBench HDF5 file as they are made.
+
+    The file holds one group ``"00000"``: ``particle_type`` int64 (N,) and ``position`` float32
+    (T, N, dim), grown by one frame per `write` (chunks of one frame, gzip) and flushed, so the
+    frames made so far are on disk. They go to ``<stem>.partial<ext>``; `commit` renames that
+    file to ``path`` once the run is complete, so a run that is killed or fails keeps its frames
+    under the partial name and a finished earlier ``path`` is untouched (as the MD writer does).
+    Units: the dataset's own.
+    """
+
+    def __init__(self, path: PathLike, particle_type: np.ndarray, dim: int) -> None:
+        self.path = Path(path)
+        self.file = partial_path(self.path)
+        types = np.asarray(particle_type, dtype=np.int64)
+        self.frames = 0
+        self.closed = False
+        try:
+            self.file.parent.mkdir(parents=True, exist_ok=True)
+            self._handle = h5py.File(self.file, "w")
+        except OSError as exc:  # name the output the user gave, not the partial file
+            raise DataError(f"{self.path}: cannot be written ({_one_line(exc)})") from None
+        group = self._handle.create_group("00000")
+        group.create_dataset("particle_type", data=types)
+        self._positions = group.create_dataset(
+            "position", shape=(0, len(types), int(dim)), maxshape=(None, len(types), int(dim)), dtype=np.float32,
+            chunks=(1, len(types), int(dim)), compression="gzip")
+
+    def write(self, positions: np.ndarray) -> None:
+        """Append one frame: positions (N, dim) in the dataset's length unit."""
+        self._positions.resize(self.frames + 1, axis=0)
+        self._positions[self.frames] = np.asarray(positions, dtype=np.float32)
+        self.frames += 1
+        self._handle.flush()
+
+    def close(self) -> None:
+        if not self.closed:
+            self._handle.close()
+            self.closed = True
+
+    def commit(self) -> Path:
+        """Close, flush to disk and rename the partial file to ``path``; returns ``path``."""
+        self.close()
+        with open(self.file, "rb+") as handle:
+            os.fsync(handle.fileno())
+        os.replace(self.file, self.path)
+        return self.path
 
 
 def _one_line(exc: BaseException) -> str:

@@ -23,7 +23,9 @@ domain) in one jump.
 Outputs: ``out`` (default ``<report>/predicted.h5``), a LagrangeBench HDF5 file with one
 trajectory (group ``"00000"``: ``position`` (1 + K, N, 3) float32 — row 0 the start frame, row k
 jump k, walls included — and the dataset's ``particle_type``), readable with
-`fastegnn_md.adapters.sph.read_lagrangebench`; and ``<report>/report.json``, ``report.md``,
+`fastegnn_md.adapters.sph.read_lagrangebench`, streamed frame by frame into
+``<stem>.partial.h5`` and renamed into place when the rollout ends (a killed run keeps its
+frames there); and ``<report>/report.json``, ``report.md``,
 ``frames.png``, ``errors.png``.
 """
 
@@ -38,15 +40,15 @@ import numpy as np
 from .. import spec_keys as keys
 from ..adapters.sph.dataset import open_sph_dataset
 from ..adapters.sph.kind import SPHDatasetKind
-from ..adapters.sph.lagrangebench import write_lagrangebench
-from ..adapters.sph.trajectory import SPHTrajectory, particle_types_to_attrs, trajectory_convention
+from ..adapters.sph.lagrangebench import StreamingLagrangeBenchWriter
+from ..adapters.sph.trajectory import particle_types_to_attrs, trajectory_convention
 from ..checkpoint import Checkpoint, load_checkpoint
 from ..conventions import backward_velocity
 from ..errors import CheckpointError, DataError
 from ..particle_metrics import SINKHORN_MAX_PARTICLES, default_sinkhorn_reg
 from ..predictor import Predictor
 from ..reports.sph import SinkhornSettings, SPHReportInputs, compare, write_report
-from ..rollout import RolloutFrame, RolloutResult, StartState
+from ..rollout import RolloutFrame, RolloutResult, StartState, StopRollout
 from .pipeline import FrameSink, RolloutCase, RolloutOutputs, RolloutRequest, run_rollout
 
 PathLike = Union[str, Path]
@@ -78,20 +80,27 @@ def bounds_diagonal(bounds: Any) -> float:
 
 
 class HDF5Sink(FrameSink):
-    """Keeps the frames and writes the predicted LagrangeBench HDF5 file when the rollout ends."""
+    """Streams the predicted frames into a LagrangeBench HDF5 file (`StreamingLagrangeBenchWriter`):
+    the start frame first, then each jump as it is made, under ``<stem>.partial.h5`` until the
+    rollout ends; a rollout that stops early (divergence) keeps its frames and is renamed into
+    place like a finished one, a killed one leaves them under the partial name."""
 
     def __init__(self, case: "SPHRollout") -> None:
         self.case = case
-        self.frames: list[np.ndarray] = []
+        self.writer = StreamingLagrangeBenchWriter(case.out, case.traj.particle_type, case.reference.shape[-1])
+        self.writer.write(case.reference[0])
 
     def write(self, frame: RolloutFrame) -> None:
-        self.frames.append(frame.positions)
+        try:
+            self.writer.write(frame.positions)
+        except (OSError, ValueError) as exc:
+            raise StopRollout(f"cannot write the frame ({' '.join(str(exc).split())})") from None
+
+    def close(self) -> None:
+        self.writer.close()
 
     def finish(self, result: RolloutResult) -> None:
-        case = self.case
-        predicted = np.stack([case.reference[0]] + [frame.positions for frame in result.frames])
-        written = SPHTrajectory(predicted, case.traj.particle_type, key=case.traj.key, convention=case.convention)
-        write_lagrangebench(case.out, [written])
+        self.writer.commit()
 
 
 class SPHRollout(RolloutCase):
