@@ -33,8 +33,10 @@ decay 1e-12, C = 3, hidden 64, 4 layers. The paper gives no batch size (the auth
 the CLI use 20 graphs); the default here is 4 so that 60 pairs still give 15 steps per epoch.
 
 Velocities are in box units per second and a jump is 0.075 s, so EGNN, whose velocity head
-phi_v(h) v starts at O(1) in every layer, overshoots at first: in trial runs its first epochs
-were far worse than "no motion" and it needed ~60 steps to catch up with FastEGNN.
+phi_v(h) v starts at O(1) in every layer, overshot at first (its first epochs far worse than "no
+motion"). ``--time-scale jump`` (the default, as ``fastegnn-md train`` on SPH data) makes the
+models see v·Δt: untrained EGNN then starts at 1.4× no motion's MSE instead of 37×
+(`velocity_time_scale.py`, benchmarks/RESULTS.md). ``--time-scale 1`` gives the old behaviour.
 """
 
 from __future__ import annotations
@@ -125,6 +127,9 @@ def main() -> None:
     parser.add_argument("--starts", type=int, default=15, help="random input frames per trajectory (default 15)")
     parser.add_argument("--sigma", type=float, default=1.5, help="MMD bandwidth, box units (default 1.5)")
     parser.add_argument("--mmd-weight", type=float, default=0.01, help="lambda of Eq. 11 (default 0.01)")
+    parser.add_argument("--time-scale", default="jump",
+                        help="time that becomes 1 inside the models: 'jump' (default, the SPH kind's) or seconds; "
+                             "1 = the velocities as the data gives them (box units per second)")
     add_run_arguments(parser, runs="runs/water3d-bench", epochs=30, batch_size=4, repeats=3)
     args = parser.parse_args()
 
@@ -142,7 +147,8 @@ def main() -> None:
         config = TrainConfig(model=entry.model, virtual_nodes=entry.virtual_nodes, cutoff=cutoff,
                              drop_rate=entry.drop_rate, sigma=args.sigma, mmd_weight=args.mmd_weight,
                              batch_size=args.batch_size, epochs=args.epochs, patience=args.epochs, seed=0,
-                             gravity_axis=spec.get("gravity_axis"))
+                             gravity_axis=spec.get("gravity_axis"),
+                             time_scale=args.time_scale if args.time_scale == "jump" else float(args.time_scale))
         start = time.perf_counter()
         summary = Trainer(config, train, valid, run_dir(args.runs, entry), spec, str(args.data),
                           progress=not args.quiet).fit()

@@ -16,7 +16,7 @@ import time
 import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Optional, Sequence
+from typing import Any, Iterator, Optional, Sequence, Union
 
 import numpy as np
 import torch
@@ -33,6 +33,8 @@ from .rollout_training import RolloutTraining
 from .geometry import unit_gravity_axis
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
+#: `TrainConfig.time_scale` value meaning "the data's jump Δt".
+JUMP_TIME_SCALE = "jump"
 BEST, LAST, METRICS = "best.pt", "last.pt", "metrics.jsonl"
 EXTENDABLE = ("epochs", "patience")  # settings a resumed run may change
 
@@ -48,6 +50,9 @@ class TrainConfig:
     in benchmarks/RESULTS.md). gravity_axis (a 3-vector, stored normalised; None = no term)
     switches on the models' learned gravity term (`fastegnn_md.models.contract.JumpModel`); the
     checkpoint's data spec records it. The CLI takes it from the dataset (SPH: metadata or −y).
+    time_scale (the data's time unit, or "jump" = the data's jump Δt; default 1) is the time that
+    becomes 1 inside the model (`JumpModel.set_time_scale`): the velocities it sees are then the
+    constant-velocity displacement over that time, so the velocity term starts at the right size.
     input_noise (length unit; 0 = off) and unroll (K jumps; 1 = off) train for rollouts
     (`fastegnn_md.rollout_training`: random-walk noise on the velocity history, pushforward).
     local_distance_weight (0 = off) adds that multiple of `local_distance_loss` over the pairs
@@ -77,6 +82,7 @@ class TrainConfig:
     patience: int = 50
     grad_clip: Optional[float] = None
     length_scale: float = 1.0
+    time_scale: Union[float, str] = 1.0
     gravity_axis: Optional[list[float]] = None
     input_noise: float = 0.0
     unroll: int = 1
@@ -103,6 +109,10 @@ class TrainConfig:
             raise ValueError(f"cutoff must be a positive length, got {self.cutoff}")
         if not (math.isfinite(self.length_scale) and self.length_scale > 0):
             raise ValueError(f"length_scale must be a positive length, got {self.length_scale}")
+        if self.time_scale != JUMP_TIME_SCALE and not (
+            isinstance(self.time_scale, (int, float)) and math.isfinite(self.time_scale) and self.time_scale > 0
+        ):
+            raise ValueError(f"time_scale must be a positive time or {JUMP_TIME_SCALE!r}, got {self.time_scale!r}")
         if not (math.isfinite(self.local_distance_cutoff) and self.local_distance_cutoff > 0):
             raise ValueError(f"local_distance_cutoff must be a positive length, got {self.local_distance_cutoff}")
         if not (math.isfinite(self.sigma) and self.sigma > 0):
@@ -118,9 +128,18 @@ class TrainConfig:
                 raise ValueError(f"{name} must be a finite number >= 0, got {value}")
 
 
+def resolve_time_scale(time_scale: Union[float, str], dt: float) -> float:
+    """The model's time scale T: ``"jump"`` = the data's jump Δt (its time unit), else the number."""
+    return float(dt) if time_scale == JUMP_TIME_SCALE else float(time_scale)
+
+
 def make_model(config: TrainConfig, num_node_attrs: int, dt: float = 1.0) -> tuple[JumpModel, dict[str, Any]]:
-    """Build the configured model (seeded) and return it with its constructor hparams."""
+    """Build the configured model (seeded) and return it with its constructor hparams.
+
+    dt : the jump in the data's time unit (initialises Linear's alpha at constant velocity, in
+        the velocities the model sees: v·T/L with T the time scale)."""
     node_features, edge_features = feature_dims(num_node_attrs)
+    time_scale = resolve_time_scale(config.time_scale, dt)
     hparams = model_hparams(
         config.model,
         node_features=node_features,
@@ -128,10 +147,12 @@ def make_model(config: TrainConfig, num_node_attrs: int, dt: float = 1.0) -> tup
         hidden=config.hidden,
         layers=config.layers,
         virtual_nodes=config.virtual_nodes,
-        dt=dt,
+        dt=dt / time_scale,
     )
     if config.length_scale != 1.0:  # only then, so N-body checkpoints keep their hparams unchanged
         hparams["length_scale"] = config.length_scale
+    if time_scale != 1.0:  # likewise
+        hparams["time_scale"] = time_scale
     if config.gravity_axis is not None:  # likewise: no key = no gravity term (older checkpoints)
         hparams["gravity_axis"] = list(config.gravity_axis)
     if config.virtual_init != "centroid":  # likewise: no key = the paper's start; kept by models that take it

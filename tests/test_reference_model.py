@@ -43,6 +43,7 @@ VARIANTS = {
     "global nodes": ("global_nodes", {}, 1.0),
     "gravity and length scale": ("fastegnn", {"gravity_axis": (0.3, -1.0, 0.2)}, 2.5),
     "egnn": ("egnn", {}, 1.0),
+    "time and length scale": ("fastegnn", {"time_scale": 0.075}, 2.5),
 }
 
 # name -> (graph sizes, node attribute columns, cutoff, drop rate p)

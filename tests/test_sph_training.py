@@ -108,6 +108,29 @@ def test_train_records_the_sph_spec(water, water_run, capsys):
     config = ckpt.training["config"]
     assert config["mmd_weight"] == 0.01 and config["batch_size"] == 20  # the SPH defaults
     assert ckpt.build_model().gravity_axis == [0.0, -1.0, 0.0]
+    # Velocities in box units per second: the model's time unit is the jump (issue 16).
+    assert config["time_scale"] == "jump" and ckpt.hparams["time_scale"] == pytest.approx(spec.dt)
+    assert ckpt.build_model().time_scale == pytest.approx(spec.dt)
+
+
+def test_time_scale_jump_starts_linear_at_constant_velocity():
+    """With T = the jump's dt, Linear's alpha starts at 1 in the model's units: x + dt·v exactly."""
+    import torch
+
+    from fastegnn_md.graph import FramePair, collate
+    from fastegnn_md.training import TrainConfig, make_model
+
+    rng = np.random.default_rng(0)
+    pair = FramePair(rng.random((6, 3)), rng.normal(size=(6, 3)), rng.random((6, 3)), np.ones((6, 1)))
+    batch = collate([pair], cutoff=None, dtype=torch.float64)
+    for time_scale in ("jump", 1.0, 0.01):
+        model, hparams = make_model(TrainConfig(model="linear", time_scale=time_scale), 1, dt=0.075)
+        with torch.no_grad():
+            out = model.double()(batch).positions.numpy()
+        np.testing.assert_allclose(out, pair.positions + 0.075 * pair.velocities, rtol=0, atol=1e-7)  # alpha: float32
+        assert ("time_scale" in hparams) == (time_scale != 1.0)
+    with pytest.raises(ValueError, match="time_scale must be a positive time or 'jump'"):
+        TrainConfig(time_scale="step")
 
 
 def test_evaluate_on_the_dataset_matches_a_reload(water, water_run, capsys):
@@ -142,11 +165,13 @@ def test_open_for_checkpoint_reads_the_same_pairs(water, water_run):
 def test_flags_change_jump_velocity_cutoff_and_gravity(water, tmp_path, capsys):
     run = tmp_path / "run"
     assert cli("train", "--data", water, "--model", "egnn", "--out", run, "--jump", "5", "--velocity", "paper",
-               "--cutoff", "0.1", "--gravity-axis", "none", "--max-train", "4", "--max-valid", "2", *TINY) == 0
+               "--cutoff", "0.1", "--gravity-axis", "none", "--time-scale", "1", "--max-train", "4",
+               "--max-valid", "2", *TINY) == 0
     ckpt = load_checkpoint(run / "best.pt")
     spec = ckpt.data_spec
     assert (spec.frame_stride, spec.velocity_convention, spec.cutoff, spec.gravity_axis) == (5, "forward", 0.1, None)
     assert spec.dt == pytest.approx(0.025) and "gravity_axis" not in ckpt.hparams
+    assert "time_scale" not in ckpt.hparams and ckpt.build_model().time_scale == 1.0
     capsys.readouterr()
     assert cli("evaluate", run / "best.pt", "--data", water, "--json", "--repeats", "1", "--max-examples", "3") == 0
     assert json.loads(capsys.readouterr().out)["examples"] == 3
@@ -199,6 +224,8 @@ def test_flags_of_another_kind_are_one_line_errors(walls, nbody, tmp_path, capsy
         (["--frames", "1", "2"], "--frames: applies to N-body"),
         (["--velocity", "physical"], "--velocity: SPH dataset"),
         (["--cutoff", "0"], "--cutoff"),
+        (["--time-scale", "step"], "--time-scale: must be a positive time or 'jump', got 'step'"),
+        (["--time-scale", "-1"], "train: time_scale must be a positive time or 'jump', got -1.0"),
     ):
         assert needle in run_error(capsys, ["train", "--data", walls, *flags, *out])
     line = run_error(capsys, ["train", "--data", walls, "--gravity-axis", "w", *out])

@@ -32,7 +32,9 @@ GRAVITY_FROM_METADATA = "metadata"
 #: Water-3D's convention (and `fastegnn-md sph generate`'s): gravity along −y.
 DEFAULT_GRAVITY_AXIS = (0.0, -1.0, 0.0)
 #: The paper's Water-3D λ (Table 5) and the authors' batch of 20 large graphs.
-SPH_TRAINING = TrainingDefaults(mmd_weight=0.01, batch_size=20)
+# time_scale "jump": SPH velocities are box units per second and a jump is ~0.075 s, so with T = 1 the
+# velocity term would start ~50x too strong (issue 16); with T = Δt it starts at constant velocity's size.
+SPH_TRAINING = TrainingDefaults(mmd_weight=0.01, batch_size=20, time_scale="jump")
 
 
 @dataclass

@@ -83,6 +83,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     train.add_argument("--patience", type=positive_int, default=50, help="early stopping: epochs without improvement")
     train.add_argument("--length-scale", type=float, default=None,
                        help="length that becomes 1 inside the model (default: 10 for Å data, 1 otherwise)")
+    train.add_argument("--time-scale", default=None, metavar="T|jump",
+                       help="time that becomes 1 inside the model, in the data's time unit, or 'jump' = the jump's "
+                            "dt, so the velocity term starts at a constant-velocity jump's size (default: jump for "
+                            "SPH data, 1 otherwise)")
     train.add_argument("--grad-clip", type=float, default=None, help="cap the gradient norm per step (default off)")
     train.add_argument("--input-noise", type=float, default=0.0, metavar="SIGMA",
                        help="random-walk noise of SIGMA (length unit) on each input's velocity history, "
@@ -167,6 +171,16 @@ def _given(value: Any, default: Any) -> Any:
     return default if value is None else value
 
 
+def _time_scale(text: str) -> "float | str":
+    """``--time-scale``: "jump" or a positive number (TrainConfig checks the number)."""
+    if text == "jump":
+        return text
+    try:
+        return float(text)
+    except ValueError:
+        raise UsageError(f"--time-scale: must be a positive time or 'jump', got {text!r}") from None
+
+
 def default_unroll(defaults: Any, spec_fields: dict) -> int:
     """The kind's pushforward default, where it can run: only backward velocities come from positions."""
     from ..conventions import BACKWARD
@@ -214,6 +228,7 @@ def run(args: argparse.Namespace) -> int:
             gyration_weight=args.gyration_weight,
             virtual_init=args.virtual_init,
             length_scale=args.length_scale if args.length_scale is not None else defaults.length_scale,
+            time_scale=_time_scale(args.time_scale) if args.time_scale is not None else defaults.time_scale,
             gravity_axis=dataset.spec_fields.get("gravity_axis"),
             seed=args.seed,
             dtype=args.dtype,

@@ -37,7 +37,8 @@ class TrainingDefaults:
     """Training settings a kind of data wants when the user gives none (`fastegnn-md train`).
 
     mmd_weight : λ of Eq. 11; batch_size : graphs per batch; length_scale : the length that
-    becomes 1 inside the model (the data's length unit; `fastegnn_md.models.contract`);
+    becomes 1 inside the model (the data's length unit; `fastegnn_md.models.contract`); time_scale :
+    the time that does (a number in the data's time unit, or "jump" = the jump's Δt);
     local_distance_weight, local_distance_cutoff (length unit) : the local-distance term
     (`fastegnn_md.losses.local_distance_loss`; weight 0 = off); radial_distance_weight : the
     envelope term (`fastegnn_md.losses.radial_distance_loss`; 0 = off); unroll : pushforward jumps K
@@ -47,6 +48,7 @@ class TrainingDefaults:
     mmd_weight: float = 0.03
     batch_size: int = 50
     length_scale: float = 1.0
+    time_scale: Union[float, str] = 1.0
     local_distance_weight: float = 0.0
     local_distance_cutoff: float = 2.6
     radial_distance_weight: float = 0.0

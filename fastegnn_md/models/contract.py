@@ -34,6 +34,7 @@ aggregation kernels in `fastegnn_md.models.kernels`.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Optional, Sequence
 
@@ -59,7 +60,9 @@ class JumpModel(nn.Module):
 
     ``length_scale`` L (data length unit, default 1): `forward` divides positions, velocities,
     the distance edge feature and the speed node feature by L, calls `jump`, and multiplies the
-    predicted positions, velocities and virtual positions by L. The model therefore sees
+    predicted positions, velocities and virtual positions by L. ``time_scale`` T (data time
+    unit, default 1; `set_time_scale`) further multiplies the velocities and the speed feature
+    by T on the way in and divides predicted velocities by T on the way out. The model therefore sees
     coordinates of order one whatever the unit; scaling commutes with rotations, reflections and
     translations, so equivariance is unchanged, and L = 1 is exactly the paper's model. Molecular
     data in Å need it: with raw Å, squared distances to the virtual nodes reach ~10^3 and the
@@ -68,22 +71,32 @@ class JumpModel(nn.Module):
 
     name: str = ""
     length_scale: float = 1.0
+    time_scale: float = 1.0
 
     def set_length_scale(self, length_scale: float) -> None:
         if not length_scale > 0:
             raise ValueError(f"length_scale must be positive, got {length_scale}")
         self.length_scale = float(length_scale)
 
+    def set_time_scale(self, time_scale: float) -> None:
+        """T (data time unit): the model sees velocities as v·T/L, the displacement over T in its
+        own lengths; T = the jump's Δt makes the velocity term start at the size of a
+        constant-velocity jump whatever the data's time unit (SPH data: box units per second
+        with Δt = 0.075 s). T = 1 is exactly the paper's model."""
+        if not (math.isfinite(time_scale) and time_scale > 0):
+            raise ValueError(f"time_scale must be a positive time, got {time_scale}")
+        self.time_scale = float(time_scale)
+
     def forward(self, batch: "GraphBatch") -> ModelOutput:
-        scale = self.length_scale
-        if scale == 1.0:
+        length, time = self.length_scale, self.time_scale
+        if length == 1.0 and time == 1.0:
             out = self.jump(batch)
         else:
-            out = self.jump(_scaled_batch(batch, 1.0 / scale))
+            out = self.jump(_scaled_batch(batch, 1.0 / length, time / length))
             out = ModelOutput(
-                positions=out.positions * scale,
-                virtual_positions=None if out.virtual_positions is None else out.virtual_positions * scale,
-                velocities=None if out.velocities is None else out.velocities * scale,
+                positions=out.positions * length,
+                virtual_positions=None if out.virtual_positions is None else out.virtual_positions * length,
+                velocities=None if out.velocities is None else out.velocities * (length / time),
             )
         return _hold_fixed_nodes(out, batch)
 
@@ -140,24 +153,26 @@ def _hold_fixed_nodes(out: ModelOutput, batch: "GraphBatch") -> ModelOutput:
     return ModelOutput(positions=positions, virtual_positions=out.virtual_positions, velocities=out.velocities)
 
 
-def _scaled_batch(batch: "GraphBatch", factor: float) -> "GraphBatch":
-    """``batch`` with every length (positions, velocities, |v| and distance features) times ``factor``.
+def _scaled_batch(batch: "GraphBatch", factor: float, velocity_factor: Optional[float] = None) -> "GraphBatch":
+    """``batch`` with every length (positions, the distance feature) times ``factor`` and every
+    velocity (velocities, the |v| feature) times ``velocity_factor`` (default ``factor``).
 
     Relies on the feature recipe of `fastegnn_md.graph`: node feature 0 is |v|, edge feature 0 is
     the distance; the other columns (node attributes and their products) are not lengths.
     """
     from dataclasses import replace
 
+    velocity_factor = factor if velocity_factor is None else velocity_factor
     node_features = batch.node_features.clone()
-    node_features[:, 0] *= factor
+    node_features[:, 0] *= velocity_factor
     edge_features = batch.edge_features.clone()
     edge_features[:, 0] *= factor
     return replace(
         batch,
         positions=batch.positions * factor,
-        velocities=batch.velocities * factor,
+        velocities=batch.velocities * velocity_factor,
         node_features=node_features,
         edge_features=edge_features,
         target_positions=None if batch.target_positions is None else batch.target_positions * factor,
-        target_velocities=None if batch.target_velocities is None else batch.target_velocities * factor,
+        target_velocities=None if batch.target_velocities is None else batch.target_velocities * velocity_factor,
     )

@@ -291,16 +291,17 @@ def _add_gravity(model: JumpModel, x: torch.Tensor, v: torch.Tensor, context: to
     return x + phi_g * g
 
 
-def _in_model_units(batch: GraphBatch, length_scale: float) -> GraphBatch:
-    """**Departure** (length scale, `contract.JumpModel`): positions, velocities, the speed node
-    feature (column 0) and the distance edge feature (column 0) divided by L."""
-    if length_scale == 1.0:
+def _in_model_units(batch: GraphBatch, length_scale: float, time_scale: float = 1.0) -> GraphBatch:
+    """**Departure** (length and time scales, `contract.JumpModel`): positions and the distance
+    edge feature (column 0) divided by L; velocities and the speed node feature (column 0) times T / L."""
+    if length_scale == 1.0 and time_scale == 1.0:
         return batch
-    node_features = torch.cat([batch.node_features[:, :1] / length_scale, batch.node_features[:, 1:]], dim=1)
+    speed = time_scale / length_scale
+    node_features = torch.cat([batch.node_features[:, :1] * speed, batch.node_features[:, 1:]], dim=1)
     edge_features = torch.cat([batch.edge_features[:, :1] / length_scale, batch.edge_features[:, 1:]], dim=1)
     return GraphBatch(
         positions=batch.positions / length_scale,
-        velocities=batch.velocities / length_scale,
+        velocities=batch.velocities * speed,
         node_features=node_features,
         edge_index=batch.edge_index,
         edge_features=edge_features,
@@ -327,7 +328,7 @@ def reference_forward(model: JumpModel, batch: GraphBatch) -> ModelOutput:
     else:
         raise TypeError(f"no reference implementation for {type(model).__name__}")
     scale = float(model.length_scale)
-    out = jump(model, _in_model_units(batch, scale))
+    out = jump(model, _in_model_units(batch, scale, float(model.time_scale)))
     positions = out.positions * scale
     virtual = None if out.virtual_positions is None else out.virtual_positions * scale
     moving = batch.moving

@@ -37,11 +37,14 @@ def build_model(name: str, **hparams: Any) -> JumpModel:
 
     Every model takes what it needs from: node_features, edge_features, hidden, layers,
     virtual_nodes, dt, gravity_axis (see each class; every model takes gravity_axis, default
-    None = no gravity term). ``length_scale`` (every model; default 1) is the data length that
-    becomes 1 inside the model (`JumpModel`).
+    None = no gravity term). ``length_scale`` and ``time_scale`` (every model; default 1) are the
+    data length and time that become 1 inside the model (`JumpModel`).
     """
     length_scale = hparams.pop("length_scale", None)
+    time_scale = hparams.pop("time_scale", None)
     model = model_class(name)(**model_hparams(name, **hparams))
     if length_scale is not None:
         model.set_length_scale(length_scale)
+    if time_scale is not None:
+        model.set_time_scale(time_scale)
     return model

@@ -154,3 +154,36 @@ def test_length_scale_keeps_equivariance_and_rescales(name: str, reflect: bool) 
     if z is not None:
         close(z_big, z * scale)
         close(z_g, z_big @ q + t)
+
+
+@pytest.mark.parametrize("name", available_models())
+@pytest.mark.parametrize("reflect", [False, True], ids=["rotation", "reflection"])
+def test_time_scale_keeps_equivariance_and_scales_velocities(name: str, reflect: bool) -> None:
+    """A model with time_scale T on velocities v equals the plain model on v·T (the displacement
+    over T), also with a length scale, and stays E(3)-equivariant."""
+    rng = np.random.default_rng(3)
+    time_scale, length_scale = 0.075, 3.1
+    plain = perturbed_model(name)
+    timed = perturbed_model(name)
+    timed.set_time_scale(time_scale)
+    pairs = make_pairs(rng)
+    slow = [FramePair(p.positions, p.velocities / time_scale, p.target_positions, p.node_attrs) for p in pairs]
+    q, t = random_orthogonal(rng, reflect), rng.normal(size=3) * 5.0
+    with torch.no_grad():
+        x, z = run(plain, pairs)
+        x_slow, z_slow = run(timed, slow)
+        x_g, z_g = run(timed, transformed(slow, q, t))
+        both = perturbed_model(name)
+        both.set_time_scale(time_scale)
+        both.set_length_scale(length_scale)
+        big = [FramePair(p.positions * length_scale, p.velocities * length_scale, p.target_positions * length_scale,
+                         p.node_attrs) for p in slow]
+        x_big, _ = run(both, big, cutoff=2.5 * length_scale)
+    close(x_slow, x)
+    close(x_g, x_slow @ q + t)
+    close(x_big, x * length_scale)
+    if z is not None:
+        close(z_slow, z)
+        close(z_g, z_slow @ q + t)
+    with pytest.raises(ValueError, match="time_scale must be a positive time"):
+        plain.set_time_scale(0.0)
