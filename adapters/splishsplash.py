@@ -29,10 +29,16 @@ Solver setup (the scene file written for each trajectory)
   (``boundaryHandlingMethod`` 0, regular triangle sampling of the box surface). Volume maps
   (SPlisHSPlasH's default) took ~22 s to precompute for a 30³ map and density maps ~90 s,
   against ~0 s for the wall particles, with the same cost per step.
-* The wall particles are **not** stored: as in Water-3D (whose trajectories, as far as we know,
-  hold only water particles, DeepMind type 5; we could not check a file here), the walls are
-  the planes of ``metadata["bounds"]``. A 1 m box has ~17.5k wall particles at the default
-  radius, 2-5 times the water, all static.
+* The solver's wall particles are not stored (a 1 m box has ~17.5k at the default radius).
+  Instead, since issue 16, the box is stored as a lattice of kinematic wall particles at the
+  fluid spacing 2r (`with_box_walls`, `fastegnn_md.adapters.sph.walls`; DeepMind type 3,
+  after the water), so a learned model sees the walls it must not cross: 3,752 particles for
+  r = 2 cm in a 1 m box, 9,602 at the default 1.25 cm. Why particles and not LagrangeBench's
+  distance-to-bounds features, measured in ``benchmarks/sph_walls.py`` (RESULTS.md): the
+  features are free but give an equivariant model no direction to push away from a side wall;
+  the particles do (the coordinate update runs along x_i − x_j), and with wall–wall edges left
+  out of the graph they cost 1.9× the water-only training step, +6 % on disk.
+  ``store_walls=False`` stores the water alone, as before.
 * No partio/VTK/state export: SPlisHSPlasH writes only its log, into a temporary directory.
 
 Water block: a regular lattice of spacing 2r (r = particle radius), ``n_x × n_y × n_z``
@@ -84,12 +90,14 @@ from tqdm.auto import tqdm
 
 from ..conventions import SPLITS
 from ..errors import DataError
-from .sph import DEEPMIND_WATER, FORMATS, SPHTrajectory, write_dataset
+from .sph import DEEPMIND_KINEMATIC, DEEPMIND_WATER, FORMATS, SPHTrajectory, write_dataset
+from .sph.walls import box_wall_particles
 
 PathLike = Union[str, os.PathLike]
 
-#: DeepMind particle type of water, the only type stored.
+#: DeepMind particle types of the water and of the stored walls (kinematic: inputs only).
 WATER_TYPE = DEEPMIND_WATER
+WALL_TYPE = DEEPMIND_KINEMATIC
 #: Rest density of the fluid, kg/m³ (water).
 DENSITY0 = 1000.0
 #: Connectivity radius / particle diameter when ``SPHSceneSettings.connectivity_radius`` is None.
@@ -126,6 +134,8 @@ class SPHSceneSettings:
         ``[-initial_speed, initial_speed]``, m/s.
     viscosity : coefficient of SPlisHSPlasH's "Standard" viscosity (``Viscosity_Standard``).
     seed : trajectory ``index`` of split ``split_index`` uses ``default_rng([seed, split_index, index])``.
+    store_walls : append the box's walls to every stored trajectory as kinematic particles (type 3,
+        `with_box_walls`); False stores the water alone (the format before issue 16).
     """
 
     box_size: float = 1.0
@@ -140,6 +150,7 @@ class SPHSceneSettings:
     initial_speed: float = 1.0
     viscosity: float = 0.01
     seed: int = 0
+    store_walls: bool = True
 
     @property
     def diameter(self) -> float:
@@ -416,6 +427,23 @@ def simulate_scene(
     return SPHTrajectory(positions=scaled, particle_type=types, key=int(index), convention="deepmind")
 
 
+def wall_spacing(settings: SPHSceneSettings) -> float:
+    """Spacing of the stored wall particles in dataset units: the fluid's lattice spacing 2r / box_size."""
+    return settings.diameter / settings.box_size
+
+
+def with_box_walls(trajectory: SPHTrajectory, settings: SPHSceneSettings) -> SPHTrajectory:
+    """``trajectory`` (water, dataset units) with the box's walls appended after the water: the
+    `box_wall_particles` lattice of the unit cube at `wall_spacing`, the same in every frame,
+    particle type `WALL_TYPE` (DeepMind's kinematic type, inputs only everywhere downstream)."""
+    walls = box_wall_particles(np.array([[0.0, 1.0]] * 3), wall_spacing(settings)).astype(np.float32)
+    frames = trajectory.positions.shape[0]
+    positions = np.concatenate([trajectory.positions, np.broadcast_to(walls, (frames, *walls.shape))], axis=1)
+    types = np.concatenate([trajectory.particle_type, np.full(len(walls), WALL_TYPE, dtype=np.int64)])
+    return SPHTrajectory(positions=positions, particle_type=types, key=trajectory.key,
+                         convention=trajectory.convention)
+
+
 def _check_threads(threads: int) -> None:
     if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
         raise DataError(f"SPH: threads must be an integer >= 1, got {threads!r}")
@@ -486,7 +514,15 @@ def dataset_metadata(
             "name": "fastegnn_md.adapters.splishsplash",
             "solver": "SPlisHSPlasH (pysplishsplash), DFSPH",
             "solver_version": solver_version(),
-            "boundary_handling": "Akinci et al. 2012 wall particles (not stored)",
+            "boundary_handling": (
+                "Akinci et al. 2012 wall particles in the solver; stored: the box's walls as kinematic particles "
+                "(type 3) on a lattice at the fluid spacing" if settings.store_walls
+                else "Akinci et al. 2012 wall particles (not stored)"
+            ),
+            "walls": {
+                "particle_type": WALL_TYPE, "spacing": wall_spacing(settings),
+                "particles": len(box_wall_particles(np.array([[0.0, 1.0]] * 3), wall_spacing(settings))),
+            } if settings.store_walls else None,
             "length_unit_m": settings.box_size,
             "time_unit": "s",
             "gravity_axis": "-y",
@@ -524,9 +560,10 @@ def generate_sph_dataset(
     """Simulate the train/valid/test trajectories and write them as an SPH dataset directory.
 
     Trajectory k of split s (s = 0, 1, 2 for train, valid, test) is `simulate_scene(settings,
-    k, s)`. Files (`fastegnn_md.adapters.sph.write_dataset`): ``{split}.h5`` and/or
-    ``{split}.tfrecord`` (positions float32 (T, N, 3) in units of box_size, particle types all
-    5), then ``metadata.json`` with DeepMind's keys (``bounds`` the unit cube, ``dt`` the frame
+    k, s)`, followed by the box's walls (`with_box_walls`) unless ``settings.store_walls`` is
+    False. Files (`fastegnn_md.adapters.sph.write_dataset`): ``{split}.h5`` and/or
+    ``{split}.tfrecord`` (positions float32 (T, N, 3) in units of box_size, particle types 5 for
+    the water and 3 for the walls), then ``metadata.json`` with DeepMind's keys (``bounds`` the unit cube, ``dt`` the frame
     interval in s, ``vel_*``/``acc_*`` from the train split, in length per frame and per
     frame²), ``particle_type_convention`` and ``generator`` (settings, solver version, each
     trajectory's layout). Every file is written atomically, ``metadata.json`` last.
@@ -563,8 +600,9 @@ def generate_sph_dataset(
         for split_index, name in enumerate(SPLITS):
             for layout in layouts.get(name, []):
                 bar.set_postfix_str(f"{name} {layout.index}, {layout.num_particles} particles")
+                trajectory = simulate_scene(settings, layout.index, split_index, threads=threads)
                 splits.setdefault(name, []).append(
-                    simulate_scene(settings, layout.index, split_index, threads=threads)
+                    with_box_walls(trajectory, settings) if settings.store_walls else trajectory
                 )
                 bar.update(1)
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -218,11 +218,20 @@ def sort_by_receiver(edge_index: np.ndarray) -> np.ndarray:
     return edge_index[:, order]
 
 
-def build_edges(positions: np.ndarray, cutoff: Optional[float], drop_rate: float = 0.0) -> np.ndarray:
-    """Edges of one graph: full (``cutoff=None``) or radius graph, then edge dropping."""
+def build_edges(
+    positions: np.ndarray, cutoff: Optional[float], drop_rate: float = 0.0, moving: Optional[np.ndarray] = None
+) -> np.ndarray:
+    """Edges of one graph: full (``cutoff=None``) or radius graph, then edge dropping.
+
+    ``moving`` (N,) bool: edges between two non-moving nodes (wall to wall) are left out before
+    dropping. **Departure** (docs/architecture.md, "Walls"): they would carry only the static
+    geometry of the walls to themselves; an SPH box has 2–5 times as many wall as fluid
+    particles near its walls, so they would be most of the graph."""
     check_drop_rate(drop_rate)
     n = positions.shape[0]
     edges = _full_edges(n) if cutoff is None else radius_edges(positions, cutoff)
+    if moving is not None and edges.shape[1] > 0 and not moving.all():
+        edges = edges[:, moving[edges[0]] | moving[edges[1]]]
     if drop_rate > 0.0 and edges.shape[1] > 0:
         lengths = np.linalg.norm(positions[edges[0]] - positions[edges[1]], axis=1)
         return drop_longest_edges(edges, lengths, drop_rate)
@@ -254,7 +263,7 @@ def collate(
     edge_blocks = []
     offset = 0
     for pair in pairs:
-        edges = build_edges(np.asarray(pair.positions, dtype=np.float64), cutoff, drop_rate)
+        edges = build_edges(np.asarray(pair.positions, dtype=np.float64), cutoff, drop_rate, pair.moving)
         edge_blocks.append(edges + offset)
         offset += pair.num_nodes
 

@@ -256,3 +256,25 @@ def test_collate_refuses_mixed_attribute_widths_and_empty_input():
         collate([a, b])
     with pytest.raises(ValueError):
         collate([])
+
+
+@pytest.mark.parametrize("cutoff", [None, 1.2], ids=["full", "radius"])
+def test_edges_between_two_walls_are_left_out(cutoff):
+    """With a moving mask, no edge joins two non-moving nodes (walls); every other edge of the
+    graph without the mask is kept, both directions; edge dropping then acts on what is left."""
+    rng = np.random.default_rng(4)
+    x = rng.random((12, 3)) * 2.0
+    moving = np.arange(12) < 5
+    pair = FramePair(x, rng.normal(size=(12, 3)), x, np.ones((12, 1)))
+    plain = collate([pair], cutoff=cutoff).edge_index.numpy()
+    walled = collate([FramePair(x, pair.velocities, x, pair.node_attrs, moving=moving)], cutoff=cutoff)
+    edges = walled.edge_index.numpy()
+    kept = moving[plain[0]] | moving[plain[1]]
+    assert not kept.all() and kept.any()
+    assert sorted(map(tuple, edges.T)) == sorted(map(tuple, plain[:, kept].T))
+    assert (moving[edges[0]] | moving[edges[1]]).all()
+    dropped = collate([FramePair(x, pair.velocities, x, pair.node_attrs, moving=moving)], cutoff=cutoff,
+                      drop_rate=0.5).edge_index.numpy()
+    lengths = np.linalg.norm(x[edges[0]] - x[edges[1]], axis=1)
+    assert dropped.shape[1] == drop_longest_edges(edges, lengths, 0.5).shape[1] < edges.shape[1]
+    assert (moving[dropped[0]] | moving[dropped[1]]).all()

@@ -8,6 +8,7 @@ per module.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import io
 import json
 import shutil
@@ -38,8 +39,11 @@ from fastegnn_md.training import TrainConfig, Trainer  # noqa: E402
 ERROR_PREFIX = "fastegnn-md: error: "
 JUMP = 5  # frames per learned jump
 # d = 5 cm in a 1 m box, 5-7 particles per block axis, 40 frames 5 ms apart (~1 s to simulate).
+# Water alone (the format before issue 16, still read): the pipeline tests below count on every
+# particle being scored; `test_stored_walls_follow_the_reference_and_are_not_scored` uses the walls.
 SETTINGS = SPHSceneSettings(
-    particle_radius=0.025, time_step=0.0025, num_frames=40, block_size_range=(0.3, 0.4), initial_speed=0.5, seed=3
+    particle_radius=0.025, time_step=0.0025, num_frames=40, block_size_range=(0.3, 0.4), initial_speed=0.5, seed=3,
+    store_walls=False,
 )
 
 
@@ -175,6 +179,22 @@ def test_walls_follow_the_reference_and_are_not_scored(dataset, checkpoint, refe
     assert out.report["scored_particles"] == water.num_particles and out.report["particles"] == water.num_particles + 30
     assert out.report["sinkhorn"]["particles"] == 50
     assert any("30 wall particles" in note for note in out.report["notes"])
+
+
+def test_stored_walls_follow_the_reference_and_are_not_scored(checkpoint, reference, tmp_path):
+    """`sph generate`'s own format: the box's walls after the water, type 3, in every frame."""
+    data = generate_sph_dataset(tmp_path / "walled", dataclasses.replace(SETTINGS, store_walls=True), num_train=1,
+                                num_valid=0, num_test=1, progress=False, formats=("h5",))
+    (stored,) = list(open_sph_dataset(data, "test")[1])
+    water = reference.shape[1]
+    walls = stored.num_particles - water
+    assert walls > 0 and (stored.particle_type[water:] == DEEPMIND_KINEMATIC).all()
+    np.testing.assert_array_equal(stored.positions[:, :water], reference.astype(np.float32))  # same scene
+    out = rollout_sph(data, checkpoint, jumps=3, report_dir=tmp_path / "r", sinkhorn_particles=50, progress=False)
+    (predicted,) = list(read_lagrangebench(out.predicted))
+    np.testing.assert_array_equal(predicted.positions[:, water:], stored.positions[:4, water:])
+    assert not np.array_equal(predicted.positions[1:, :water], stored.positions[2 * JUMP:5 * JUMP:JUMP, :water])
+    assert out.report["scored_particles"] == water and out.report["particles"] == water + walls
 
 
 def test_non_finite_predictions_stop_the_rollout_keeping_frames(dataset, checkpoint, tmp_path, monkeypatch, capsys):

@@ -50,6 +50,7 @@ from .metadata import DEEPMIND_METADATA_KEYS, FORMATS, LAGRANGEBENCH_METADATA_KE
 from .pairs import PAPER_NUM_STARTS, PAPER_START_WINDOW, SPH_VELOCITY_CONVENTIONS, frame_pairs, paper_starts, valid_input_frames
 from .protobuf import encode_sequence_example
 from .tfrecord import frame_tfrecord, masked_crc32c, tfrecord_records
+from .walls import box_wall_particles
 from .trajectory import (
     DEEPMIND_KINEMATIC,
     DEEPMIND_WATER,
@@ -74,4 +75,5 @@ __all__ = [
     "encode_sequence_example", "frame_tfrecord", "masked_crc32c", "tfrecord_records", "DEEPMIND_KINEMATIC",
     "DEEPMIND_WATER", "KINEMATIC_TYPES", "LAGRANGEBENCH_FLUID", "PADDING_TYPE", "PARTICLE_TYPE_VOCABULARIES",
     "UNITS", "SPHTrajectory", "infer_convention", "particle_types_to_attrs", "trajectory_convention",
+    "box_wall_particles",
 ]

@@ -47,6 +47,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                      help="block velocity components uniform in +-V, m/s (default 1)")
     gen.add_argument("--viscosity", type=float, default=None, metavar="NU",
                      help="SPlisHSPlasH standard viscosity (default 0.01)")
+    gen.add_argument("--no-walls", action="store_true",
+                     help="store the water alone, without the box's walls as kinematic particles (type 3)")
     gen.add_argument("--format", dest="formats", nargs="+", choices=("h5", "tfrecord"), default=None,
                      help="files to write per split (default: h5 tfrecord)")
     gen.add_argument("--threads", type=positive_int, default=1, metavar="N", help="solver OpenMP threads (default 1)")
@@ -63,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
     given = {name: getattr(args, name) for name in SCENE_FIELDS if getattr(args, name) is not None}
     if "block_size_range" in given:
         given["block_size_range"] = tuple(given["block_size_range"])
-    settings = SPHSceneSettings(**given)
+    settings = SPHSceneSettings(**given, store_walls=not args.no_walls)
     extra = {"formats": tuple(args.formats)} if args.formats else {}
     path = generate_sph_dataset(
         args.out_dir, settings, num_train=args.train, num_valid=args.valid, num_test=args.test,

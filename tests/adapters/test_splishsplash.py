@@ -17,7 +17,9 @@ import pytest
 
 from fastegnn_md.adapters import splishsplash  # noqa: E402
 from fastegnn_md.adapters.sph import open_sph_dataset  # noqa: E402
+from fastegnn_md.adapters.sph import box_wall_particles  # noqa: E402
 from fastegnn_md.adapters.splishsplash import (  # noqa: E402
+    WALL_TYPE,
     WATER_TYPE,
     SPHSceneSettings,
     generate_sph_dataset,
@@ -104,11 +106,44 @@ def test_generate_writes_the_dataset_and_nothing_else(tmp_path, monkeypatch, tra
     assert all(len(meta[key]) == 3 for key in ("vel_mean", "vel_std", "acc_mean", "acc_std"))
     assert meta["generator"]["solver_version"] == splishsplash.solver_version() != "unknown"
     assert meta["generator"]["settings"]["seed"] == SMALL.seed
-    # The train split is trajectory 0 of split 0: the same arrays as simulate_scene.
+    # The train split is trajectory 0 of split 0: the same arrays as simulate_scene, then the walls.
     _, trajectories = open_sph_dataset(out, "train")
     (written,) = list(trajectories)
+    water = trajectory.num_particles
+    np.testing.assert_array_equal(written.positions[:, :water], trajectory.positions)
+    np.testing.assert_array_equal(written.particle_type[:water], trajectory.particle_type)
+    walls = box_wall_particles(np.array([[0.0, 1.0]] * 3), SMALL.diameter / SMALL.box_size)
+    np.testing.assert_array_equal(written.positions[:, water:], np.broadcast_to(walls.astype(np.float32), (SMALL.num_frames, *walls.shape)))
+    assert (written.particle_type[water:] == WALL_TYPE).all() and WALL_TYPE == 3
+    assert meta["generator"]["walls"] == {"particle_type": 3, "spacing": SMALL.diameter, "particles": len(walls)}
+    # The velocity statistics are the water's: walls do not move and are not counted.
+    speeds = np.diff(trajectory.positions.astype(np.float64), axis=0).reshape(-1, 3)
+    np.testing.assert_allclose(meta["vel_mean"], speeds.mean(axis=0), rtol=1e-5, atol=1e-9)
+
+
+def test_generate_without_walls_stores_the_water_alone(tmp_path, trajectory):
+    out = generate_sph_dataset(tmp_path / "data", dataclasses.replace(SMALL, store_walls=False), num_train=1,
+                               num_valid=0, num_test=0, progress=False, formats=("h5",))
+    (written,) = list(open_sph_dataset(out, "train")[1])
     np.testing.assert_array_equal(written.positions, trajectory.positions)
-    np.testing.assert_array_equal(written.particle_type, trajectory.particle_type)
+    meta = json.loads((out / "metadata.json").read_text())
+    assert meta["generator"]["walls"] is None and "not stored" in meta["generator"]["boundary_handling"]
+
+
+def test_box_wall_particles_cover_every_face_once():
+    bounds = np.array([[0.0, 1.0], [-0.5, 0.5], [0.0, 2.0]])
+    walls = box_wall_particles(bounds, 0.25)
+    n = np.array([4, 4, 8])
+    assert walls.shape == (np.prod(n + 1) - np.prod(n - 1), 3)
+    assert len(np.unique(np.round(walls, 9), axis=0)) == len(walls)  # no point twice (edges, corners)
+    on_face = np.isclose(walls, bounds[:, 0]) | np.isclose(walls, bounds[:, 1])
+    assert on_face.any(axis=1).all()  # every point lies on a face ...
+    for axis in range(3):  # ... and every face is covered at the lattice spacing
+        for side in (0, 1):
+            face = walls[np.isclose(walls[:, axis], bounds[axis, side])]
+            assert len(face) == np.prod(np.delete(n + 1, axis))
+    with pytest.raises(ValueError, match="spacing must be a positive length"):
+        box_wall_particles(bounds, 0.0)
 
 
 @pytest.mark.parametrize(
