@@ -117,8 +117,11 @@ def test_shipped_sph_trajectory_reads_back():
 
     metadata, trajectories = open_sph_dataset(ROOT / "trajectories" / "sph", "test")
     (trajectory,) = list(trajectories)
-    assert trajectory.positions.shape == (320, 1260, 3) and trajectory.positions.dtype == np.float32
-    assert set(trajectory.particle_type.tolist()) == {5}
+    assert trajectory.positions.shape == (320, 1260 + 3752, 3) and trajectory.positions.dtype == np.float32
+    assert (trajectory.particle_type[:1260] == 5).all() and (trajectory.particle_type[1260:] == 3).all()
+    walls = trajectory.positions[:, 1260:]
+    assert (walls == walls[0]).all() and ((walls[0] == 0) | (walls[0] == 1)).any(axis=1).all()  # static, on the box
+    assert metadata["generator"]["walls"] == {"particle_type": 3, "spacing": pytest.approx(0.04), "particles": 3752}
     assert metadata["default_connectivity_radius"] == pytest.approx(0.064)
     assert metadata["dt"] == pytest.approx(0.005)
     assert (trajectory.positions >= 0).all() and (trajectory.positions <= 1).all()
