@@ -197,6 +197,23 @@ def test_stored_walls_follow_the_reference_and_are_not_scored(checkpoint, refere
     assert out.report["scored_particles"] == water and out.report["particles"] == water + walls
 
 
+def test_particles_outside_the_box_are_counted(dataset, checkpoint, tmp_path, monkeypatch):
+    """Issue 16: the report counts scored particles outside metadata["bounds"] per jump and at worst."""
+    original = Predictor.predict
+
+    def seven_below_the_floor(self, *args, **kwargs):
+        jump = original(self, *args, **kwargs)
+        jump.positions[:7, 1] = -0.05
+        return jump
+
+    monkeypatch.setattr(Predictor, "predict", seven_below_the_floor)
+    out = rollout_sph(dataset, checkpoint, jumps=3, report_dir=tmp_path / "r", sinkhorn_particles=50, progress=False)
+    assert [row["outside_box"]["model"] for row in out.report["per_jump"]] == [7, 7, 7]
+    assert all(row["outside_box"]["reference"] == 0 for row in out.report["per_jump"])
+    assert out.report["outside_box"] == {"reference": 0, "model": 7, "no motion": 0, "constant velocity": 0}
+    assert "outside the box at any jump: reference 0, model 7" in (tmp_path / "r" / "report.md").read_text()
+
+
 def test_non_finite_predictions_stop_the_rollout_keeping_frames(dataset, checkpoint, tmp_path, monkeypatch, capsys):
     calls = {"n": 0}
     original = Predictor.predict

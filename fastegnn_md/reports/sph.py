@@ -10,8 +10,10 @@ output is ``report.json``, ``report.md`` and two PNGs in one directory, each wri
   the model and the trivial predictors (and the reference's kinetic energy).
 
 Per-jump metrics (`per_jump.JumpMetric`, by name): ``mse``, ``sinkhorn``, ``kinetic_energy``
-(with the reference's as its entry ``"reference"``) and ``kinetic_energy_error``. Only moving
-particles are scored: walls follow the reference in every predictor.
+(with the reference's as its entry ``"reference"``), ``kinetic_energy_error`` and, when the
+bounds are known, ``outside_box`` (scored particles outside the box, the reference's beside;
+the report's ``outside_box`` is each predictor's most at any jump). Only moving particles are
+scored: walls follow the reference in every predictor.
 """
 
 from __future__ import annotations
@@ -151,6 +153,26 @@ class KineticEnergyError(JumpMetric):
         return float(self.energy.per_jump[name][k - 1] - self.energy.reference[k - 1])
 
 
+class OutsideBox(JumpMetric):
+    """How many scored particles lie outside ``bounds`` ([[lo, hi]] per axis, L) in the frame:
+    water through a wall (issue 16). The reference's own count is beside it."""
+
+    name = "outside_box"
+    reference_in_metric = True
+
+    def __init__(self, bounds: Sequence[Sequence[float]]) -> None:
+        self.bounds = np.asarray(bounds, dtype=np.float64)
+
+    def count(self, frame: np.ndarray) -> int:
+        return int(((frame < self.bounds[:, 0]) | (frame > self.bounds[:, 1])).any(axis=1).sum())
+
+    def reference_value(self, k: int, reference: np.ndarray) -> float:
+        return self.count(reference)
+
+    def value(self, name: str, k: int, trajectory: np.ndarray, reference: np.ndarray) -> float:
+        return self.count(trajectory[k])
+
+
 SUMMARY = (
     SummaryStat("mean_mse", "mse", mean),
     SummaryStat("final_mse", "mse", final),
@@ -183,8 +205,14 @@ def compare(inputs: SPHReportInputs, progress: bool = False) -> dict[str, Any]:
     def bar(jumps: Sequence[int]) -> Any:
         return tqdm(jumps, desc="metrics", unit="jump", disable=not progress)
 
-    per_jump = per_jump_rows(bases, list(reference[1:]), trajectories,
-                             (mse, sinkhorn, energy, KineticEnergyError(energy)), progress=bar)
+    metrics: list[JumpMetric] = [mse, sinkhorn, energy, KineticEnergyError(energy)]
+    if inputs.bounds is not None:
+        metrics.append(OutsideBox(inputs.bounds))
+    per_jump = per_jump_rows(bases, list(reference[1:]), trajectories, metrics, progress=bar)
+    outside = None
+    if inputs.bounds is not None:  # the most particles outside the box at any jump, per predictor
+        outside = {name: max((row["outside_box"][name] for row in per_jump if name in row["outside_box"]), default=0)
+                   for name in ["reference", *names]}
 
     notes = list(inputs.notes)
     if sinkhorn.unconverged:
@@ -210,6 +238,7 @@ def compare(inputs: SPHReportInputs, progress: bool = False) -> dict[str, Any]:
             "tol": settings.tol,
             "cost": "squared Euclidean",
         },
+        "outside_box": outside,
         "horizons": _horizons(per_jump, names, mse.per_jump, inputs.horizons),
         "summary": summarise(per_jump, names, "mse", SUMMARY, wins=("mse", "sinkhorn")),
         "notes": notes,
@@ -259,6 +288,10 @@ def render_markdown(report: dict[str, Any], plots: dict[str, str]) -> str:
     )
     if info.get("stopped"):
         doc.bullet(f"**rollout stopped early:** {info['stopped']}")
+    if report.get("outside_box") is not None:
+        worst = report["outside_box"]
+        doc.bullet("most scored particles outside the box at any jump: " + ", ".join(
+            f"{name} {worst[name]}" for name in ["reference", *names]))
 
     doc.heading("Horizons").line(
         "MSE = mean over particles of |x̂ − x|² (LagrangeBench's; 3 × the per-coordinate MSE of "
