@@ -1,10 +1,11 @@
 """SPlisHSPlasH adapter: reference SPH data, "water falling in a box" (Water-3D style).
 
-Each trajectory is a block of water dropped under gravity inside a closed cubic box, simulated
-with SPlisHSPlasH's DFSPH solver (Bender & Koschier) through its Python binding
-``pysplishsplash``, headless. The block's size, position and initial velocity are drawn per
-trajectory from ``np.random.default_rng([seed, split_index, index])``, so a dataset is
-reproducible and trajectory ``k`` does not depend on how many others are generated.
+Each trajectory is water moving under gravity inside a closed cubic box, simulated with
+SPlisHSPlasH's DFSPH solver (Bender & Koschier) through its Python binding ``pysplishsplash``,
+headless. Its scene kind (`SCENES`: a block dropped with a random velocity, a dam break, a
+block falling into a pool) and the blocks' sizes, positions and initial velocities are drawn per
+trajectory from seeded generators (`scene_layout`), so a dataset is reproducible and trajectory
+``k`` does not depend on how many others are generated.
 
 Units
 -----
@@ -100,6 +101,14 @@ WATER_TYPE = DEEPMIND_WATER
 WALL_TYPE = DEEPMIND_KINEMATIC
 #: Rest density of the fluid, kg/m³ (water).
 DENSITY0 = 1000.0
+#: Scene kinds (`SPHSceneSettings.scenes`, `scene_layout`).
+SCENES = ("block", "dam_break", "drop")
+#: Layers of water in a "drop" scene's pool (inclusive range).
+POOL_LAYERS = (2, 4)
+#: Extra gap (diameters) between a wall and a block placed against it (dam break, pool). With the
+#: lattice's own diameter only, the first frames blew particles off at 4-6 m/s (the fluid and the
+#: solver's wall particles overlap in density at a wall); with half a diameter more, < 0.1 m/s.
+WALL_GAP = 0.5
 #: Connectivity radius / particle diameter when ``SPHSceneSettings.connectivity_radius`` is None.
 #: 1.6 diameters lies between the lattice's second (√2) and third (√3) neighbour shells, so the
 #: initial lattice gives 18 neighbours and no pair sits on the cutoff (Water-3D's 0.035 with
@@ -136,6 +145,9 @@ class SPHSceneSettings:
     seed : trajectory ``index`` of split ``split_index`` uses ``default_rng([seed, split_index, index])``.
     store_walls : append the box's walls to every stored trajectory as kinematic particles (type 3,
         `with_box_walls`); False stores the water alone (the format before issue 16).
+    scenes : the scene kinds trajectories are drawn from (`SCENES`; `scene_layout`): "block" (one
+        block dropped with a random velocity), "dam_break" (a block at rest in a corner on the
+        floor), "drop" (a small block falling into a pool that covers the floor).
     """
 
     box_size: float = 1.0
@@ -151,6 +163,7 @@ class SPHSceneSettings:
     viscosity: float = 0.01
     seed: int = 0
     store_walls: bool = True
+    scenes: tuple[str, ...] = SCENES
 
     @property
     def diameter(self) -> float:
@@ -232,6 +245,17 @@ class SPHSceneSettings:
                 f"SPH settings: no whole number of particles fits block_size_range {low}..{high} m at "
                 f"particle_radius {self.particle_radius} m (n particles need (n + 1) x {self.diameter:g} m)"
             )
+        scenes = self.scenes
+        if (isinstance(scenes, str) or not isinstance(scenes, (tuple, list)) or not scenes
+                or any(scene not in SCENES for scene in scenes)):
+            raise DataError(f"SPH settings: scenes must be a non-empty list of {', '.join(SCENES)}, got {scenes!r}")
+        if "drop" in scenes:
+            pool = (POOL_LAYERS[1] + 1 + WALL_GAP) * self.diameter
+            if pool + (n_low + 1) * self.diameter + self.diameter > self.box_size:
+                raise DataError(
+                    f"SPH settings: a 'drop' scene's pool ({POOL_LAYERS[1]} layers) and a block of {n_low} particles "
+                    f"per axis do not fit one above the other in the box of {self.box_size} m"
+                )
         # A particle moving more than a diameter per step passes through its neighbours (and the
         # wall particles): refuse time steps clearly beyond the CFL limit of the fastest fall.
         speed = math.sqrt(2.0 * self.gravity * self.box_size) + math.sqrt(3.0) * self.initial_speed
@@ -244,20 +268,17 @@ class SPHSceneSettings:
 
 
 @dataclass(frozen=True)
-class SceneLayout:
-    """The random part of one trajectory: where the water block starts and how it moves.
+class FluidBlock:
+    """One block of water on SPlisHSPlasH's lattice.
 
     Attributes
     ----------
-    index, split_index : which trajectory (and split) this is.
     particles_per_axis : (n_x, n_y, n_z) lattice counts; N = n_x n_y n_z.
     block_min, block_max : corners of SPlisHSPlasH's fluid block, m; particles sit at
         ``block_min + 2r · (1..n)`` per axis.
-    initial_velocity : (3,) m/s, the same for every particle.
+    initial_velocity : (3,) m/s, the same for every particle of the block.
     """
 
-    index: int
-    split_index: int
     particles_per_axis: tuple[int, int, int]
     block_min: tuple[float, float, float]
     block_max: tuple[float, float, float]
@@ -268,32 +289,105 @@ class SceneLayout:
         n_x, n_y, n_z = self.particles_per_axis
         return n_x * n_y * n_z
 
+    def as_dict(self) -> dict[str, Any]:
+        """The block as ``metadata.json`` records it (m, m/s)."""
+        return {"particles_per_axis": list(self.particles_per_axis), "block_min_m": list(self.block_min),
+                "block_max_m": list(self.block_max), "initial_velocity_m_per_s": list(self.initial_velocity)}
+
+
+@dataclass(frozen=True)
+class SceneLayout:
+    """The random part of one trajectory: its scene kind and its water blocks (in the order
+    SPlisHSPlasH creates them, so the particles of block 0 come first).
+
+    Attributes
+    ----------
+    index, split_index : which trajectory (and split) this is.
+    scene : one of `SCENES`.
+    blocks : the water blocks.
+    """
+
+    index: int
+    split_index: int
+    scene: str
+    blocks: tuple[FluidBlock, ...]
+
+    @property
+    def num_particles(self) -> int:
+        return sum(block.num_particles for block in self.blocks)
+
 
 def scene_layout(settings: SPHSceneSettings, index: int, split_index: int = 0) -> SceneLayout:
-    """Draw trajectory ``index`` of split ``split_index`` from ``default_rng([seed, split_index, index])``.
+    """Draw trajectory ``index`` of split ``split_index``, reproducibly.
 
-    Per axis: a particle count n uniform in `SPHSceneSettings.particles_per_axis_range`, the
-    block's lower corner uniform in ``[0, box_size - extent]`` (y: from ``min_block_height``);
-    then the initial velocity, each component uniform in ``±initial_speed``.
+    The scene kind is drawn from ``settings.scenes`` with ``default_rng([seed, split_index,
+    index, 1])`` (the only kind when there is one); the blocks of the scene from
+    ``default_rng([seed, split_index, index])``, so a "block" trajectory is the same whatever
+    other kinds are allowed (and the same as datasets made before scene kinds existed):
+
+    * **block**: per axis a particle count n uniform in `SPHSceneSettings.particles_per_axis_range`,
+      the lower corner uniform in ``[0, box_size - extent]`` (y: from ``min_block_height``), each
+      velocity component uniform in ``±initial_speed``;
+    * **dam_break**: counts as a block, at rest on the floor in a random corner of the box
+      (`WALL_GAP` diameters off the walls);
+    * **drop**: a pool covering the floor (`POOL_LAYERS` layers, drawn; `WALL_GAP` off the walls), then a block of
+      n_low // 2 .. n_low particles per axis at a random place above it (at least one diameter
+      clear), falling with a downward speed uniform in ``[0, initial_speed]`` and horizontal
+      components uniform in ``±initial_speed / 2``.
     """
     settings.validate()
     if index < 0 or split_index < 0:
         raise DataError(f"SPH trajectory index and split index must be >= 0, got {index}, {split_index}")
+    scenes = tuple(settings.scenes)
+    scene = scenes[0] if len(scenes) == 1 else scenes[
+        int(np.random.default_rng([settings.seed, split_index, index, 1]).integers(len(scenes)))]
     rng = np.random.default_rng([settings.seed, split_index, index])
+    blocks = {"block": _falling_block, "dam_break": _dam_break, "drop": _drop}[scene](settings, rng)
+    return SceneLayout(index=int(index), split_index=int(split_index), scene=scene, blocks=tuple(blocks))
+
+
+def _block(counts: np.ndarray, lower: np.ndarray, velocity: np.ndarray, diameter: float) -> FluidBlock:
+    extent = (counts + 1) * diameter
+    return FluidBlock(
+        particles_per_axis=tuple(int(n) for n in counts), block_min=tuple(float(v) for v in lower),
+        block_max=tuple(float(v) for v in lower + extent), initial_velocity=tuple(float(v) for v in velocity),
+    )
+
+
+def _falling_block(settings: SPHSceneSettings, rng: np.random.Generator) -> list[FluidBlock]:
     n_low, n_high = settings.particles_per_axis_range
     counts = rng.integers(n_low, n_high + 1, size=3)
     extent = (counts + 1) * settings.diameter
     floor = np.array([0.0, settings.min_block_height, 0.0])
     lower = floor + rng.random(3) * np.maximum(settings.box_size - extent - floor, 0.0)
     velocity = rng.uniform(-settings.initial_speed, settings.initial_speed, size=3)
-    return SceneLayout(
-        index=int(index),
-        split_index=int(split_index),
-        particles_per_axis=tuple(int(n) for n in counts),
-        block_min=tuple(float(v) for v in lower),
-        block_max=tuple(float(v) for v in lower + extent),
-        initial_velocity=tuple(float(v) for v in velocity),
-    )
+    return [_block(counts, lower, velocity, settings.diameter)]
+
+
+def _dam_break(settings: SPHSceneSettings, rng: np.random.Generator) -> list[FluidBlock]:
+    n_low, n_high = settings.particles_per_axis_range
+    counts = rng.integers(n_low, n_high + 1, size=3)
+    extent = (counts + 1) * settings.diameter
+    corner = rng.integers(0, 2, size=3)
+    corner[1] = 0  # on the floor
+    gap = WALL_GAP * settings.diameter
+    lower = np.where(corner == 1, settings.box_size - extent - gap, gap)
+    return [_block(counts, lower, np.zeros(3), settings.diameter)]
+
+
+def _drop(settings: SPHSceneSettings, rng: np.random.Generator) -> list[FluidBlock]:
+    d, box = settings.diameter, settings.box_size
+    gap = WALL_GAP * d
+    across = math.floor((box - 2 * gap) / d + 1e-9) - 1  # the most particles a block fits along the floor
+    layers = int(rng.integers(POOL_LAYERS[0], POOL_LAYERS[1] + 1))
+    pool = _block(np.array([across, layers, across]), np.full(3, gap), np.zeros(3), d)
+    n_low = settings.particles_per_axis_range[0]
+    counts = rng.integers(max(n_low // 2, 2), n_low + 1, size=3)
+    extent = (counts + 1) * d
+    floor = np.array([0.0, pool.block_max[1] + d, 0.0])
+    lower = floor + rng.random(3) * np.maximum(box - extent - floor, 0.0)
+    velocity = np.array([rng.uniform(-0.5, 0.5), -rng.random(), rng.uniform(-0.5, 0.5)]) * settings.initial_speed
+    return [pool, _block(counts, lower, velocity, d)]
 
 
 def scene_description(settings: SPHSceneSettings, layout: SceneLayout, box_mesh: PathLike) -> dict[str, Any]:
@@ -336,12 +430,12 @@ def scene_description(settings: SPHSceneSettings, layout: SceneLayout, box_mesh:
             "samplingMode": 1,  # regular triangle sampling (Poisson disk sampling is random)
         }],
         "FluidBlocks": [{
-            "id": "Fluid",
+            "id": "Fluid",  # one fluid model: the blocks' particles in block order
             "denseMode": 0,  # regular lattice of spacing 2r
-            "start": list(layout.block_min),
-            "end": list(layout.block_max),
-            "initialVelocity": list(layout.initial_velocity),
-        }],
+            "start": list(block.block_min),
+            "end": list(block.block_max),
+            "initialVelocity": list(block.initial_velocity),
+        } for block in layout.blocks],
     }
 
 
@@ -533,11 +627,9 @@ def dataset_metadata(
                 name: [
                     {
                         "key": layout.index,
+                        "scene": layout.scene,
                         "num_particles": layout.num_particles,
-                        "particles_per_axis": list(layout.particles_per_axis),
-                        "block_min_m": list(layout.block_min),
-                        "block_max_m": list(layout.block_max),
-                        "initial_velocity_m_per_s": list(layout.initial_velocity),
+                        "blocks": [block.as_dict() for block in layout.blocks],
                     }
                     for layout in items
                 ]

@@ -47,6 +47,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                      help="block velocity components uniform in +-V, m/s (default 1)")
     gen.add_argument("--viscosity", type=float, default=None, metavar="NU",
                      help="SPlisHSPlasH standard viscosity (default 0.01)")
+    gen.add_argument("--scenes", nargs="+", default=None, choices=("block", "dam_break", "drop"), metavar="KIND",
+                     help="scene kinds each trajectory is drawn from: block (dropped with a random velocity), "
+                          "dam_break (at rest in a corner on the floor), drop (a block falling into a pool) "
+                          "(default: all three)")
     gen.add_argument("--no-walls", action="store_true",
                      help="store the water alone, without the box's walls as kinematic particles (type 3)")
     gen.add_argument("--format", dest="formats", nargs="+", choices=("h5", "tfrecord"), default=None,
@@ -65,6 +69,8 @@ def run(args: argparse.Namespace) -> int:
     given = {name: getattr(args, name) for name in SCENE_FIELDS if getattr(args, name) is not None}
     if "block_size_range" in given:
         given["block_size_range"] = tuple(given["block_size_range"])
+    if args.scenes:
+        given["scenes"] = tuple(dict.fromkeys(args.scenes))
     settings = SPHSceneSettings(**given, store_walls=not args.no_walls)
     extra = {"formats": tuple(args.formats)} if args.formats else {}
     path = generate_sph_dataset(

@@ -29,9 +29,11 @@ from fastegnn_md.adapters.splishsplash import (  # noqa: E402
 from fastegnn_md.cli import main  # noqa: E402
 from fastegnn_md.errors import DataError  # noqa: E402
 
-# d = 5 cm in a 1 m box: 5-7 particles per block axis, free fall from rest.
+# d = 5 cm in a 1 m box: 5-7 particles per block axis, free fall from rest (block scenes only;
+# the other kinds have their own tests below).
 SMALL = SPHSceneSettings(
-    particle_radius=0.025, time_step=0.0025, num_frames=8, block_size_range=(0.3, 0.4), initial_speed=0.0, seed=3
+    particle_radius=0.025, time_step=0.0025, num_frames=8, block_size_range=(0.3, 0.4), initial_speed=0.0, seed=3,
+    scenes=("block",),
 )
 
 
@@ -53,7 +55,9 @@ def test_same_seed_gives_identical_arrays_and_indices_differ(trajectory):
 
 def test_shape_types_and_particle_count_match_the_layout(trajectory):
     layout = scene_layout(SMALL, 0)
-    n_x, n_y, n_z = layout.particles_per_axis
+    (block,) = layout.blocks
+    assert layout.scene == "block"
+    n_x, n_y, n_z = block.particles_per_axis
     assert trajectory.positions.shape == (SMALL.num_frames, n_x * n_y * n_z, 3)
     assert trajectory.positions.dtype == np.float32
     assert trajectory.particle_type.dtype == np.int64
@@ -61,7 +65,7 @@ def test_shape_types_and_particle_count_match_the_layout(trajectory):
     assert trajectory.key == 0 and trajectory.convention == "deepmind"
     # Frame 0 is SPlisHSPlasH's lattice, x slowest and z fastest: the particle order is known.
     d = SMALL.diameter
-    axes = [lo + d * np.arange(1, n + 1) for lo, n in zip(layout.block_min, layout.particles_per_axis)]
+    axes = [lo + d * np.arange(1, n + 1) for lo, n in zip(block.block_min, block.particles_per_axis)]
     lattice = np.stack(np.meshgrid(*axes, indexing="ij"), axis=-1).reshape(-1, 3) / SMALL.box_size
     np.testing.assert_allclose(trajectory.positions[0], lattice, atol=1e-5)
 
@@ -128,6 +132,65 @@ def test_generate_without_walls_stores_the_water_alone(tmp_path, trajectory):
     np.testing.assert_array_equal(written.positions, trajectory.positions)
     meta = json.loads((out / "metadata.json").read_text())
     assert meta["generator"]["walls"] is None and "not stored" in meta["generator"]["boundary_handling"]
+
+
+MIXED = dataclasses.replace(SMALL, scenes=("block", "dam_break", "drop"), initial_speed=1.0, num_frames=12)
+
+
+def test_scene_kinds_are_drawn_reproducibly_and_blocks_stay_as_before():
+    layouts = [scene_layout(MIXED, k) for k in range(40)]
+    assert {layout.scene for layout in layouts} == {"block", "dam_break", "drop"}
+    assert layouts == [scene_layout(MIXED, k) for k in range(40)]
+    only_blocks = dataclasses.replace(MIXED, scenes=("block",))
+    for k, layout in enumerate(layouts):  # a block trajectory does not depend on the other kinds allowed
+        if layout.scene == "block":
+            assert layout == scene_layout(only_blocks, k)
+    d = MIXED.diameter
+    gap = splishsplash.WALL_GAP * d
+    for layout in layouts:
+        if layout.scene == "dam_break":
+            (block,) = layout.blocks
+            assert block.initial_velocity == (0.0, 0.0, 0.0) and block.block_min[1] == pytest.approx(gap)
+            for axis in (0, 2):  # in a corner: against one wall along x and one along z
+                assert (block.block_min[axis] == pytest.approx(gap)
+                        or block.block_max[axis] == pytest.approx(MIXED.box_size - gap))
+        if layout.scene == "drop":
+            pool, falling = layout.blocks
+            n = pool.particles_per_axis
+            assert n[0] == n[2] == round((MIXED.box_size - 2 * gap) / d) - 1 and 2 <= n[1] <= 4
+            assert pool.block_min == pytest.approx((gap, gap, gap))
+            assert falling.block_min[1] >= pool.block_max[1] + d - 1e-12 and falling.initial_velocity[1] <= 0
+            assert falling.block_max[1] <= MIXED.box_size + 1e-12
+
+
+@pytest.mark.parametrize("scene", ["dam_break", "drop"])
+def test_other_scene_kinds_simulate_in_the_box(scene):
+    settings = dataclasses.replace(MIXED, scenes=(scene,))
+    layout = scene_layout(settings, 0)
+    trajectory = simulate_scene(settings, 0)
+    x = trajectory.positions
+    assert x.shape == (settings.num_frames, layout.num_particles, 3) and np.isfinite(x).all()
+    assert x.min() >= 0.0 and x.max() <= 1.0
+    # Frame 0 holds the blocks in order: block 0's lattice first.
+    first = layout.blocks[0]
+    lattice = np.stack(np.meshgrid(*[lo + settings.diameter * np.arange(1, k + 1) for lo, k in
+                                     zip(first.block_min, first.particles_per_axis)], indexing="ij"), -1).reshape(-1, 3)
+    np.testing.assert_allclose(x[0, : first.num_particles], lattice / settings.box_size, atol=1e-5)
+    if scene == "drop":  # the falling block falls
+        falling = x[:, first.num_particles:, 1].mean(axis=1)
+        assert falling[-1] < falling[0]
+    else:  # the dam collapses: its top comes down
+        assert x[-1, :, 1].max() < x[0, :, 1].max()
+    # Nothing is blown off a wall at the start (blocks against a wall keep WALL_GAP more).
+    speed = np.linalg.norm(np.diff(x[:, : first.num_particles], axis=0), axis=-1) / settings.frame_interval
+    assert speed.max() < 1.5
+
+
+def test_scenes_setting_is_checked():
+    with pytest.raises(DataError, match="scenes must be a non-empty list of block, dam_break, drop"):
+        dataclasses.replace(SMALL, scenes=("waves",)).validate()
+    with pytest.raises(DataError, match="scenes must be a non-empty list"):
+        dataclasses.replace(SMALL, scenes=()).validate()
 
 
 def test_box_wall_particles_cover_every_face_once():
