@@ -15,11 +15,14 @@ Budget (defaults). The paper's Water-3D (Sanchez-Gonzalez et al. 2020) has 1,000
 trajectories of ~7.8k particles on average (~95k edges at radius 0.035), long trajectories of
 5 ms frames (the FastEGNN paper does not give their length; several hundred to 1,000 frames),
 15 random input frames per trajectory (15,000 / 1,500 / 1,500 pairs, Table 4), 800 epochs.
-Here: particle radius 0.02 (blocks of 9-14 particles per axis: 1,260-2,366 particles in the
-default splits), 4 / 1 / 1 trajectories of 200 frames (1 s), the same 15 starts per trajectory
-(60 / 15 / 15 pairs), 30 epochs of batch 4 (450 steps). Why: simulating takes ~1-2 min, and one
-epoch of all six models ~2 min on this 2-core machine with one thread while another job runs
-(measured on one trajectory per split and scaled by particle count), so the table takes ~1 h.
+Here: particle radius 0.02, the three scene kinds of ``sph generate`` (blocks, dam breaks,
+drops: 972-2,366 water particles in the default splits, plus the box's 3,752 wall particles),
+20 / 3 / 3 trajectories of 200 frames (1 s), the same 15 starts per trajectory (300 / 45 / 45
+pairs), 30 epochs of batch 4. Simulating them took 2 min 49 s on the 2-core machine with four
+other jobs running. **The training budget at this size is not measured yet**: with the walls a
+FastEGNN step costs ~1.9× the water alone (``sph_walls.py``), so 30 epochs of 300 pairs for six
+models and three seeds is far beyond the ~1 h the old 4-trajectory column took; pass
+``--train 4 --valid 1 --test 1`` (and a fresh ``--data``) for that column's size.
 
 Data are read the way ``fastegnn-md train --data DIR`` reads an SPH directory
 (`fastegnn_md.adapters.sph.SPHOptions`): jump 15 frames, "backward" input velocity
@@ -119,9 +122,9 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=Path("data/water3d-bench"))
     gen = parser.add_argument_group("generation (only when --data has no metadata.json)")
     gen.add_argument("--particle-radius", type=float, default=0.02, help="m in a 1 m box (default 0.02)")
-    gen.add_argument("--train", type=int, default=4, help="training trajectories (default 4)")
-    gen.add_argument("--valid", type=int, default=1, help="validation trajectories (default 1)")
-    gen.add_argument("--test", type=int, default=1, help="test trajectories (default 1)")
+    gen.add_argument("--train", type=int, default=20, help="training trajectories (default 20)")
+    gen.add_argument("--valid", type=int, default=3, help="validation trajectories (default 3)")
+    gen.add_argument("--test", type=int, default=3, help="test trajectories (default 3)")
     gen.add_argument("--frames", type=int, default=200, help="frames per trajectory (default 200)")
     parser.add_argument("--jump", type=int, default=15, help="frames per jump (default 15)")
     parser.add_argument("--starts", type=int, default=15, help="random input frames per trajectory (default 15)")
