@@ -380,7 +380,7 @@ def test_sampled_jumps_need_a_spread_and_draw_around_the_mean(checkpoint, calibr
     stepper.step(1)
     assert len(drawn) == 1 and stepper.summary()["sample"] is True
     jump, options = drawn[0]
-    assert options["scale"] == 0.5 and stepper.summary()["accepted"] == 1  # the default share of the spread
+    assert options["scale"] == 0.3 and stepper.summary()["accepted"] == 1  # the default share of the spread
     # Each peptide ω is held (CA-CA and O-CA across every peptide bond of the selection), from the topology.
     held = options["held_pairs"]
     names = np.array([a.name for a in simulation.topology.atoms()])[stepper.selected]
