@@ -122,6 +122,7 @@ def test_cli_writes_the_predicted_h5_report_and_plots(cli_rollout, reference):
         assert set(row["sinkhorn"]) == {"model", "no motion", "constant velocity"}
         assert all(value >= 0 for value in row["sinkhorn"].values())
     assert "MSE at 1 / 5 / 20 jumps: model" in stdout and "report.md" in stdout
+    assert "most particles outside the box at any jump: reference 0, model " in stdout
     markdown = (report_dir / "report.md").read_text()
     assert "MSE_5" in markdown and "![frames](frames.png)" in markdown
 

@@ -284,10 +284,15 @@ class SPHRollout(RolloutCase):
             f"{name} " + " / ".join("–" if per[name] is None else f"{per[name]:.3g}" for per in horizons.values())
             for name in report["predictors"]
         )
-        return [
+        lines = [
             f"predicted trajectory: {outputs.predicted} (LagrangeBench HDF5, start + {report['model_jumps']} jumps)",
             f"MSE at {' / '.join(horizons)} jumps: {scores}",
         ]
+        outside = report.get("outside_box")
+        if outside is not None:
+            lines.append("most particles outside the box at any jump: " + ", ".join(
+                f"{name} {count}" for name, count in outside.items()))
+        return lines
 
 
 def rollout_sph(dataset: PathLike, checkpoint: PathLike, split: str = "test", trajectory: int = 0,
