@@ -43,6 +43,15 @@ def partial_path(path: Union[str, Path]) -> Path:
     return path.with_name(f"{path.stem}.partial{path.suffix}")
 
 
+def commit_partial(partial: Union[str, Path], path: Union[str, Path]) -> Path:
+    """Flush a finished streamed output ``partial`` (`partial_path` of ``path``) to disk and rename
+    it to ``path``, replacing an earlier result in one step; returns ``path``."""
+    with open(partial, "rb+") as handle:
+        os.fsync(handle.fileno())
+    os.replace(partial, path)
+    return Path(path)
+
+
 def write_path_atomically(path: Union[str, Path], write: Callable[[Path], None]) -> Path:
     """Like `write_atomically`, for libraries (h5py) that write to a path, not a handle:
     ``write(tmp)`` fills a temporary file beside ``path``, which is flushed to disk and renamed."""

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import warnings
 from pathlib import Path
 from typing import Any, Optional
@@ -11,7 +10,7 @@ import MDAnalysis
 import numpy as np
 
 from ...errors import DataError
-from ...io import partial_path, write_atomically
+from ...io import commit_partial, partial_path, write_atomically
 from .reading import PathLike
 
 
@@ -121,10 +120,8 @@ class StreamingTrajectoryWriter:
         """Close, flush to disk and (partial mode) rename the file to ``path``; returns ``path``."""
         self.close()
         if self.file != self.path:
-            with open(self.file, "rb+") as handle:
-                os.fsync(handle.fileno())
             _remove_offsets(self.path)  # the offsets of the file it replaces
-            os.replace(self.file, self.path)
+            commit_partial(self.file, self.path)
             _remove_offsets(self.file)
         return self.path
 

@@ -4,14 +4,13 @@
 from __future__ import annotations
 
 from pathlib import Path
-import os
 from typing import Iterable, Iterator, Optional
 
 import h5py
 import numpy as np
 
 from ...errors import DataError
-from ...io import partial_path, write_path_atomically
+from ...io import commit_partial, partial_path, write_path_atomically
 from .trajectory import PADDING_TYPE, PathLike, SPHTrajectory, _check_convention, infer_convention
 
 
@@ -144,10 +143,7 @@ class StreamingLagrangeBenchWriter:
     def commit(self) -> Path:
         """Close, flush to disk and rename the partial file to ``path``; returns ``path``."""
         self.close()
-        with open(self.file, "rb+") as handle:
-            os.fsync(handle.fileno())
-        os.replace(self.file, self.path)
-        return self.path
+        return commit_partial(self.file, self.path)
 
 
 def _one_line(exc: BaseException) -> str:
