@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from . import spec_keys as keys
 from .checkpoint import DataSpec, load_checkpoint, save_checkpoint
 from .errors import FastEGNNError, FastEGNNWarning
 from .graph import FramePair, GraphBatch, collate, feature_dims, local_pairs
@@ -63,7 +64,11 @@ class TrainConfig:
     (0 = off) adds that multiple of `gyration_loss` (each graph's radius of gyration), which sees
     the few-hundredths-of-an-Å shrinkage per jump that the per-node terms average away. virtual_init
     ("centroid" as in the paper, or "weighted") is how FastEGNN's virtual nodes start
-    (`fastegnn_md.models.fastegnn.FastEGNN.virtual_start`); other models ignore it.
+    (`fastegnn_md.models.fastegnn.FastEGNN.virtual_start`); other models ignore it. init (None =
+    a seeded random start) is the path of a checkpoint whose weights start the run: fine-tuning,
+    e.g. rollout training (`unroll`, `input_noise`) from a model trained on single jumps, as
+    LagrangeBench switches its pushforward on after a first phase. Its model and hyperparameters
+    must be this run's, its data of the same kind (`init_weights`).
     """
 
     model: str = "fastegnn"
@@ -91,6 +96,7 @@ class TrainConfig:
     radial_distance_weight: float = 0.0
     gyration_weight: float = 0.0
     virtual_init: str = "centroid"
+    init: Optional[str] = None
     seed: int = 0
     dtype: str = "float32"
     device: str = "cpu"
@@ -159,6 +165,60 @@ def make_model(config: TrainConfig, num_node_attrs: int, dt: float = 1.0) -> tup
         hparams.update(model_hparams(config.model, virtual_init=config.virtual_init))
     torch.manual_seed(config.seed)
     return build_model(config.model, **hparams), hparams
+
+
+#: DataSpec fields a fine-tuning start (`TrainConfig.init`) must share with the run's data: the
+#: model's inputs and outputs mean the same only if these agree.
+INIT_SPEC_FIELDS = ("units", "dt", "velocity_convention", "num_node_attrs", "feature_recipe", "normalisation",
+                    "gravity_axis")
+
+
+def _frames_by_file(extra: dict[str, Any]) -> dict[str, list[int]]:
+    """``extra[TRAIN_FRAMES]`` as {file name: [first, last]} (older checkpoints: one pair for
+    their single trajectory file); {} when the data has no frame record (SPH, N-body)."""
+    frames = extra.get(keys.TRAIN_FRAMES)
+    if isinstance(frames, dict):
+        return {str(name): [int(frames[name][0]), int(frames[name][1])] for name in frames}
+    names = list(extra.get(keys.TRAJECTORY, []))
+    if frames is not None and len(names) == 1:
+        return {str(names[0]): [int(frames[0]), int(frames[1])]}
+    return {}
+
+
+def init_weights(model: JumpModel, model_name: str, hparams: dict[str, Any], spec: DataSpec, path: str) -> DataSpec:
+    """Load the weights of checkpoint ``path`` into ``model`` (a fine-tuning start) and return
+    ``spec`` with the start's training frames added to its own, so rollout reports still mark
+    every frame the weights have seen. Raises FastEGNNError, naming the checkpoint, when its
+    model, hyperparameters or data kind differ from this run's."""
+    try:
+        ckpt = load_checkpoint(path)
+    except FastEGNNError as exc:
+        raise FastEGNNError(f"--init: {exc}") from None
+    where = f"--init {path}"
+    if ckpt.model_name != model_name:
+        raise FastEGNNError(f"{where}: is a {ckpt.model_name} model, this run trains {model_name}")
+    changed = sorted(k for k in set(hparams) | set(ckpt.hparams) if hparams.get(k) != ckpt.hparams.get(k))
+    if changed:
+        shown = ", ".join(f"{k} {ckpt.hparams.get(k)!r} there, {hparams.get(k)!r} here" for k in changed)
+        raise FastEGNNError(f"{where}: model settings differ ({shown}); train with the checkpoint's settings")
+    theirs = ckpt.data_spec
+    for name in INIT_SPEC_FIELDS:
+        if getattr(theirs, name) != getattr(spec, name):
+            raise FastEGNNError(
+                f"{where}: was trained on data with {name} {getattr(theirs, name)!r}, this data has "
+                f"{getattr(spec, name)!r}"
+            )
+    model.load_state_dict(ckpt.state_dict)
+    seen = _frames_by_file(theirs.extra)
+    if not seen:
+        return spec
+    merged = _frames_by_file(spec.extra)
+    for name, (first, last) in seen.items():
+        mine = merged.get(name)
+        merged[name] = [first, last] if mine is None else [min(first, mine[0]), max(last, mine[1])]
+    extra = dict(spec.extra)
+    extra[keys.TRAIN_FRAMES] = merged
+    return DataSpec.from_dict({**spec.as_dict(), "extra": extra})
 
 
 def read_metrics(path: Path) -> tuple[list[dict[str, Any]], int]:
@@ -297,6 +357,8 @@ class Trainer:
         )
         self.spec = DataSpec.from_dict(fields)
         self.model, self.hparams = make_model(config, num_attrs, dt=self.spec.dt)
+        if config.init is not None:
+            self.spec = init_weights(self.model, config.model, self.hparams, self.spec, config.init)
         self.model.to(device=config.device, dtype=self.dtype)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
         self.shuffle_rng = torch.Generator().manual_seed(config.seed)

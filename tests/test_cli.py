@@ -72,6 +72,16 @@ def test_generate_train_evaluate(tmp_path, capsys, monkeypatch):
     assert (run / "best.pt").is_file() and (run / "last.pt").is_file()
     assert len((run / "metrics.jsonl").read_text().splitlines()) == 2
 
+    # Fine-tuning start: --init takes the run's weights; a missing checkpoint is one line.
+    tuned = tmp_path / "tuned"
+    assert main(["train", "--data", str(data), "--out", str(tuned), *TINY_MODEL, "--epochs", "1",
+                 "--frames", "1", "5", "--threads", "1", "--quiet", "--init", str(run / "best.pt")]) == 0
+    capsys.readouterr()
+    assert torch.load(tuned / "best.pt", weights_only=True)["training"]["config"]["init"] == str(run / "best.pt")
+    line = run_error(capsys, ["train", "--data", data, "--out", tmp_path / "t2", *TINY_MODEL, "--frames", "1", "5",
+                              "--quiet", "--init", tmp_path / "missing.pt"])
+    assert line.startswith("fastegnn-md: error: --init: ") and "missing.pt: no such checkpoint" in line
+
     # evaluate must use the checkpoint's frames (1 -> 5): the default 30 -> 40 do not exist here.
     assert main(["evaluate", str(run / "best.pt"), "--data", str(data), "--json", "--repeats", "1",
                  "--threads", "1"]) == 0

@@ -243,3 +243,66 @@ def test_grad_clip_caps_every_step(nbody, tmp_path, monkeypatch):
 def test_grad_clip_must_be_positive():
     with pytest.raises(ValueError, match="grad_clip"):
         TrainConfig(grad_clip=0.0)
+
+
+# ----------------------------------------------------------------------------- fine-tuning start
+def test_init_starts_from_the_checkpoint_weights(nbody, tmp_path):
+    """init loads the checkpoint's weights before the first step: with lr=0 the run's weights are
+    the checkpoint's, not the seeded random start's; the config records where they came from."""
+    trainer(nbody, tmp_path / "base", epochs=2, seed=5).fit()
+    base = load_checkpoint(tmp_path / "base" / BEST)
+    tuned = trainer(nbody, tmp_path / "tuned", epochs=1, lr=0.0, init=str(tmp_path / "base" / BEST))
+    tuned.fit()
+    assert_same_weights(tuned.model.state_dict(), base.state_dict)
+    fresh = trainer(nbody, tmp_path / "fresh", epochs=1, lr=0.0)
+    fresh.fit()
+    assert any(not torch.equal(v, base.state_dict[k]) for k, v in fresh.model.state_dict().items())
+    saved = load_checkpoint(tmp_path / "tuned" / BEST)
+    assert saved.training["config"]["init"] == str(tmp_path / "base" / BEST)
+
+
+def test_init_continues_training_from_a_lower_loss(nbody, tmp_path):
+    """One epoch from a trained start has a lower validation MSE than one epoch from scratch."""
+    trainer(nbody, tmp_path / "base", epochs=4).fit()
+    tuned = trainer(nbody, tmp_path / "tuned", epochs=1, init=str(tmp_path / "base" / BEST)).fit()
+    scratch = trainer(nbody, tmp_path / "scratch", epochs=1).fit()
+    assert tuned["best_valid_mse"] < scratch["best_valid_mse"]
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (dict(hidden=16), r"model settings differ \(hidden 8 there, 16 here\)"),
+        (dict(model="egnn"), "is a fastegnn model, this run trains egnn"),
+    ],
+)
+def test_init_refuses_another_model(nbody, tmp_path, overrides, message):
+    trainer(nbody, tmp_path / "base", epochs=1).fit()
+    with pytest.raises(FastEGNNError, match=message):
+        trainer(nbody, tmp_path / "tuned", init=str(tmp_path / "base" / BEST), **overrides)
+
+
+def test_init_refuses_data_of_another_kind_and_a_missing_file(nbody, tmp_path):
+    train, valid, spec_fields = nbody
+    trainer(nbody, tmp_path / "base", epochs=1).fit()
+    other = dict(spec_fields, dt=2 * spec_fields.get("dt", 1.0))
+    with pytest.raises(FastEGNNError, match="was trained on data with dt"):
+        Trainer(config(init=str(tmp_path / "base" / BEST)), train, valid, tmp_path / "t", other, progress=False)
+    with pytest.raises(FastEGNNError, match=r"--init: .*nothing\.pt: no such checkpoint"):
+        trainer(nbody, tmp_path / "t2", init=str(tmp_path / "nothing.pt"))
+
+
+def test_init_keeps_the_start_s_training_frames(nbody, tmp_path):
+    """The fine-tuned checkpoint records the frames its start was trained on beside its own, so a
+    rollout report still marks them (per file: the union of the two ranges)."""
+    from fastegnn_md import spec_keys as keys
+
+    train, valid, spec_fields = nbody
+    base_fields = dict(spec_fields, extra={keys.TRAJECTORY: ["a.xtc"], keys.TRAIN_FRAMES: [0, 40]})
+    Trainer(config(epochs=1), train, valid, tmp_path / "base", base_fields, progress=False).fit()
+    mine = {keys.TRAJECTORY: ["a.xtc", "b.xtc"], keys.TRAIN_FRAMES: {"a.xtc": [10, 90], "b.xtc": [0, 5]}}
+    tuned = Trainer(config(epochs=1, init=str(tmp_path / "base" / BEST)), train, valid, tmp_path / "tuned",
+                    dict(spec_fields, extra=mine), progress=False)
+    tuned.fit()
+    frames = load_checkpoint(tmp_path / "tuned" / BEST).data_spec.extra[keys.TRAIN_FRAMES]
+    assert frames == {"a.xtc": [0, 90], "b.xtc": [0, 5]}

@@ -106,6 +106,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     train.add_argument("--virtual-init", choices=("centroid", "weighted"), default="centroid",
                        help="where FastEGNN's virtual nodes start: every one at the centre of mass (the paper; "
                             "default) or each at its own learned weighted centre, so the MMD term can spread them")
+    train.add_argument("--init", metavar="CKPT", default=None,
+                       help="start from this checkpoint's weights (path or shipped name) instead of a random "
+                            "start: fine-tuning, e.g. rollout training (--unroll, --input-noise) of a model "
+                            "trained on single jumps; its model settings and data kind must be this run's")
     train.add_argument("--radial-distance-weight", type=float, default=None, metavar="W",
                        help="add W x the squared error of each atom's distance to the structure's centroid, "
                             "so repeated jumps keep the radius of gyration (0: off; default MD: 1, else 0)")
@@ -227,6 +231,7 @@ def run(args: argparse.Namespace) -> int:
             radial_distance_weight=_given(args.radial_distance_weight, defaults.radial_distance_weight),
             gyration_weight=args.gyration_weight,
             virtual_init=args.virtual_init,
+            init=args.init,
             length_scale=args.length_scale if args.length_scale is not None else defaults.length_scale,
             time_scale=_time_scale(args.time_scale) if args.time_scale is not None else defaults.time_scale,
             gravity_axis=dataset.spec_fields.get("gravity_axis"),
