@@ -277,6 +277,21 @@ def saved_for_backward_mib(step_forward) -> float:
     return sum(storages.values()) / 2**20
 
 
+def counted_flops(loss_of_model) -> tuple[float, float]:
+    """(forward, forward + backward) FLOPs of ``loss_of_model()`` and its backward, as torch's
+    FlopCounterMode counts them (matmuls and their gradients; elementwise work is not counted)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    # With gradients on: inference mode trips the counter's module tracker, and the matmuls of a
+    # forward pass are the same either way.
+    with FlopCounterMode(display=False) as counter:
+        loss = loss_of_model()
+        forward = counter.get_total_flops()
+        loss.backward()
+        total = counter.get_total_flops()
+    return float(forward), float(total)
+
+
 def run_reference_case(index: int, threads: int, repeats: int, tune: bool, device: str = "cpu") -> dict:
     """The fast FastEGNN against `fastegnn_md.models.reference` on case ``index``: ms per graph of
     a forward pass and of a training step (forward + MSE on positions + backward), calls
@@ -336,6 +351,7 @@ def run_reference_case(index: int, threads: int, repeats: int, tune: bool, devic
         "train_ms": {"fast": per_graph * float(np.median(fast_train)),
                      "reference": per_graph * float(np.median(reference_train))},
         "train_ratio": float(np.median(fast_train / reference_train)),
+        "flops": {"fast": counted_flops(loss_of(fast)), "reference": counted_flops(loss_of(reference))},
         "saved_mib": {"fast": saved_for_backward_mib(loss_of(fast)),
                       "reference": saved_for_backward_mib(loss_of(reference))},
         "peak_mib": peaks,
@@ -362,9 +378,10 @@ def main_against_reference(args: argparse.Namespace, cases: list[int]) -> None:
           f"median of {args.repeats}; allocator tuned: {not args.no_tune}")
     print()
     peak_header = "peak CUDA MiB fast / ref" if on_cuda else "peak RSS MiB fast / after both"
-    print("| case | edges/graph | forward ms fast / ref | forward fast/ref | train step ms fast / ref "
-          f"| train fast/ref | autograd saved MiB fast / ref | {peak_header} |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    print("| case | edges/graph | forward ms fast / ref | forward fast/ref | forward FLOPs fast/ref "
+          "| train step ms fast / ref | train fast/ref | train FLOPs fast/ref "
+          f"| autograd saved MiB fast / ref | {peak_header} |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for index in cases:
         cmd = [sys.executable, __file__, "--case", str(index), "--against-reference",
                "--threads", str(args.threads), "--repeats", str(args.repeats), "--device", args.device]
@@ -372,13 +389,17 @@ def main_against_reference(args: argparse.Namespace, cases: list[int]) -> None:
             cmd.append("--no-tune")
         r = run_child(cmd)
         f, t, m, p = r["forward_ms"], r["train_ms"], r["saved_mib"], r["peak_mib"]
+        (fast_fwd, fast_all), (ref_fwd, ref_all) = r["flops"]["fast"], r["flops"]["reference"]
         d = 3 if on_cuda else 1  # GPU times are fractions of a millisecond: more digits there
         print(f"| {r['case']} | {r['edges_per_graph']:,.0f} | {f['fast']:.{d}f} / {f['reference']:.{d}f} "
-              f"| {r['forward_ratio']:.2f} | {t['fast']:.{d}f} / {t['reference']:.{d}f} | {r['train_ratio']:.2f} "
+              f"| {r['forward_ratio']:.2f} | {fast_fwd / ref_fwd:.2f} "
+              f"| {t['fast']:.{d}f} / {t['reference']:.{d}f} | {r['train_ratio']:.2f} | {fast_all / ref_all:.2f} "
               f"| {m['fast']:.0f} / {m['reference']:.0f} | {p['fast']:.0f} / {p['reference']:.0f} |", flush=True)
     print()
     print("fast/ref: median over alternating pairs of calls of the fast model's time over the reference's "
           "(below 1: the fast path is faster). train step = forward + MSE on positions + backward, no optimizer. "
+          "FLOPs fast/ref = the two models' matmul FLOPs as torch's FlopCounterMode counts them: a time ratio "
+          "near it means the fast path spends its time on arithmetic the model needs. "
           "autograd saved = distinct storages saved for backward (exact). "
           + ("peak CUDA = growth of torch.cuda.max_memory_allocated over the graph and weights, reset before each "
              "model's warm-up (each model's own peak)." if on_cuda else
