@@ -321,8 +321,32 @@ def test_bad_sph_arguments_are_one_line_errors(dataset, checkpoint, tmp_path, ca
     assert message in err
 
 
-def test_sph_needs_a_checkpoint_and_md_refuses_sph_flags(dataset, tmp_path, capsys):
-    assert "--checkpoint: required" in _run_error(["rollout", dataset], capsys)
+def test_without_checkpoint_the_shipped_sph_model_rolls_out_the_shipped_trajectory(tmp_path, capsys):
+    """`fastegnn-md rollout trajectories/sph` needs no --checkpoint: the shipped water-box model
+    rolls out the shipped test trajectory (water and stored walls), and the report says so."""
+    shipped = Path(__file__).resolve().parents[1] / "trajectories" / "sph"
+    report = tmp_path / "r"
+    assert main(["rollout", str(shipped), "--jumps", "2", "--report", str(report), "--quiet"]) == 0
+    capsys.readouterr()
+    saved = json.loads((report / "report.json").read_text())
+    assert saved["info"]["checkpoint"] == "water-box"
+    assert "no --checkpoint: used the shipped SPH model water-box" in saved["notes"]
+    assert "used the shipped SPH model water-box" in (report / "report.md").read_text()
+    assert (report / "predicted.h5").is_file()
+
+
+def test_a_shipped_default_that_does_not_fit_says_to_pass_a_checkpoint(dataset, tmp_path, capsys):
+    """A dataset whose particle types the default model was not trained on: one line, with the way out."""
+    edited = tmp_path / "other"
+    shutil.copytree(dataset, edited)
+    metadata = json.loads((edited / "metadata.json").read_text())
+    metadata["particle_type_convention"] = "lagrangebench"
+    (edited / "metadata.json").write_text(json.dumps(metadata))
+    err = _run_error(["rollout", edited, "--report", tmp_path / "r", "--quiet"], capsys)
+    assert "water-box" in err and "pass --checkpoint" in err
+
+
+def test_md_refuses_sph_flags(dataset, tmp_path, capsys):
     assert "--split: applies to SPH dataset directories" in _run_error(
         ["rollout", tmp_path / "traj.dcd", "--split", "test"], capsys)
     (tmp_path / "empty").mkdir()

@@ -103,17 +103,23 @@ class HDF5Sink(FrameSink):
         self.writer.commit()
 
 
+#: The shipped SPH model `fastegnn-md rollout DATA_DIR` uses without --checkpoint
+#: (`fastegnn_md/pretrained/README.md`: water in a closed box, walls stored as particles).
+DEFAULT_SPH_CHECKPOINT = "water-box"
+
+
 class SPHRollout(RolloutCase):
     """Rollout of one trajectory of an SPH dataset split; walls follow the reference."""
 
     kind = SPHDatasetKind
-    default_checkpoint = None  # no SPH model is shipped: --checkpoint is required
+    default_checkpoint = DEFAULT_SPH_CHECKPOINT
 
     def __init__(self, dataset: PathLike, split: str = "test", trajectory: int = 0,
                  sinkhorn_particles: int = SINKHORN_MAX_PARTICLES, request: Optional[RolloutRequest] = None) -> None:
         super().__init__(request)
         self.dataset, self.split, self.index = Path(dataset), split, trajectory
         self.sinkhorn_particles = sinkhorn_particles
+        self.chosen_by_user = True
 
     @classmethod
     def from_cli(cls, args: Any) -> "SPHRollout":
@@ -125,8 +131,10 @@ class SPHRollout(RolloutCase):
         )
 
     def select_checkpoint(self, checkpoint: Optional[PathLike]) -> Checkpoint:
+        self.chosen_by_user = checkpoint is not None
         if checkpoint is None:
-            raise DataError(f"--checkpoint: required for the SPH dataset {self.dataset} (no SPH model is shipped)")
+            checkpoint = self.default_checkpoint
+            self.notes.append(f"no --checkpoint: used the shipped SPH model {checkpoint}")
         ckpt = load_checkpoint(checkpoint)
         spec = ckpt.data_spec
         if spec.is_molecular or spec.selection:
@@ -161,16 +169,21 @@ class SPHRollout(RolloutCase):
             raise DataError(f"{where}: positions are {traj.dim}-D; the models need 3-D particles")
         self.convention = trajectory_convention(traj)
         trained_convention = spec.extra.get(keys.PARTICLE_TYPE_CONVENTION)
+        # The shipped default may not suit every dataset: then say how to choose another.
+        hint = "" if self.chosen_by_user else "; pass --checkpoint with a model trained on data like it"
         if trained_convention is not None and trained_convention != self.convention:
             raise CheckpointError(
                 f"{self.checkpoint_name}: was trained on {trained_convention!r} particle types but {where} uses "
-                f"{self.convention!r}"
+                f"{self.convention!r}{hint}"
             )
         try:
             attrs, moving = particle_types_to_attrs(traj.particle_type, self.convention)
         except DataError as exc:
             raise DataError(f"{where}: {exc}") from None
-        spec.check_fits(attrs.shape[1], traj.num_particles, where=where)
+        try:
+            spec.check_fits(attrs.shape[1], traj.num_particles, where=where)
+        except CheckpointError as exc:
+            raise CheckpointError(f"{exc}{hint}") from None
         if not moving.any():
             raise DataError(f"{where}: has no moving particles (only walls) to roll out")
         self.traj, self.node_attrs, self.moving = traj, attrs, moving
