@@ -26,6 +26,7 @@ from typing import Any, Optional, Union
 import torch
 
 from . import __version__
+from . import spec_keys as keys
 from .conventions import VELOCITY_CONVENTIONS
 from .errors import CheckpointError
 from .graph import FEATURE_RECIPE
@@ -103,6 +104,19 @@ class DataSpec:
     def from_dict(cls, values: dict[str, Any]) -> "DataSpec":
         known = {k: v for k, v in values.items() if k in cls.__dataclass_fields__}
         return cls(**known)
+
+    def train_frames_by_file(self) -> dict[str, list[int]]:
+        """The frames the training split read, ``{file name: [first, last]}`` (``extra`` key
+        `spec_keys.TRAIN_FRAMES`; checkpoints written before replicas existed hold one
+        ``[first, last]`` for their single trajectory file); {} when the data has no frame record
+        (SPH, N-body)."""
+        frames = self.extra.get(keys.TRAIN_FRAMES)
+        if isinstance(frames, dict):
+            return {str(name): [int(frames[name][0]), int(frames[name][1])] for name in frames}
+        names = list(self.extra.get(keys.TRAJECTORY, []))
+        if frames is not None and len(names) == 1:
+            return {str(names[0]): [int(frames[0]), int(frames[1])]}
+        return {}
 
     def check_fits(self, num_node_attrs: int, num_nodes: Optional[int] = None, where: str = "data") -> None:
         """Raise CheckpointError if data with this many attributes/nodes cannot use the model."""

@@ -65,7 +65,7 @@ class TrainConfig:
     the few-hundredths-of-an-Å shrinkage per jump that the per-node terms average away. virtual_init
     ("centroid" as in the paper, or "weighted") is how FastEGNN's virtual nodes start
     (`fastegnn_md.models.fastegnn.FastEGNN.virtual_start`); other models ignore it. init (None =
-    a seeded random start) is the path of a checkpoint whose weights start the run: fine-tuning,
+    a seeded random start) is a checkpoint (path or shipped name) whose weights start the run: fine-tuning,
     e.g. rollout training (`unroll`, `input_noise`) from a model trained on single jumps, as
     LagrangeBench switches its pushforward on after a first phase. Its model and hyperparameters
     must be this run's, its data of the same kind (`init_weights`).
@@ -173,18 +173,6 @@ INIT_SPEC_FIELDS = ("units", "dt", "velocity_convention", "num_node_attrs", "fea
                     "gravity_axis")
 
 
-def _frames_by_file(extra: dict[str, Any]) -> dict[str, list[int]]:
-    """``extra[TRAIN_FRAMES]`` as {file name: [first, last]} (older checkpoints: one pair for
-    their single trajectory file); {} when the data has no frame record (SPH, N-body)."""
-    frames = extra.get(keys.TRAIN_FRAMES)
-    if isinstance(frames, dict):
-        return {str(name): [int(frames[name][0]), int(frames[name][1])] for name in frames}
-    names = list(extra.get(keys.TRAJECTORY, []))
-    if frames is not None and len(names) == 1:
-        return {str(names[0]): [int(frames[0]), int(frames[1])]}
-    return {}
-
-
 def init_weights(model: JumpModel, model_name: str, hparams: dict[str, Any], spec: DataSpec, path: str) -> DataSpec:
     """Load the weights of checkpoint ``path`` into ``model`` (a fine-tuning start) and return
     ``spec`` with the start's training frames added to its own, so rollout reports still mark
@@ -209,10 +197,10 @@ def init_weights(model: JumpModel, model_name: str, hparams: dict[str, Any], spe
                 f"{getattr(spec, name)!r}"
             )
     model.load_state_dict(ckpt.state_dict)
-    seen = _frames_by_file(theirs.extra)
+    seen = theirs.train_frames_by_file()
     if not seen:
         return spec
-    merged = _frames_by_file(spec.extra)
+    merged = spec.train_frames_by_file()
     for name, (first, last) in seen.items():
         mine = merged.get(name)
         merged[name] = [first, last] if mine is None else [min(first, mine[0]), max(last, mine[1])]

@@ -150,17 +150,9 @@ def default_start(times: np.ndarray, dt: float) -> int:
 
 def _training_frames(spec: Any, trajectory: Path) -> Optional[tuple[int, int]]:
     """The frames of ``trajectory`` (file numbering) that the checkpoint's training split read, when
-    the checkpoint was trained on a file of this name; else None.
-
-    ``extra["train_frames"]`` is ``{file name: [first, last]}``; checkpoints written before
-    replicas existed hold one ``[first, last]`` for their (single) trajectory file.
-    """
-    frames = spec.extra.get(keys.TRAIN_FRAMES)
-    if isinstance(frames, dict):
-        frames = frames.get(trajectory.name)
-    elif frames is not None and list(spec.extra.get(keys.TRAJECTORY, [])) != [trajectory.name]:
-        frames = None
-    return None if frames is None else (int(frames[0]), int(frames[1]))
+    the checkpoint was trained on a file of this name; else None (`DataSpec.train_frames_by_file`)."""
+    frames = spec.train_frames_by_file().get(trajectory.name)
+    return None if frames is None else (frames[0], frames[1])
 
 
 class TrajectorySink(FrameSink):
