@@ -166,6 +166,29 @@ def gyration_loss(
     return ((gyration(predicted) - gyration(target))[present] ** 2).mean()
 
 
+def box_loss(
+    predicted: torch.Tensor, bounds: torch.Tensor, moving: Optional[torch.Tensor] = None
+) -> torch.Tensor:
+    """Mean over nodes of the squared distance by which a node lies outside a box; -> scalar.
+
+        L = 1/N sum_i sum_a (relu(lo_a - x̂_ia)^2 + relu(x̂_ia - hi_a)^2)      (length unit squared)
+
+    Shapes: predicted (N, 3); bounds (3, 2), [lower, upper] per axis, in the same unit; moving
+    (N,) bool, if given, keeps the predicted nodes only (walls are where they are). Zero for every
+    node inside the box, so it only acts on a prediction that leaves it: water a jump carries
+    through the floor is scored by the MSE as one error among thousands, while a rollout cannot
+    recover a particle that has left the box (nothing in the data is ever outside it). Invariant
+    under permutations; with no node it is 0.
+    """
+    if moving is not None:
+        predicted = predicted[moving]
+    if predicted.shape[0] == 0:
+        return predicted.sum() * 0.0
+    below = torch.relu(bounds[:, 0] - predicted)
+    above = torch.relu(predicted - bounds[:, 1])
+    return (below**2 + above**2).sum(dim=1).mean()
+
+
 def local_distance_loss(
     predicted: torch.Tensor, target: torch.Tensor, pairs: torch.Tensor
 ) -> torch.Tensor:

@@ -27,7 +27,8 @@ from .checkpoint import DataSpec, load_checkpoint, save_checkpoint
 from .errors import FastEGNNError, FastEGNNWarning
 from .graph import FramePair, GraphBatch, collate, feature_dims, local_pairs
 from .io import write_atomically
-from .losses import gyration_loss, local_distance_loss, mmd_loss, moving_subset, position_mse, radial_distance_loss
+from .losses import (box_loss, gyration_loss, local_distance_loss, mmd_loss, moving_subset, position_mse,
+                     radial_distance_loss)
 from .models import JumpModel, build_model, model_hparams
 from .models.fastegnn import VIRTUAL_INITS
 from .rollout_training import RolloutTraining
@@ -62,7 +63,9 @@ class TrainConfig:
     (0 = off) adds that multiple of `radial_distance_loss` (each node's distance to its graph's
     centroid), so repeated jumps keep the envelope (radius of gyration) as well; gyration_weight
     (0 = off) adds that multiple of `gyration_loss` (each graph's radius of gyration), which sees
-    the few-hundredths-of-an-Å shrinkage per jump that the per-node terms average away. virtual_init
+    the few-hundredths-of-an-Å shrinkage per jump that the per-node terms average away; box_weight
+    (0 = off) adds that multiple of `box_loss` (how far predicted nodes lie outside the data's box,
+    ``spec.extra["bounds"]``: SPH data), so a jump is taught that water does not leave the box. virtual_init
     ("centroid" as in the paper, or "weighted") is how FastEGNN's virtual nodes start
     (`fastegnn_md.models.fastegnn.FastEGNN.virtual_start`); other models ignore it. init (None =
     a seeded random start) is a checkpoint (path or shipped name) whose weights start the run: fine-tuning,
@@ -95,6 +98,7 @@ class TrainConfig:
     local_distance_cutoff: float = 2.6
     radial_distance_weight: float = 0.0
     gyration_weight: float = 0.0
+    box_weight: float = 0.0
     virtual_init: str = "centroid"
     init: Optional[str] = None
     seed: int = 0
@@ -128,7 +132,7 @@ class TrainConfig:
         if self.gravity_axis is not None:
             self.gravity_axis = unit_gravity_axis(self.gravity_axis)
         for name in ("lr", "weight_decay", "mmd_weight", "input_noise", "local_distance_weight",
-                     "radial_distance_weight", "gyration_weight"):
+                     "radial_distance_weight", "gyration_weight", "box_weight"):
             value = getattr(self, name)
             if not (math.isfinite(value) and value >= 0):
                 raise ValueError(f"{name} must be a finite number >= 0, got {value}")
@@ -353,6 +357,7 @@ class Trainer:
         self.mmd_rng = torch.Generator(device=config.device).manual_seed(config.seed + 1)
         self.state = TrainState()
         self.uses_mmd = config.mmd_weight > 0
+        self.box_bounds = self._box_bounds(dataset_name) if config.box_weight > 0 else None
         try:
             self.rollout_training = RolloutTraining(train_pairs, config.input_noise, config.unroll, config.seed + 2,
                                                     self.spec.velocity_convention)
@@ -460,7 +465,7 @@ class Trainer:
         self.model.train()
         order = torch.randperm(len(self.train_pairs), generator=self.shuffle_rng).tolist()
         num_batches = math.ceil(len(order) / config.batch_size)
-        sums = {"loss": 0.0, "mse": 0.0, "mmd": 0.0, "local": 0.0, "radial": 0.0, "gyration": 0.0}
+        sums = {"loss": 0.0, "mse": 0.0, "mmd": 0.0, "local": 0.0, "radial": 0.0, "gyration": 0.0, "box": 0.0}
         bar = tqdm(
             self._training_batches(order),
             total=num_batches,
@@ -500,6 +505,11 @@ class Trainer:
                 gyration = gyration_loss(out.positions, batch.target_positions, batch.batch, batch.num_graphs,
                                          batch.moving)
                 loss = loss + config.gyration_weight * gyration
+            box = torch.zeros((), dtype=mse.dtype)
+            if config.box_weight > 0:
+                box = box_loss(out.positions, self.box_bounds.to(device=out.positions.device, dtype=out.positions.dtype),
+                               batch.moving)
+                loss = loss + config.box_weight * box
             if not torch.isfinite(loss):
                 # Stop before the weights are poisoned; last.pt still holds the last good epoch.
                 raise TrainingDiverged(
@@ -517,8 +527,20 @@ class Trainer:
             sums["local"] += local.item()
             sums["radial"] += radial.item()
             sums["gyration"] += gyration.item()
+            sums["box"] += box.item()
             bar.set_postfix(mse=f"{mse.item():.4g}")
         return {k: v / num_batches for k, v in sums.items()}
+
+    def _box_bounds(self, dataset_name: str) -> torch.Tensor:
+        """The data's box (3, 2) for the box term; a one-line error when the data has none."""
+        bounds = self.spec.extra.get(keys.BOUNDS)
+        where = dataset_name or "training data"
+        if bounds is None:
+            raise FastEGNNError(f"{where}: box_weight needs data with a box (SPH metadata 'bounds'); this data has none")
+        array = np.asarray(bounds, dtype=np.float64)
+        if array.shape != (3, 2) or not np.all(array[:, 1] > array[:, 0]):
+            raise FastEGNNError(f"{where}: bounds must be [[lower, upper]] for 3 axes, got {bounds!r}")
+        return torch.as_tensor(array)
 
     def _local_pairs(self, batch: GraphBatch) -> torch.Tensor:
         """The close pairs of the batch's input frames (`local_pairs`) for the local-distance term."""
@@ -580,6 +602,7 @@ class Trainer:
                     **({"train_local_distance": train["local"]} if self.config.local_distance_weight > 0 else {}),
                     **({"train_radial_distance": train["radial"]} if self.config.radial_distance_weight > 0 else {}),
                     **({"train_gyration": train["gyration"]} if self.config.gyration_weight > 0 else {}),
+                    **({"train_box": train["box"]} if self.config.box_weight > 0 else {}),
                     "valid_mse": valid_mse,
                     "best_valid_mse": self.state.best_valid_mse,
                     "seconds": time.perf_counter() - start,

@@ -240,6 +240,17 @@ def test_flags_of_another_kind_are_one_line_errors(walls, nbody, tmp_path, capsy
     assert "--gravity-axis: applies to SPH" in line
 
 
+def test_box_weight_trains_on_sph_data_and_is_a_one_line_error_on_data_without_a_box(walls, nbody, tmp_path,
+                                                                                     capsys):
+    assert cli("train", "--data", walls, "--jump", "3", "--box-weight", "5", "--out", tmp_path / "box", *TINY) == 0
+    assert load_checkpoint(tmp_path / "box" / "best.pt").training["config"]["box_weight"] == 5.0
+    assert "train_box" in json.loads((tmp_path / "box" / "metrics.jsonl").read_text().splitlines()[0])
+    line = run_error(capsys, ["train", "--data", nbody, "--frames", "1", "4", "--box-weight", "5", "--out", tmp_path / "nb", *TINY])
+    assert "box_weight needs data with a box" in line
+    assert "must be a finite number >= 0" in run_error(
+        capsys, ["train", "--data", walls, "--jump", "3", "--box-weight", "-1", "--out", tmp_path / "neg", *TINY])
+
+
 def test_evaluate_refuses_data_of_another_kind(walls, nbody, tmp_path, capsys):
     spec = open_dataset(walls, sph=SPHOptions(jump=3)).spec_fields
     config = TrainConfig(model="linear", cutoff=spec["cutoff"], epochs=1, batch_size=10)

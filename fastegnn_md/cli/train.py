@@ -116,6 +116,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     train.add_argument("--gyration-weight", type=float, default=0.0, metavar="W",
                        help="add W x the squared error of each structure's radius of gyration, which sees the "
                             "small inward drift per jump the per-atom terms average away (0: off, the default)")
+    train.add_argument("--box-weight", type=float, default=0.0, metavar="W",
+                       help="add W x the mean squared distance by which predicted particles lie outside the data's box "
+                            "(SPH metadata bounds; 0: off, the default)")
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--max-train", type=positive_int, default=None, help="use only the first N training examples")
     train.add_argument("--max-valid", type=positive_int, default=None, help="use only the first N validation examples")
@@ -230,6 +233,7 @@ def run(args: argparse.Namespace) -> int:
             local_distance_cutoff=_given(args.local_distance_cutoff, defaults.local_distance_cutoff),
             radial_distance_weight=_given(args.radial_distance_weight, defaults.radial_distance_weight),
             gyration_weight=args.gyration_weight,
+            box_weight=args.box_weight,
             virtual_init=args.virtual_init,
             init=args.init,
             length_scale=args.length_scale if args.length_scale is not None else defaults.length_scale,

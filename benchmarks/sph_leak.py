@@ -1,0 +1,109 @@
+"""Water through the walls: how many particles SPH checkpoints put outside the box, one jump at a
+time and over 100-jump rollouts of held-out scenes (issue 16, item 4).
+
+Usage (from the repository root)::
+
+    python benchmarks/sph_leak.py water-box runs/wb-box100/best.pt --pairs data/water3d-bench \
+        --scenes data/water-scenes-long --scene valid:0 --scene test:0 --scene test:1 --scene test:2
+
+**One jump** (``--pairs DIR``: its valid and test splits, read as ``fastegnn-md train`` reads them:
+15 random starts per trajectory, the checkpoint's jump and velocities): water particles whose
+predicted position lies outside ``metadata["bounds"]``, in all and in the worst pair, the lowest
+predicted coordinate along gravity, and the one-jump MSE (box units², ×1e-4). The reference
+targets are never outside.
+
+**Rollouts** (``--scenes DIR`` and ``--scene SPLIT:INDEX``, 100 jumps, `fastegnn-md rollout`'s code
+with ``--sinkhorn-particles 200``): the most water particles outside the box at any jump (and the
+first jump with any), and the horizons at which the model's MSE and Sinkhorn divergence are below
+both "no motion" and "constant velocity" (out of the jumps made).
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from fastegnn_md.checkpoint import load_checkpoint
+from fastegnn_md.datasets import open_for_checkpoint
+from fastegnn_md.predictor import Predictor
+from fastegnn_md.rollouts.sph import rollout_sph
+
+
+def one_jump(checkpoint: str, data: Path) -> dict[str, dict[str, float]]:
+    """Per split: outside count, total water, worst pair, lowest coordinate along −gravity, MSE."""
+    predictor = Predictor.from_checkpoint(checkpoint)
+    dataset = open_for_checkpoint(data, load_checkpoint(checkpoint).data_spec)
+    bounds = np.asarray(dataset.spec_fields["extra"]["bounds"], dtype=np.float64)
+    axis = int(np.argmax(np.abs(np.asarray(predictor.spec.gravity_axis or [0, -1, 0]))))
+    results = {}
+    for split in ("valid", "test"):
+        outside = total = worst = 0
+        lowest, squared, count = np.inf, 0.0, 0
+        for pair in dataset.load(split):
+            jump = predictor.predict(pair.positions, pair.velocities, pair.node_attrs, moving=pair.moving,
+                                     kinematic_positions=pair.target_positions)
+            water = pair.moving if pair.moving is not None else np.ones(len(pair.positions), dtype=bool)
+            predicted, target = jump.positions[water], pair.target_positions[water].astype(np.float64)
+            out = ((predicted < bounds[:, 0]) | (predicted > bounds[:, 1])).any(axis=1)
+            outside, total, worst = outside + int(out.sum()), total + int(water.sum()), max(worst, int(out.sum()))
+            lowest = min(lowest, float(predicted[:, axis].min()))
+            squared += float(((predicted - target) ** 2).sum())
+            count += target.size
+        results[split] = {"outside": outside, "water": total, "worst": worst, "lowest": lowest,
+                          "mse": squared / count}
+    return results
+
+
+def rollout(checkpoint: str, scenes: Path, split: str, index: int, jumps: int) -> str:
+    """One rollout's cells: most outside (first jump with any), MSE and Sinkhorn wins, MSE at 1/5/20."""
+    with tempfile.TemporaryDirectory() as tmp:
+        out = rollout_sph(scenes, checkpoint, split=split, trajectory=index, jumps=jumps, report_dir=Path(tmp) / "r",
+                          sinkhorn_particles=200, progress=False)
+    report = out.report
+    rows = report["per_jump"]
+    first = next((row["jump"] for row in rows if row["outside_box"].get("model", 0) > 0), None)
+    wins = []
+    for metric in ("mse", "sinkhorn"):
+        both = sum(1 for row in rows if "model" in row.get(metric, {})
+                   and all(row[metric]["model"] < row[metric][name] for name in row[metric] if name != "model"))
+        wins.append(both)
+    at = report["horizons"]["mse_at"]
+    mse = " / ".join(f"{at[n]['model']:.3g}" for n in ("1", "5", "20") if n in at and at[n]["model"] is not None)
+    return (f"{report['outside_box']['model']} of {report['scored_particles']} (first: jump {first}) | "
+            f"MSE wins {wins[0]} | Sinkhorn wins {wins[1]} of {report['model_jumps']} | MSE at 1/5/20 {mse}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("checkpoints", nargs="+", help="SPH checkpoints (paths or shipped names)")
+    parser.add_argument("--pairs", type=Path, default=None, help="SPH dataset for the one-jump counts")
+    parser.add_argument("--scenes", type=Path, default=None, help="SPH dataset of long scenes for the rollouts")
+    parser.add_argument("--scene", action="append", default=[], metavar="SPLIT:INDEX")
+    parser.add_argument("--jumps", type=int, default=100)
+    parser.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    warnings.filterwarnings("ignore")
+    if args.pairs is not None:
+        print("| checkpoint | split | water predicted outside | worst pair | lowest coordinate along gravity | "
+              "one-jump MSE (×1e-4) |")
+        print("|---|---|---:|---:|---:|---:|")
+        for checkpoint in args.checkpoints:
+            for split, r in one_jump(checkpoint, args.pairs).items():
+                print(f"| `{checkpoint}` | {split} | {r['outside']} of {r['water']} ({100 * r['outside'] / r['water']:.2f} %) "
+                      f"| {r['worst']} | {r['lowest']:+.3f} | {1e4 * r['mse']:.3f} |", flush=True)
+        print()
+    for entry in args.scene:
+        split, index = entry.split(":")
+        for checkpoint in args.checkpoints:
+            print(f"{args.scenes} {split} {index}, `{checkpoint}`: "
+                  f"{rollout(checkpoint, args.scenes, split, int(index), args.jumps)}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
