@@ -1,15 +1,18 @@
 """The paper's Table 1, Water-3D column, on SPH data generated here with SPlisHSPlasH.
 
-    python benchmarks/water3d.py --data data/water3d-bench --runs runs/water3d-bench --threads 1 --quiet
+    python benchmarks/water3d.py --data data/water3d-bench --runs runs/water3d-bench --epochs 6 --threads 1 --quiet
 
 If ``--data`` holds no ``metadata.json``, simulates "water falling in a box" into it first
 (`fastegnn_md.adapters.splishsplash.generate_sph_dataset`, the code behind ``fastegnn-md sph
 generate``; h5 files only) with ``--particle-radius``, ``--train/--valid/--test`` trajectories
 and ``--frames`` frames each. Then trains Linear, EGNN, EGNN* and FastEGNN<3,p> for p in
-{0, 0.75, 1} with the same budget (resumable: run the same command again after an
-interruption), and in one process measures test MSE and the forward time of a full test
-traversal relative to EGNN, printed next to the paper's numbers with the "no motion" (x_t) and
-"constant velocity" (x_t + v_t Δt) predictors for context.
+{0, 0.75, 1} with the same budget for each of ``--seeds`` (default 0 1 2; seed k trains into
+``RUNS/seed<k>/<label>``; resumable: run the same command again after an interruption; to use
+both cores, train disjoint ``--seeds``/``--only`` subsets with ``--skip-eval`` in two processes,
+then run the full command once), and per seed in one process measures test MSE and the forward
+time of a full test traversal relative to an EGNN, printed as mean ± SD over the seeds next to
+the paper's numbers, with the "no motion" (x_t) and "constant velocity" (x_t + v_t Δt)
+predictors for context and the ordering the means give.
 
 Budget (defaults). The paper's Water-3D (Sanchez-Gonzalez et al. 2020) has 1,000 / 100 / 100
 trajectories of ~7.8k particles on average (~95k edges at radius 0.035), long trajectories of
@@ -18,18 +21,18 @@ trajectories of ~7.8k particles on average (~95k edges at radius 0.035), long tr
 Here: particle radius 0.02, the three scene kinds of ``sph generate`` (blocks, dam breaks,
 drops: 972-2,366 water particles in the default splits, plus the box's 3,752 wall particles),
 20 / 3 / 3 trajectories of 200 frames (1 s), the same 15 starts per trajectory (300 / 45 / 45
-pairs), 30 epochs of batch 4. Simulating them took 2 min 49 s on the 2-core machine with four
-other jobs running. **The training budget at this size is not measured yet**: with the walls a
-FastEGNN step costs ~1.9× the water alone (``sph_walls.py``), so 30 epochs of 300 pairs for six
-models and three seeds is far beyond the ~1 h the old 4-trajectory column took; pass
-``--train 4 --valid 1 --test 1`` (and a fresh ``--data``) for that column's size.
+pairs), batch 4. Simulating them takes ~1.5 min on the 2-core machine. With the walls a FastEGNN
+step costs ~1.9× the water alone (``sph_walls.py``): one epoch of the six models is ~9 min of
+one core, so the recorded column (benchmarks/RESULTS.md) uses ``--epochs 6`` (3 seeds: ~2.7
+core-hours); the default of 30 is the budget to use with more cores.
 
 Data are read the way ``fastegnn-md train --data DIR`` reads an SPH directory
 (`fastegnn_md.adapters.sph.SPHOptions`): jump 15 frames, "backward" input velocity
 (x_t − x_{t−15}) / Δt, radius graph at the metadata's ``default_connectivity_radius`` (the
 generator's 1.6 particle diameters = 0.064 here: 13-16 neighbours per particle, Water-3D has
 ~12 at 0.035), the learned gravity term along the metadata's axis (−y) in every
-model, MSE and MMD over the ``moving`` particles (all of them: walls are not stored). Lengths
+model, MSE and MMD over the ``moving`` particles (the water: the box's walls are stored as
+kinematic type-3 particles, inputs only). Lengths
 are in units of the box (the unit cube, as Water-3D); MSE is reported ×1e-4 like the paper.
 Hyperparameters follow Appendix C, Table 5 for Water-3D: σ = 1.5, λ = 0.01, lr 5e-4, weight
 decay 1e-12, C = 3, hidden 64, 4 layers. The paper gives no batch size (the authors' script and
@@ -117,6 +120,19 @@ def seconds_per_epoch(path: Path) -> float:
     return float(np.mean([line["seconds"] for line in lines])) if lines else float("nan")
 
 
+def seed_runs(runs: Path, seed: int) -> Path:
+    """The run folders of one training seed: RUNS/seed<k>/<label>."""
+    return runs / f"seed{seed}"
+
+
+def spread_cell(values: Sequence[float], scale: float = 1.0, digits: int = 3) -> str:
+    """"mean ± SD" over seeds (just the value for one seed)."""
+    values = scale * np.asarray(values, dtype=np.float64)
+    if len(values) == 1:
+        return f"{values[0]:.{digits}f}"
+    return f"{values.mean():.{digits}f} ± {values.std(ddof=1):.{digits}f}"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", type=Path, default=Path("data/water3d-bench"))
@@ -130,6 +146,8 @@ def main() -> None:
     parser.add_argument("--starts", type=int, default=15, help="random input frames per trajectory (default 15)")
     parser.add_argument("--sigma", type=float, default=1.5, help="MMD bandwidth, box units (default 1.5)")
     parser.add_argument("--mmd-weight", type=float, default=0.01, help="lambda of Eq. 11 (default 0.01)")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2],
+                        help="training seeds (default 0 1 2); each trains into RUNS/seed<k>")
     parser.add_argument("--time-scale", default="jump",
                         help="time that becomes 1 inside the models: 'jump' (default, the SPH kind's) or seconds; "
                              "1 = the velocities as the data gives them (box units per second)")
@@ -145,44 +163,59 @@ def main() -> None:
     train, valid, test = (dataset.load(split) for split in ("train", "valid", "test"))
 
     entries = [e for e in ENTRIES if not args.only or e.label in args.only]
-    per_epoch: dict[str, float] = {}
-    for entry in entries:
-        config = TrainConfig(model=entry.model, virtual_nodes=entry.virtual_nodes, cutoff=cutoff,
-                             drop_rate=entry.drop_rate, sigma=args.sigma, mmd_weight=args.mmd_weight,
-                             batch_size=args.batch_size, epochs=args.epochs, patience=args.epochs, seed=0,
-                             gravity_axis=spec.get("gravity_axis"),
-                             time_scale=args.time_scale if args.time_scale == "jump" else float(args.time_scale))
-        start = time.perf_counter()
-        summary = Trainer(config, train, valid, run_dir(args.runs, entry), spec, str(args.data),
-                          progress=not args.quiet).fit()
-        per_epoch[entry.label] = seconds_per_epoch(run_dir(args.runs, entry))
-        print(f"{entry.label}: best valid MSE {SCALE * summary['best_valid_mse']:.3f}e-4 after {summary['epochs']} "
-              f"epochs, {per_epoch[entry.label]:.1f} s/epoch ({time.perf_counter() - start:.0f} s this call)",
-              flush=True)
+    per_epoch: dict[str, list[float]] = {entry.label: [] for entry in entries}
+    for seed in args.seeds:
+        for entry in entries:
+            config = TrainConfig(model=entry.model, virtual_nodes=entry.virtual_nodes, cutoff=cutoff,
+                                 drop_rate=entry.drop_rate, sigma=args.sigma, mmd_weight=args.mmd_weight,
+                                 batch_size=args.batch_size, epochs=args.epochs, patience=args.epochs, seed=seed,
+                                 gravity_axis=spec.get("gravity_axis"),
+                                 time_scale=args.time_scale if args.time_scale == "jump" else float(args.time_scale))
+            start = time.perf_counter()
+            folder = run_dir(seed_runs(args.runs, seed), entry)
+            summary = Trainer(config, train, valid, folder, spec, str(args.data), progress=not args.quiet).fit()
+            per_epoch[entry.label].append(seconds_per_epoch(folder))
+            print(f"seed {seed}, {entry.label}: best valid MSE {SCALE * summary['best_valid_mse']:.3f}e-4 after "
+                  f"{summary['epochs']} epochs, {per_epoch[entry.label][-1]:.1f} s/epoch "
+                  f"({time.perf_counter() - start:.0f} s this call)", flush=True)
     if args.skip_eval:
         return
 
-    measured, egnn_time = measure(entries, args.runs, test, cutoff, args.batch_size, args.repeats)
+    per_seed, egnn_times = [], []
+    for seed in args.seeds:
+        measured, egnn_time = measure(entries, seed_runs(args.runs, seed), test, cutoff, args.batch_size, args.repeats)
+        per_seed.append(measured)
+        egnn_times.append(egnn_time)
     trivial = trivial_mse(test)
     nodes = [p.positions.shape[0] for p in test]
+    moving = [int(p.moving.sum()) if p.moving is not None else p.positions.shape[0] for p in test]
     print()
     print(describe_dataset(args.data))
     print(f"Water-3D: jump {args.jump} frames = {spec['dt']:g} s, {spec['velocity_convention']} velocities, "
-          f"{len(train)}/{len(valid)}/{len(test)} pairs, test graphs {min(nodes)}-{max(nodes)} particles; "
-          f"{args.epochs} epochs, batch {args.batch_size}, {args.threads} threads; MSE in box units² ×1e-4; "
-          f"relative time = median test traversal / EGNN's ({egnn_time:.2f} s)")
+          f"{len(train)}/{len(valid)}/{len(test)} pairs, test graphs {min(nodes)}-{max(nodes)} nodes "
+          f"({min(moving)}-{max(moving)} water particles); {args.epochs} epochs, batch {args.batch_size}, "
+          f"{args.threads} threads, seeds {args.seeds}; MSE in box units² ×1e-4 (mean ± SD over seeds); relative "
+          f"time = median test traversal / an EGNN's on the full graph, in one process per seed "
+          f"(EGNN: {np.median(egnn_times):.2f} s)")
     print()
-    print("| model | test MSE (×1e-4) | paper MSE (×1e-4) | relative time | paper relative time | best epoch |")
-    print("|---|---:|---:|---:|---:|---:|")
+    print("| model | test MSE (×1e-4) | per seed | paper MSE (×1e-4) | relative time | paper relative time | best epochs |")
+    print("|---|---:|---|---:|---:|---:|---|")
     for name, mse in trivial.items():
-        print(f"| *{name}* | *{SCALE * mse:.3f}* | – | – | – | – |")
+        print(f"| *{name}* | *{SCALE * mse:.3f}* | – | – | – | – | – |")
+    means = {}
     for entry in entries:
-        row = measured[entry.label]
-        print(f"| {entry.label} | {SCALE * row['mse']:.3f} | {entry.paper_mse:.2f} | {row['relative_time']:.2f} | "
-              f"{entry.paper_time:.2f} | {row['best_epoch']} |")
+        mses = [seed_result[entry.label]["mse"] for seed_result in per_seed]
+        times = [seed_result[entry.label]["relative_time"] for seed_result in per_seed]
+        epochs = [str(seed_result[entry.label]["best_epoch"]) for seed_result in per_seed]
+        means[entry.label] = float(np.mean(mses))
+        print(f"| {entry.label} | {spread_cell(mses, SCALE)} | {' / '.join(f'{SCALE * m:.3f}' for m in mses)} | "
+              f"{entry.paper_mse:.2f} | {spread_cell(times, digits=2)} | {entry.paper_time:.2f} | {', '.join(epochs)} |")
+    print()
+    print("ordering (mean test MSE, lowest first): " + " < ".join(sorted(means, key=means.get)))
     args.runs.mkdir(parents=True, exist_ok=True)
-    results: dict[str, Any] = {"args": {k: str(v) for k, v in vars(args).items()}, "egnn_seconds": egnn_time,
-                               "trivial_mse": trivial, "results": measured, "seconds_per_epoch": per_epoch}
+    results: dict[str, Any] = {"args": {k: str(v) for k, v in vars(args).items()}, "egnn_seconds": egnn_times,
+                               "trivial_mse": trivial, "results_per_seed": dict(zip(map(str, args.seeds), per_seed)),
+                               "seconds_per_epoch": per_epoch}
     (args.runs / "results.json").write_text(json.dumps(results, indent=2, default=float))
 
 
