@@ -22,7 +22,7 @@ Here: particle radius 0.02, the three scene kinds of ``sph generate`` (blocks, d
 drops: 972-2,366 water particles in the default splits, plus the box's 3,752 wall particles),
 20 / 3 / 3 trajectories of 200 frames (1 s), the same 15 starts per trajectory (300 / 45 / 45
 pairs), batch 4. Simulating them takes ~1.5 min on the 2-core machine. With the walls a FastEGNN
-step costs ~1.9× the water alone (``sph_walls.py``): one epoch of the six models is ~9 min of
+step costs ~1.9× the water alone (``sph_walls.py``): one epoch of the six models is ~7 min of
 one core, so the recorded column (benchmarks/RESULTS.md) uses ``--epochs 6`` (3 seeds: ~2.7
 core-hours); the default of 30 is the budget to use with more cores.
 
