@@ -55,6 +55,12 @@ def backbone_frames(trajectory: str) -> tuple[np.ndarray, MDAnalysis.AtomGroup, 
     return frames, atoms, float(universe.trajectory.dt)
 
 
+def backbone_masses(trajectory: str) -> np.ndarray:
+    """Masses (N,) in amu of the backbone atoms of ``trajectory``'s topology (no frames read)."""
+    universe = MDAnalysis.Universe(str(Path(trajectory).with_suffix(".pdb")))
+    return universe.select_atoms("backbone").masses.astype(np.float64)
+
+
 def centred_second_moment(positions: np.ndarray, masses: np.ndarray) -> tuple[np.ndarray, float]:
     """(mass-weighted centroid (3,), Rg² in Å²) of ``positions`` (N, 3)."""
     total = masses.sum()
@@ -120,9 +126,7 @@ class GapCorrectedMean:
 def rollout(checkpoint: str, trajectory: str, start: int, jumps: int,
             make_jump: Optional[Callable[[Predictor, np.ndarray], object]]) -> str:
     """One 100-jump rollout's line: stop jump, Rg ranges, Rg change per tenth."""
-    _, atoms, _ = backbone_frames(trajectory)
-    predictor = Predictor.from_checkpoint(checkpoint)
-    jump = None if make_jump is None else make_jump(predictor, atoms.masses.astype(np.float64))
+    jump = None if make_jump is None else make_jump(Predictor.from_checkpoint(checkpoint), backbone_masses(trajectory))
     with tempfile.TemporaryDirectory() as tmp:
         request = RolloutRequest(start, jumps, None, Path(tmp) / "r", 20.0, "warn")
         out = run_rollout(MDRollout(trajectory, None, request), checkpoint, progress=False, jump=jump)

@@ -507,8 +507,7 @@ class Trainer:
                 loss = loss + config.gyration_weight * gyration
             box = torch.zeros((), dtype=mse.dtype)
             if config.box_weight > 0:
-                box = box_loss(out.positions, self.box_bounds.to(device=out.positions.device, dtype=out.positions.dtype),
-                               batch.moving)
+                box = box_loss(out.positions, self.box_bounds, batch.moving)
                 loss = loss + config.box_weight * box
             if not torch.isfinite(loss):
                 # Stop before the weights are poisoned; last.pt still holds the last good epoch.
@@ -532,7 +531,8 @@ class Trainer:
         return {k: v / num_batches for k, v in sums.items()}
 
     def _box_bounds(self, dataset_name: str) -> torch.Tensor:
-        """The data's box (3, 2) for the box term; a one-line error when the data has none."""
+        """The data's box (3, 2), in the run's dtype and on its device, for the box term; a one-line
+        error when the data has none."""
         bounds = self.spec.extra.get(keys.BOUNDS)
         where = dataset_name or "training data"
         if bounds is None:
@@ -540,7 +540,7 @@ class Trainer:
         array = np.asarray(bounds, dtype=np.float64)
         if array.shape != (3, 2) or not np.all(array[:, 1] > array[:, 0]):
             raise FastEGNNError(f"{where}: bounds must be [[lower, upper]] for 3 axes, got {bounds!r}")
-        return torch.as_tensor(array)
+        return torch.as_tensor(array, dtype=self.dtype, device=self.config.device)
 
     def _local_pairs(self, batch: GraphBatch) -> torch.Tensor:
         """The close pairs of the batch's input frames (`local_pairs`) for the local-distance term."""
