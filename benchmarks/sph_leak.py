@@ -14,8 +14,9 @@ targets are never outside.
 
 **Rollouts** (``--scenes DIR`` and ``--scene SPLIT:INDEX``, 100 jumps, `fastegnn-md rollout`'s code
 with ``--sinkhorn-particles 200``): the most water particles outside the box at any jump (and the
-first jump with any), and the horizons at which the model's MSE and Sinkhorn divergence are below
-both "no motion" and "constant velocity" (out of the jumps made).
+first jump with any), and the horizons at which the model's MSE, Sinkhorn divergence and
+kinetic-energy error (in magnitude) are below both "no motion" and "constant velocity" (out of the
+jumps made).
 """
 
 from __future__ import annotations
@@ -68,14 +69,17 @@ def rollout(checkpoint: str, scenes: Path, split: str, index: int, jumps: int) -
     rows = report["per_jump"]
     first = next((row["jump"] for row in rows if row["outside_box"].get("model", 0) > 0), None)
     wins = []
-    for metric in ("mse", "sinkhorn"):
+    for metric in ("mse", "sinkhorn", "kinetic_energy_error"):
+        # the kinetic-energy error is signed: a win is a smaller magnitude
         both = sum(1 for row in rows if "model" in row.get(metric, {})
-                   and all(row[metric]["model"] < row[metric][name] for name in row[metric] if name != "model"))
+                   and all(abs(row[metric]["model"]) < abs(row[metric][name])
+                           for name in row[metric] if name != "model"))
         wins.append(both)
     at = report["horizons"]["mse_at"]
     mse = " / ".join(f"{at[n]['model']:.3g}" for n in ("1", "5", "20") if n in at and at[n]["model"] is not None)
     return (f"{report['outside_box']['model']} of {report['scored_particles']} (first: jump {first}) | "
-            f"MSE wins {wins[0]} | Sinkhorn wins {wins[1]} of {report['model_jumps']} | MSE at 1/5/20 {mse}")
+            f"MSE wins {wins[0]} | Sinkhorn wins {wins[1]} | kinetic-energy wins {wins[2]} of {report['model_jumps']} | "
+            f"MSE at 1/5/20 {mse}")
 
 
 def main() -> None:

@@ -251,6 +251,25 @@ def test_box_weight_trains_on_sph_data_and_is_a_one_line_error_on_data_without_a
         capsys, ["train", "--data", walls, "--jump", "3", "--box-weight", "-1", "--out", tmp_path / "neg", *TINY])
 
 
+def test_starts_and_start_window_choose_the_input_frames_and_are_recorded(walls, nbody, tmp_path, capsys):
+    """--starts N --start-window F: N input frames per trajectory among the first F (the authors'
+    15 among 250 by default), recorded so evaluate and rollouts read the data the same way."""
+    run = tmp_path / "window"
+    assert cli("train", "--data", walls, "--jump", "3", "--starts", "4", "--start-window", "10", "--out", run,
+               *TINY) == 0
+    spec = load_checkpoint(run / "best.pt").data_spec
+    assert (spec.extra["num_starts"], spec.extra["start_window"]) == (4, 10)
+    pairs = open_for_checkpoint(walls, spec).load("train")
+    frames = [p.metadata["frames"][0] for p in pairs]
+    assert len(frames) == 2 * 4 and max(frames) < 10 and min(frames) >= 3  # backward velocities need t >= jump
+    default = open_dataset(walls, sph=SPHOptions(jump=3)).load("train")
+    assert max(p.metadata["frames"][0] for p in default) >= 10  # the window is what moved them
+    line = run_error(capsys, ["train", "--data", nbody, "--starts", "4", "--out", tmp_path / "nb", *TINY])
+    assert "--starts: applies to SPH dataset directories" in line
+    assert "--start-window" in run_error(
+        capsys, ["train", "--data", walls, "--start-window", "0", "--out", tmp_path / "zero", *TINY])
+
+
 def test_evaluate_refuses_data_of_another_kind(walls, nbody, tmp_path, capsys):
     spec = open_dataset(walls, sph=SPHOptions(jump=3)).spec_fields
     config = TrainConfig(model="linear", cutoff=spec["cutoff"], epochs=1, batch_size=10)

@@ -270,7 +270,8 @@ class SPHDatasetKind(DataKind):
     plural = "SPH dataset directories"
     data_name = "an SPH dataset"
     training = SPH_TRAINING
-    train_flags = {"--jump": "jump", "--velocity": "velocity_convention", "--gravity-axis": "gravity_axis"}
+    train_flags = {"--jump": "jump", "--velocity": "velocity_convention", "--gravity-axis": "gravity_axis",
+                   "--starts": "num_starts", "--start-window": "start_window"}
     rollout_flags = {"--split": "split", "--trajectory": "trajectory", "--sinkhorn-particles": "sinkhorn_particles"}
     flag_hints = {"--frames": "use --jump"}
 

@@ -21,7 +21,7 @@ KIND_FLAGS = {
     "--topology": "topology", "--selection": "selection", "--jump": "jump", "--stride": "stride",
     "--velocity": "velocity", "--cache-dir": "cache_dir", "--frames": "frames", "--gravity-axis": "gravity_axis",
     "--node-attrs": "node_attrs", "--replica": "replica", "--fit": "fit",
-    "--discard": "discard",
+    "--discard": "discard", "--starts": "starts", "--start-window": "start_window",
 }
 
 
@@ -154,6 +154,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="MD/SPH: input velocities from x_t - x_(t-jump) (backward, default), the file (physical, MD only) "
              "or x_(t+1) - x_t (forward; 'paper' is its deprecated name)",
     )
+    train.add_argument("--starts", type=positive_int, default=None, metavar="N",
+                       help="SPH: random input frames per trajectory (default 15, the authors' recipe)")
+    train.add_argument("--start-window", type=positive_int, default=None, metavar="FRAMES",
+                       help="SPH: draw the input frames among the first FRAMES of each trajectory (default 250, the "
+                            "authors'; larger reaches water at rest in long scenes)")
     train.add_argument("--gravity-axis", type=gravity_axis, default=None, metavar="x|y|z|none",
                        help="SPH: axis of the learned gravity term (default: the dataset's metadata, else y)")
     train.add_argument("--dtype", choices=("float32", "float64"), default="float32")
