@@ -68,13 +68,7 @@ def rollout(checkpoint: str, scenes: Path, split: str, index: int, jumps: int) -
     report = out.report
     rows = report["per_jump"]
     first = next((row["jump"] for row in rows if row["outside_box"].get("model", 0) > 0), None)
-    wins = []
-    for metric in ("mse", "sinkhorn", "kinetic_energy_error"):
-        # the kinetic-energy error is signed: a win is a smaller magnitude
-        both = sum(1 for row in rows if "model" in row.get(metric, {})
-                   and all(abs(row[metric]["model"]) < abs(row[metric][name])
-                           for name in row[metric] if name != "model"))
-        wins.append(both)
+    wins = [report["summary"]["model_beats_all"][metric] for metric in ("mse", "sinkhorn", "kinetic_energy_error")]
     at = report["horizons"]["mse_at"]
     mse = " / ".join(f"{at[n]['model']:.3g}" for n in ("1", "5", "20") if n in at and at[n]["model"] is not None)
     return (f"{report['outside_box']['model']} of {report['scored_particles']} (first: jump {first}) | "

@@ -147,6 +147,28 @@ def test_trivial_predictors_match_hand_computed_errors(cli_rollout, reference):
     assert report["horizons"]["mse_n"]["5"]["no motion"] == pytest.approx(np.mean(mse))
 
 
+def test_win_counts_follow_the_per_jump_rows(cli_rollout):
+    """The report's win counts, recomputed from its own per-jump rows: per trivial predictor and
+    against both at once; the signed kinetic-energy error wins by being nearer zero."""
+    report_dir, stdout = cli_rollout
+    report = json.loads((report_dir / "report.json").read_text())
+    rows, summary = report["per_jump"], report["summary"]
+    trivial = ("no motion", "constant velocity")
+    for metric in ("mse", "sinkhorn", "kinetic_energy_error"):
+        for name in trivial:
+            lower = sum(abs(row[metric]["model"]) < abs(row[metric][name]) for row in rows)
+            assert summary["model_vs_trivial"][name][f"model_lower_{metric}"] == lower
+        both = sum(all(abs(row[metric]["model"]) < abs(row[metric][name]) for name in trivial) for row in rows)
+        assert summary["model_beats_all"][metric] == both
+    # "no motion" has zero kinetic energy, so its error is minus the reference's: where the
+    # reference is nearly still, any motion of the model's loses to it
+    assert all(row["kinetic_energy_error"]["no motion"] == -row["kinetic_energy"]["reference"] for row in rows)
+    wins = summary["model_beats_all"]
+    line = (f"jumps where the model is below both trivial predictors: MSE {wins['mse']}, Sinkhorn {wins['sinkhorn']}, "
+            f"kinetic energy {wins['kinetic_energy_error']} of 5 jumps")
+    assert line in stdout and "below every trivial predictor at once: MSE" in (report_dir / "report.md").read_text()
+
+
 def test_the_model_is_fed_its_own_outputs(cli_rollout, checkpoint, reference):
     report_dir, _ = cli_rollout
     (predicted,) = list(read_lagrangebench(report_dir / "predicted.h5"))

@@ -117,7 +117,9 @@ def summarise(
     ``summary["jumps"]`` counts those jumps; each stat is None for a predictor without values;
     ``summary["model_vs_trivial"][name]`` counts, for each metric in ``wins``, the jumps where
     the model's value is lower than ``name``'s (``"model_lower_<metric>"``) out of ``"jumps"``
-    with both.
+    with both; ``summary["model_beats_all"][metric]`` counts the jumps where it is lower than
+    every other predictor's. Values compare by magnitude, so a signed error (the kinetic-energy
+    error) wins by being nearer zero; for the non-negative metrics that is the plain order.
     """
     scored_rows = [row for row in rows if MODEL in row.get(primary, {})]
     summary: dict[str, Any] = {"jumps": len(scored_rows)}
@@ -131,11 +133,21 @@ def summarise(
         if name == MODEL:
             continue
         both = [row for row in scored_rows if name in row[primary]]
-        against[name] = {f"model_lower_{metric}": sum(row[metric][MODEL] < row[metric][name] for row in both)
+        against[name] = {f"model_lower_{metric}": sum(_lower(row[metric], MODEL, name) for row in both)
                          for metric in wins}
         against[name]["jumps"] = len(both)
     summary["model_vs_trivial"] = against
+    summary["model_beats_all"] = {
+        metric: sum(all(_lower(row[metric], MODEL, name) for name in row[metric] if name not in (MODEL, "reference"))
+                    for row in scored_rows if MODEL in row.get(metric, {}))
+        for metric in wins
+    }
     return summary
+
+
+def _lower(values: dict[str, float], name: str, other: str) -> bool:
+    """Whether ``name``'s value is nearer zero than ``other``'s (see `summarise`)."""
+    return abs(values[name]) < abs(values[other])
 
 
 def with_start(start: np.ndarray, frames: np.ndarray) -> np.ndarray:

@@ -240,10 +240,18 @@ def compare(inputs: SPHReportInputs, progress: bool = False) -> dict[str, Any]:
         },
         "outside_box": outside,
         "horizons": _horizons(per_jump, names, mse.per_jump, inputs.horizons),
-        "summary": summarise(per_jump, names, "mse", SUMMARY, wins=("mse", "sinkhorn")),
+        "summary": summarise(per_jump, names, "mse", SUMMARY, wins=("mse", "sinkhorn", "kinetic_energy_error")),
         "notes": notes,
         "per_jump": per_jump,
     }
+
+
+def beats_all_line(summary: dict[str, Any]) -> str:
+    """"MSE a, Sinkhorn b, kinetic energy c of N jumps": where the model is below every trivial
+    predictor at once (the kinetic-energy error by magnitude)."""
+    wins = summary["model_beats_all"]
+    return (f"MSE {wins['mse']}, Sinkhorn {wins['sinkhorn']}, kinetic energy {wins['kinetic_energy_error']} "
+            f"of {summary['jumps']} jumps")
 
 
 def _horizons(
@@ -314,9 +322,11 @@ def render_markdown(report: dict[str, Any], plots: dict[str, str]) -> str:
     doc.line()
     for name, result in summary["model_vs_trivial"].items():
         doc.bullet(
-            f"the learned rollout has lower MSE than **{name}** at {result['model_lower_mse']} and lower "
-            f"Sinkhorn divergence at {result['model_lower_sinkhorn']} of {result['jumps']} jumps"
+            f"the learned rollout has lower MSE than **{name}** at {result['model_lower_mse']}, lower "
+            f"Sinkhorn divergence at {result['model_lower_sinkhorn']} and a smaller kinetic-energy error at "
+            f"{result['model_lower_kinetic_energy_error']} of {result['jumps']} jumps"
         )
+    doc.bullet(f"below every trivial predictor at once: {beats_all_line(summary)}")
 
     doc.heading("Per jump").line("Kinetic energy ½Σ|v|² (unit mass, v from the jump's displacement).").line()
     header = ["jump", "frame", *(f"MSE {n}" for n in names), *(f"Sinkhorn {n}" for n in names), "E_kin ref.",

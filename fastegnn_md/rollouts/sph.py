@@ -47,7 +47,7 @@ from ..conventions import backward_velocity
 from ..errors import CheckpointError, DataError
 from ..particle_metrics import SINKHORN_MAX_PARTICLES, default_sinkhorn_reg
 from ..predictor import Predictor
-from ..reports.sph import SinkhornSettings, SPHReportInputs, compare, write_report
+from ..reports.sph import SinkhornSettings, SPHReportInputs, beats_all_line, compare, write_report
 from ..rollout import RolloutFrame, RolloutResult, StartState, StopRollout
 from .pipeline import FrameSink, RolloutCase, RolloutOutputs, RolloutRequest, run_rollout
 
@@ -305,6 +305,7 @@ class SPHRollout(RolloutCase):
         if outside is not None:
             lines.append("most particles outside the box at any jump: " + ", ".join(
                 f"{name} {count}" for name, count in outside.items()))
+        lines.append(f"jumps where the model is below both trivial predictors: {beats_all_line(report['summary'])}")
         return lines
 
 
