@@ -138,8 +138,9 @@ def summarise(
         against[name]["jumps"] = len(both)
     summary["model_vs_trivial"] = against
     summary["model_beats_all"] = {
-        metric: sum(all(_lower(row[metric], MODEL, name) for name in row[metric] if name not in (MODEL, "reference"))
-                    for row in scored_rows if MODEL in row.get(metric, {}))
+        metric: sum(all(_lower(row[metric], MODEL, name) for name, value in row[metric].items()
+                        if name not in (MODEL, "reference") and value is not None)
+                    for row in scored_rows if row.get(metric, {}).get(MODEL) is not None)
         for metric in wins
     }
     return summary
