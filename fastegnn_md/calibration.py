@@ -19,13 +19,11 @@ from . import spec_keys
 from .checkpoint import Checkpoint, save_checkpoint
 from .graph import FramePair
 from .inference import predict_positions
+from .local_geometry import MOLECULAR_GEOMETRY_CUTOFF
 from .spread import JumpSpread, Residuals, calibration, collect_residuals, fit_spread
 
 #: ρ of the packing invariant when the checkpoint has no cutoff (length unit; Å for MD).
 DEFAULT_PACKING_RADIUS = 5.0
-#: Molecules: heavy-atom pairs closer than this (Å) are bonds or bond angles (C–N 1.33, N···C
-#: across CA 2.45, CA···O 2.40; the next pairs, across a torsion, are ≥ 2.8 Å): a sample keeps them.
-MOLECULAR_GEOMETRY_CUTOFF = 2.6
 
 
 def packing_radius(ckpt: Checkpoint) -> float:

@@ -16,7 +16,8 @@ from .errors import DataError, NonFiniteJump
 from .graph import FramePair, collate
 from .models import JumpModel
 from .runtime import tune_allocator
-from .spread import JumpSpread, keep_local_geometry, local_pairs, node_invariants
+from .local_geometry import HeldGeometry
+from .spread import JumpSpread, node_invariants
 
 
 @dataclass
@@ -28,7 +29,8 @@ class Jump:
     virtual_positions : (C, 3) or (B, C, 3) virtual-node coordinates, or None.
     dt : jump length in the checkpoint's time unit.
     mean : for a sampled jump (`Predictor.sample`), the model's mean positions the sample was
-        drawn around (``positions`` is the sample); None for the mean jump.
+        drawn around (``positions`` is the sample); for a mean jump with its geometry held
+        (`fastegnn_md.rollout.MeanJump`), the model's positions before that; else None.
     spread : for a sampled jump, the per-node scale σ (N,) or (B, N), length unit; else None.
     """
 
@@ -237,7 +239,7 @@ class Predictor:
         Returns a `Jump` whose ``positions`` are the sample, ``mean`` the model's prediction and
         ``spread`` the per-node σ. Nodes that do not move get no noise. A spread with a
         ``geometry_cutoff`` (molecules) then restores the start's local distances
-        (`fastegnn_md.spread.keep_local_geometry`). Raises DataError when
+        (`fastegnn_md.local_geometry.HeldGeometry`). Raises DataError when
         the checkpoint has no spread (``fastegnn-md calibrate`` fits one). ``scale`` multiplies
         the noise (1: the calibrated spread; the OpenMM stepper exposes it as ``sample_scale``).
         ``held_pairs`` (P, 2) node indices whose start distances are restored as well, where the
@@ -268,13 +270,8 @@ class Predictor:
             except ValueError as exc:
                 raise DataError(f"{self.name}: {exc}") from None
             drawn = mi + noise
-            if spread.geometry_cutoff:  # bonds and angles as at the start (spread.keep_local_geometry)
-                pairs = local_pairs(xi, spread.geometry_cutoff)
-                if held_pairs is not None and len(held_pairs):
-                    pairs = np.unique(np.sort(np.concatenate([pairs, np.asarray(held_pairs).reshape(-1, 2)]), axis=1),
-                                      axis=0)
-                lengths = np.linalg.norm(xi[pairs[:, 0]] - xi[pairs[:, 1]], axis=1)
-                drawn, _ = keep_local_geometry(drawn, pairs, lengths, moving)
+            if spread.geometry_cutoff:  # bonds and angles as at the start (fastegnn_md.local_geometry)
+                drawn = HeldGeometry(spread.geometry_cutoff, held_pairs).restore(xi, drawn, moving)
             samples.append(drawn)
             scales.append(sigma)
         sampled, sigma = np.stack(samples), np.stack(scales)

@@ -18,13 +18,14 @@ The trivial predictors every report shows beside the model use the same start:
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable, Iterator, Optional, Protocol
 
 import numpy as np
 
 from .conventions import FORWARD, PHYSICAL, JumpHistory
 from .errors import DataError, NonFiniteJump
+from .local_geometry import HeldGeometry
 from .predictor import Jump, Predictor
 
 #: Default per-jump displacement (Å) beyond which a rollout is declared exploding. Thermal motion
@@ -127,14 +128,23 @@ class JumpFunction(Protocol):
 
 
 class MeanJump:
-    """The model's own (deterministic) jump: `Predictor.predict`; ignores the generator."""
+    """The model's own (deterministic) jump: `Predictor.predict`; ignores the generator.
 
-    def __init__(self, predictor: Predictor) -> None:
+    ``held_geometry``, if given, restores the distances it names to their values at the jump's
+    start (`fastegnn_md.local_geometry.HeldGeometry`: bonds, bond angles and peptide planes, as
+    constraints do in MD); the predicted velocities and virtual nodes are the model's."""
+
+    def __init__(self, predictor: Predictor, held_geometry: Optional[HeldGeometry] = None) -> None:
         self.predictor = predictor
+        self.held_geometry = held_geometry
 
     def __call__(self, positions: np.ndarray, velocities: np.ndarray, node_attrs: Optional[np.ndarray], *,
                  rng: np.random.Generator) -> Jump:
-        return self.predictor.predict(positions, velocities, node_attrs)
+        jump = self.predictor.predict(positions, velocities, node_attrs)
+        if self.held_geometry is None:
+            return jump
+        held = self.held_geometry.restore(positions, jump.positions)
+        return replace(jump, positions=held, mean=jump.positions)
 
 
 class SampledJump:

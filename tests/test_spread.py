@@ -18,10 +18,9 @@ from fastegnn_md.spread import (
     collect_residuals,
     correlation_kernel,
     fit_spread,
-    keep_local_geometry,
-    local_pairs,
     node_invariants,
 )
+from fastegnn_md.local_geometry import keep_local_geometry, local_pairs
 
 ROOT = Path(__file__).resolve().parents[1]
 VILLIN = ROOT / "trajectories" / "villin" / "villin_seed4.xtc"

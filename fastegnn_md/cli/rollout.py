@@ -51,6 +51,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     ro.add_argument("--sample", action="store_true",
                     help="draw each jump from the checkpoint's fitted spread (fastegnn-md calibrate) instead of its mean")
     ro.add_argument("--seed", type=int, default=0, help="seed of sampled jumps (default 0)")
+    ro.add_argument("--hold-geometry", action="store_true",
+                    help="MD: after each mean jump, give atoms closer than 2.6 Å at its start (bonds and bond angles "
+                         "of heavy atoms) and each peptide plane their start distances back, as bond constraints "
+                         "do in MD (sampled jumps always do)")
     ro.add_argument("--quiet", action="store_true", help="no progress bars")
     ro.set_defaults(run=run)
 
@@ -66,9 +70,11 @@ def run(args: argparse.Namespace) -> int:
     device = torch_device(args.device)
     set_torch_threads(args.threads)
     outputs = run_rollout(case, args.checkpoint, device=device, progress=not args.quiet, seed=args.seed,
-                          sample=args.sample)
+                          sample=args.sample, hold_geometry=args.hold_geometry)
     if args.sample:
         print(f"jumps sampled from the checkpoint's spread (seed {args.seed})")
+    if args.hold_geometry:
+        print("mean jumps with each start's bonds, bond angles and peptide planes held")
     for line in case.summary_lines(outputs):
         print(line)
     if outputs.stopped:

@@ -449,7 +449,7 @@ def rollout_trajectory(trajectory: PathLike, topology: Optional[PathLike] = None
                        out: Optional[PathLike] = None, report_dir: Optional[PathLike] = None,
                        max_displacement: float = DEFAULT_MAX_DISPLACEMENT, device: str = "cpu",
                        progress: bool = True, unphysical: str = "stop", sample: bool = False,
-                       seed: Optional[int] = 0) -> TrajectoryRolloutOutputs:
+                       seed: Optional[int] = 0, hold_geometry: bool = False) -> TrajectoryRolloutOutputs:
     """Roll a checkpoint out from frame ``start`` of ``trajectory`` and report against it.
 
     checkpoint : path or shipped name; None means the default shipped model (`DEFAULT_CHECKPOINT`)
@@ -459,8 +459,9 @@ def rollout_trajectory(trajectory: PathLike, topology: Optional[PathLike] = None
     jumps : number of learned jumps (default: as many as the trajectory covers after start).
     out, report_dir, max_displacement (Å), unphysical : see `RolloutRequest` and the module docstring.
     sample, seed : draw each jump from the checkpoint's spread (`fastegnn-md rollout --sample --seed`).
+    hold_geometry : keep each jump's start bonds, bond angles and peptide planes (`--hold-geometry`).
     Raises DataError / CheckpointError with one-line messages (see `resolve_topology`).
     """
     request = RolloutRequest(start, jumps, out, report_dir, max_displacement, unphysical)
     return run_rollout(MDRollout(trajectory, topology, request), checkpoint, device=device, progress=progress,
-                       sample=sample, seed=seed)
+                       sample=sample, seed=seed, hold_geometry=hold_geometry)

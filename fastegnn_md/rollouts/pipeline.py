@@ -32,6 +32,7 @@ from ..conventions import UNPHYSICAL
 from ..data.kinds import DataKind, registered_kinds
 from ..errors import DataError
 from ..io import OutputLock
+from ..local_geometry import HeldGeometry
 from ..predictor import Predictor
 from ..reports.per_jump import MODEL
 from ..rollout import (
@@ -205,12 +206,22 @@ def run_rollout(
     jump: Optional[JumpFunction] = None,
     seed: Optional[int] = 0,
     sample: bool = False,
+    hold_geometry: bool = False,
 ) -> RolloutOutputs:
     """Roll a checkpoint out on the case's data and report against the reference (module docstring).
 
     ``sample``: each jump is drawn from the checkpoint's spread (`SampledJump`, seeded by
-    ``seed``) instead of the model's mean; ``jump`` overrides both."""
+    ``seed``) instead of the model's mean. ``hold_geometry`` (molecular checkpoints, mean jumps):
+    each jump keeps its start's bonds, bond angles and, where the topology names them, peptide
+    planes (`fastegnn_md.local_geometry.HeldGeometry`; sampled jumps of a molecular spread always
+    do). ``jump`` overrides both."""
+    if sample and hold_geometry:
+        raise DataError("--hold-geometry: sampled jumps (--sample) already keep the start's bonds and angles; "
+                        "pass one of the two")
     ckpt = case.select_checkpoint(checkpoint)
+    if hold_geometry and not ckpt.data_spec.is_molecular:
+        raise DataError(f"--hold-geometry: {ckpt.model_name or 'the checkpoint'} is not a molecular model; "
+                        "only molecules have bonds to hold")
     predictor = Predictor(ckpt.build_model(), ckpt.data_spec, ckpt.model_name, device, checkpoint=ckpt)
     check_rollout_safe(predictor)
     if sample:  # refuse a checkpoint without a spread before reading the data
@@ -218,6 +229,8 @@ def run_rollout(
     case.prepare(predictor, progress)
     if jump is None and sample:
         jump = SampledJump(predictor, case.held_pairs)
+    elif jump is None and hold_geometry:
+        jump = MeanJump(predictor, HeldGeometry(held_pairs=case.held_pairs))
     if Path(case.report_dir).exists() and not Path(case.report_dir).is_dir():
         raise DataError(f"{case.report_dir}: exists and is not a directory; the report needs a directory")
     with ExitStack() as locks:
@@ -256,8 +269,10 @@ def output_locks(case: "RolloutCase") -> list[tuple[Path, bool]]:
 
 def describe_jump(jump: Optional[JumpFunction], seed: Optional[int]) -> str:
     """How the rollout's jumps were made, for its report: the mean, or samples and their seed."""
-    if jump is None or isinstance(jump, MeanJump):
+    if jump is None or (isinstance(jump, MeanJump) and jump.held_geometry is None):
         return "the model's mean"
+    if isinstance(jump, MeanJump):
+        return "the model's mean, with each start's bonds, bond angles and peptide planes held"
     if isinstance(jump, SampledJump):
         return f"sampled from the checkpoint's spread, seed {seed}"
     return type(jump).__name__
