@@ -30,17 +30,18 @@ from fastegnn_md.rollouts import rollout_trajectory
 
 
 def physical_jumps(checkpoint: Path, trajectory: Path, start: int, jumps: int,
-                   sample_seed: Optional[int] = None) -> tuple[int, str, str, str]:
+                   sample_seed: Optional[int] = None, hold_geometry: bool = False) -> tuple[int, str, str, str]:
     """(jumps made before the physical-range check would stop the CLI, that jump or "none",
     "Rg min–max" of the whole rollout and of the reference frames it spans, in Å).
 
     The rollout runs on past the check (``unphysical="warn"``) so that its Rg covers all
     ``jumps``; the count of physical jumps is the CLI's. ``sample_seed``: sampled jumps
-    (`--sample --seed`) instead of the mean."""
+    (`--sample --seed`) instead of the mean; ``hold_geometry``: mean jumps with the start's bonds,
+    angles and peptide planes held (`--hold-geometry`)."""
     with tempfile.TemporaryDirectory() as tmp:
         out = rollout_trajectory(trajectory, None, checkpoint, start=start, jumps=jumps, report_dir=Path(tmp) / "r",
                                  progress=False, unphysical="warn", sample=sample_seed is not None,
-                                 seed=sample_seed or 0)
+                                 seed=sample_seed or 0, hold_geometry=hold_geometry)
         info = out.report["info"]
         predicted = MDAnalysis.Universe(info["predicted_topology"], info["predicted_trajectory"])
         frames = np.stack([predicted.atoms.positions.copy() for _ in predicted.trajectory])  # start + jumps made
@@ -64,6 +65,8 @@ def main() -> None:
     parser.add_argument("--jumps", type=int, default=100)
     parser.add_argument("--sample-seed", type=int, default=None,
                         help="roll out sampled jumps with this seed (the checkpoint needs a spread) instead of the mean")
+    parser.add_argument("--hold-geometry", action="store_true",
+                        help="mean jumps with each start's bonds, bond angles and peptide planes held")
     args = parser.parse_args()
     starts = [(Path(spec.rsplit(":", 1)[0]), int(spec.rsplit(":", 1)[1])) for spec in args.start]
     warnings.simplefilter("ignore")
@@ -74,7 +77,8 @@ def main() -> None:
     for checkpoint in args.checkpoints:
         cells, total = [], 0
         for path, frame in starts:
-            made, stop, rg, reference = physical_jumps(checkpoint, path, frame, args.jumps, args.sample_seed)
+            made, stop, rg, reference = physical_jumps(checkpoint, path, frame, args.jumps, args.sample_seed,
+                                                       args.hold_geometry)
             cells.append(f"{stop} ({rg}; {reference})")
             total += made
         scores.append(total)
