@@ -87,7 +87,9 @@ from ase.utils import IOContext
 from .. import metrics
 from ..conventions import BACKWARD, JumpHistory
 from ..errors import CheckpointError, DataError, FastEGNNWarning
+from ..local_geometry import HeldGeometry
 from ..predictor import Jump, Predictor
+from ..rollout import MeanJump
 
 #: ASE time units in one picosecond (ASE's time unit is Å·sqrt(amu/eV) ≈ 10.18 fs).
 ASE_TIME_PER_PS = 1000.0 * units.fs
@@ -161,6 +163,9 @@ class FastEGNNCalculator(Calculator):
     sample : draw each jump from the checkpoint's fitted spread (`Predictor.sample`) instead of
         its mean; needs a calibrated checkpoint (``fastegnn-md calibrate``).
     seed : seed of the calculator's generator for sampled jumps.
+    hold_geometry : give each mean jump back its start's bond lengths, bond angles and (when the
+        Atoms carry atom names and residue numbers) peptide planes, as `fastegnn-md rollout
+        --hold-geometry` does (`fastegnn_md.local_geometry.HeldGeometry`); sampled jumps always do.
 
     Results (``calc.get_property(name, atoms)``)
     --------------------------------------------
@@ -188,9 +193,12 @@ class FastEGNNCalculator(Calculator):
         history_tol: float = 1e-6,
         sample: bool = False,
         seed: Optional[int] = 0,
+        hold_geometry: bool = False,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        if sample and hold_geometry:
+            raise ValueError("hold_geometry: sampled jumps (sample=True) already keep the start's bonds and angles")
         if velocity_input not in VELOCITY_INPUTS:
             raise ValueError(f"velocity_input must be one of {VELOCITY_INPUTS}, got {velocity_input!r}")
         if isinstance(checkpoint, Predictor):
@@ -213,6 +221,7 @@ class FastEGNNCalculator(Calculator):
         self.velocity_input = velocity_input
         self.history_tol = float(history_tol)
         self.sample = bool(sample)
+        self.hold_geometry = bool(hold_geometry)
         if self.sample and self.predictor.spread is None:
             raise CheckpointError(
                 f"{name}: has no fitted spread, so its jumps cannot be sampled; run `fastegnn-md calibrate` on it"
@@ -221,7 +230,7 @@ class FastEGNNCalculator(Calculator):
         self.rng = np.random.default_rng(seed)
         self.parameters.update(
             checkpoint=name, device=str(self.predictor.device), dtype=str(self.predictor.dtype),
-            velocity_input=velocity_input, sample=self.sample,
+            velocity_input=velocity_input, sample=self.sample, hold_geometry=self.hold_geometry,
         )
         self.model_calls = 0
         self.last_velocity_source: Optional[str] = None
@@ -368,11 +377,11 @@ class FastEGNNCalculator(Calculator):
         )
 
     def _held_pairs(self, atoms: Atoms, index: np.ndarray) -> Optional[np.ndarray]:
-        """For sampled jumps, the pairs that keep each peptide ω (`metrics.peptide_plane_pairs`), from
-        the Atoms' names and residue numbers (``atoms.arrays["atomtypes"]``, ``["residuenumbers"]``);
-        None when not sampling or the Atoms carry no such arrays (bonds and angles are still kept)."""
+        """For sampled or held jumps, the pairs that keep each peptide ω (`metrics.peptide_plane_pairs`),
+        from the Atoms' names and residue numbers (``atoms.arrays["atomtypes"]``, ``["residuenumbers"]``);
+        None when neither or the Atoms carry no such arrays (bonds and angles are still kept)."""
         names, numbers = atoms.arrays.get(ATOM_NAMES), atoms.arrays.get(RESIDUE_NUMBERS)
-        if not self.sample or names is None or numbers is None:
+        if not (self.sample or self.hold_geometry) or names is None or numbers is None:
             return None
         return metrics.peptide_plane_pairs([str(n) for n in names[index]], np.asarray(numbers)[index])
 
@@ -383,6 +392,9 @@ class FastEGNNCalculator(Calculator):
             return memo[2]
         if self.sample:  # the memo above returns the same draw when the same point is asked again
             jump = self.predictor.sample(positions, velocities, node_attrs, rng=self.rng, held_pairs=held_pairs)
+        elif self.hold_geometry:
+            jump = MeanJump(self.predictor, HeldGeometry(held_pairs=held_pairs))(positions, velocities, node_attrs,
+                                                                                  rng=self.rng)
         else:
             jump = self.predictor.predict(positions, velocities, node_attrs)
         self.model_calls += 1

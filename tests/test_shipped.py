@@ -225,3 +225,33 @@ def test_ase_calculator_samples_jumps_from_the_shipped_spread() -> None:
 
     with pytest.raises(CheckpointError, match="calibrate"):
         FastEGNNCalculator("villin-backbone", sample=True)
+
+
+def test_ase_calculator_holds_the_geometry_of_mean_jumps_when_asked() -> None:
+    """`FastEGNNCalculator(..., hold_geometry=True)`: the mean jump with the start's bonds, bond
+    angles and peptide planes given back (fastegnn_md.local_geometry), near the free mean jump."""
+    from MDAnalysisTests.datafiles import PDB_small
+
+    from fastegnn_md import FastEGNNCalculator, metrics
+    from fastegnn_md.adapters.ase import atoms_from_mdanalysis
+    from fastegnn_md.local_geometry import local_pairs
+
+    backbone = MDAnalysis.Universe(PDB_small).select_atoms("backbone")
+    start = backbone.positions.astype(np.float64)
+
+    def jumped(hold: bool) -> np.ndarray:
+        atoms = atoms_from_mdanalysis(backbone)
+        atoms.calc = FastEGNNCalculator("protein-backbone", velocity_input="atoms", hold_geometry=hold)
+        return atoms.calc.get_property("jumped_positions", atoms)
+
+    free, held = jumped(False), jumped(True)
+    pairs = np.concatenate([local_pairs(start, 2.6), metrics.peptide_plane_pairs(backbone.names, backbone.resids)])
+
+    def error(x: np.ndarray) -> float:
+        return float(np.max(np.abs(np.linalg.norm(x[pairs[:, 0]] - x[pairs[:, 1]], axis=1)
+                                   - np.linalg.norm(start[pairs[:, 0]] - start[pairs[:, 1]], axis=1))))
+
+    assert error(free) > 0.02 and error(held) < 2e-3  # the free mean jump bends them; held, they stay
+    assert np.sqrt(np.mean(np.sum((held - free) ** 2, axis=1))) < 0.3  # a correction, not another jump
+    with pytest.raises(ValueError, match="hold_geometry"):
+        FastEGNNCalculator("protein-backbone", sample=True, hold_geometry=True)
