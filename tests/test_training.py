@@ -125,19 +125,21 @@ def interrupt_before_last_save(monkeypatch):
     monkeypatch.setattr(Trainer, "_save", wrapper)
 
 
+@pytest.mark.parametrize("ema", [0.0, 0.9], ids=["raw", "ema"])
 @pytest.mark.parametrize("interrupt", [interrupt_mid_epoch, interrupt_before_last_save], ids=["mid_epoch", "before_save"])
-def test_resume_matches_uninterrupted_run(nbody, tmp_path, monkeypatch, interrupt):
-    """An interrupted run resumed by a fresh Trainer ends bitwise equal to an uninterrupted one."""
-    run_a = trainer(nbody, tmp_path / "a", epochs=4)
+def test_resume_matches_uninterrupted_run(nbody, tmp_path, monkeypatch, interrupt, ema):
+    """An interrupted run resumed by a fresh Trainer ends bitwise equal to an uninterrupted one
+    (with a weight average too: the optimizer's weights and the average both resume)."""
+    run_a = trainer(nbody, tmp_path / "a", epochs=4, ema_decay=ema)
     run_a.fit()
 
     interrupt(monkeypatch)
     with pytest.raises(KeyboardInterrupt):
-        trainer(nbody, tmp_path / "b", epochs=4).fit()
+        trainer(nbody, tmp_path / "b", epochs=4, ema_decay=ema).fit()
     monkeypatch.undo()
     assert len(read_log(tmp_path / "b")) < 4
 
-    run_b = trainer(nbody, tmp_path / "b", epochs=4)
+    run_b = trainer(nbody, tmp_path / "b", epochs=4, ema_decay=ema)
     summary = run_b.fit(resume=True)
     assert summary["epochs"] == 4
     assert_same_weights(run_a.model.state_dict(), run_b.model.state_dict())
@@ -306,3 +308,43 @@ def test_init_keeps_the_start_s_training_frames(nbody, tmp_path):
     tuned.fit()
     frames = load_checkpoint(tmp_path / "tuned" / BEST).data_spec.extra[keys.TRAIN_FRAMES]
     assert frames == {"a.xtc": [0, 90], "b.xtc": [0, 5]}
+
+
+def test_weight_average_follows_its_recurrence_and_swaps_back():
+    from fastegnn_md.training import WeightAverage
+
+    model = torch.nn.Linear(3, 2)
+    average = WeightAverage(model, decay=0.9)
+    expected = {k: v.clone() for k, v in model.state_dict().items()}
+    for step in range(30):
+        with torch.no_grad():
+            for p in model.parameters():
+                p.add_(torch.randn_like(p))
+        average.update(model)
+        d = min(0.9, (1 + step) / (10 + step))
+        expected = {k: d * expected[k] + (1 - d) * v for k, v in model.state_dict().items()}
+    raw = {k: v.clone() for k, v in model.state_dict().items()}
+    with average.swapped_in(model) as given:
+        for k, v in model.state_dict().items():
+            torch.testing.assert_close(v, expected[k])
+            assert torch.equal(given[k], raw[k])
+    assert_same_weights(model.state_dict(), raw)
+
+
+def test_ema_run_validates_and_saves_the_average(nbody, tmp_path):
+    """With ema_decay the checkpoints hold the average (the weights the log's valid_mse scored),
+    the resume state the optimizer's own, and the two differ."""
+    _, valid, _ = nbody
+    run = trainer(nbody, tmp_path, epochs=2, ema_decay=0.8)
+    run.fit()
+    last = load_checkpoint(tmp_path / LAST)
+    for name, tensor in run.weight_average.average.items():
+        assert torch.equal(last.state_dict[name], tensor)
+    assert_same_weights(last.resume["raw_weights"], run.model.state_dict())
+    assert any(not torch.equal(last.state_dict[k], run.model.state_dict()[k]) for k in last.state_dict)
+    model = last.build_model()
+    cfg = run.config
+    scored = evaluate_mse(model, valid, cfg.cutoff, cfg.drop_rate, cfg.batch_size, torch.float32, "cpu")
+    assert scored == pytest.approx(read_log(tmp_path)[-1]["valid_mse"], rel=1e-6)
+    with pytest.raises(ValueError, match="ema_decay"):
+        config(ema_decay=1.0)

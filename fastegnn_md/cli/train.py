@@ -116,6 +116,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     train.add_argument("--gyration-weight", type=float, default=0.0, metavar="W",
                        help="add W x the squared error of each structure's radius of gyration, which sees the "
                             "small inward drift per jump the per-atom terms average away (0: off, the default)")
+    train.add_argument("--ema", type=float, default=0.0, metavar="DECAY",
+                       help="validate and save an exponential moving average of the weights with this decay per "
+                            "optimizer step (e.g. 0.99; 0: off, the default), as NequIP and MACE do")
     train.add_argument("--box-weight", type=float, default=0.0, metavar="W",
                        help="add W x the mean squared distance by which predicted particles lie outside the data's box "
                             "(SPH metadata bounds; 0: off, the default)")
@@ -239,6 +242,7 @@ def run(args: argparse.Namespace) -> int:
             radial_distance_weight=_given(args.radial_distance_weight, defaults.radial_distance_weight),
             gyration_weight=args.gyration_weight,
             box_weight=args.box_weight,
+            ema_decay=args.ema,
             virtual_init=args.virtual_init,
             init=args.init,
             length_scale=args.length_scale if args.length_scale is not None else defaults.length_scale,
