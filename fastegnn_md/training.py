@@ -450,10 +450,14 @@ class Trainer:
             "config": asdict(self.config),
         }
 
+    def _inference_weights(self) -> Any:
+        """Context in which the model holds the weights validated and saved: the average
+        (`WeightAverage.swapped_in`, yielding the raw weights) if kept, else its own (yields None)."""
+        return self.weight_average.swapped_in(self.model) if self.weight_average is not None else nullcontext()
+
     def _save(self, name: str, with_resume: bool) -> None:
         """Write ``name`` with the weights inference should use (the average, if kept)."""
-        averaged = self.weight_average.swapped_in(self.model) if self.weight_average is not None else nullcontext()
-        with averaged as raw:
+        with self._inference_weights() as raw:
             save_checkpoint(
                 self.out_dir / name,
                 self.config.model,
@@ -653,8 +657,7 @@ class Trainer:
                 break
             start = time.perf_counter()
             train = self._train_epoch(epoch)
-            averaged = self.weight_average.swapped_in(self.model) if self.weight_average is not None else nullcontext()
-            with averaged:  # the weights that will be saved are the ones validated
+            with self._inference_weights():  # the weights that will be saved are the ones validated
                 valid_mse = evaluate_mse(self.model, self.valid_pairs, config.cutoff, config.drop_rate,
                                          config.batch_size, self.dtype, config.device)
             improved = valid_mse < self.state.best_valid_mse
