@@ -141,6 +141,8 @@ def main() -> None:
     parser.add_argument("--local-distance-cutoff", type=float, default=2.6)
     parser.add_argument("--radial-distance-weight", type=float, default=0.0)
     parser.add_argument("--gyration-weight", type=float, default=0.0)
+    parser.add_argument("--ema", type=float, default=0.0, metavar="DECAY",
+                        help="validate and save an exponential moving average of the weights (train --ema)")
     parser.add_argument("--virtual-init", choices=VIRTUAL_INITS, default="centroid")
     parser.add_argument("--unroll", type=int, default=1)
     parser.add_argument("--rollout-model", default="FastEGNN<3,0.75>")
@@ -165,7 +167,7 @@ def main() -> None:
                                  local_distance_weight=args.local_distance_weight,
                                  local_distance_cutoff=args.local_distance_cutoff,
                                  radial_distance_weight=args.radial_distance_weight,
-                                 gyration_weight=args.gyration_weight,
+                                 gyration_weight=args.gyration_weight, ema_decay=args.ema,
                                  virtual_init=args.virtual_init)
             start = time.perf_counter()
             summary = Trainer(config, train, valid, seed_dir(args.runs, entry, seed), training.spec_fields,
@@ -188,7 +190,7 @@ def main() -> None:
           f"epochs (patience {args.patience}), batch {args.batch_size}, seeds {args.seeds}; input noise "
           f"{args.input_noise:g} Å, unroll {args.unroll}, local-distance weight {args.local_distance_weight:g} "
           f"(pairs < {args.local_distance_cutoff:g} Å), radial-distance weight {args.radial_distance_weight:g}, "
-          f"gyration weight {args.gyration_weight:g}; "
+          f"gyration weight {args.gyration_weight:g}, weight average {args.ema or 'none'}; "
           f"virtual start {args.virtual_init}; {args.threads} threads")
     scored = {}
     for index, heldout in enumerate(args.heldout or [None]):

@@ -9,9 +9,12 @@ Usage (from the repository root)::
 
 For every checkpoint and start it rolls out ``--jumps`` jumps with the CLI's physical-range check
 (`fastegnn_md.metrics.backbone_problem`) and prints the jump at which it would stop (``none``: it
-did not), the Rg range of the whole rollout and of the reference frames it spans (Å), and the sum
-of physical jumps over the starts, which is the selection score (higher is better; a tie goes to
-the checkpoint listed first). Given held-out starts instead, the same table scores a chosen model.
+did not), the Rg range of the whole rollout and of the reference frames it spans (Å), the sum
+of physical jumps over the starts, and the largest distance (Å) by which the rollout's Rg left the
+reference's range at any start. The selection score is the physical jumps (higher is better), then
+that Rg excursion (smaller is better: with `--hold-geometry` every rollout may stay physical, and
+the excursion is what is left to choose by); a tie goes to the checkpoint listed first. Given
+held-out starts instead, the same table scores a chosen model.
 """
 
 from __future__ import annotations
@@ -30,9 +33,10 @@ from fastegnn_md.rollouts import rollout_trajectory
 
 
 def physical_jumps(checkpoint: Path, trajectory: Path, start: int, jumps: int,
-                   sample_seed: Optional[int] = None, hold_geometry: bool = False) -> tuple[int, str, str, str]:
+                   sample_seed: Optional[int] = None, hold_geometry: bool = False) -> tuple[int, str, str, str, float]:
     """(jumps made before the physical-range check would stop the CLI, that jump or "none",
-    "Rg min–max" of the whole rollout and of the reference frames it spans, in Å).
+    "Rg min–max" of the whole rollout and of the reference frames it spans, and how far the
+    rollout's Rg left the reference's range (0 if it stayed inside), in Å).
 
     The rollout runs on past the check (``unphysical="warn"``) so that its Rg covers all
     ``jumps``; the count of physical jumps is the CLI's. ``sample_seed``: sampled jumps
@@ -54,7 +58,9 @@ def physical_jumps(checkpoint: Path, trajectory: Path, start: int, jumps: int,
         left = made + 1 if left is None else min(left, made + 1)
     physical = made if left is None else left - 1
     reference_range = f"{min(reference):.2f}–{max(reference):.2f}" if reference else "–"
-    return physical, "none" if left is None else str(left), f"{rg.min():.2f}–{rg.max():.2f}", reference_range
+    excursion = max(0.0, min(reference) - float(rg.min()), float(rg.max()) - max(reference)) if reference else 0.0
+    return (physical, "none" if left is None else str(left), f"{rg.min():.2f}–{rg.max():.2f}", reference_range,
+            excursion)
 
 
 def main() -> None:
@@ -71,19 +77,21 @@ def main() -> None:
     starts = [(Path(spec.rsplit(":", 1)[0]), int(spec.rsplit(":", 1)[1])) for spec in args.start]
     warnings.simplefilter("ignore")
     print("| checkpoint | " + " | ".join(f"{path.name}@{frame}: stop (Rg Å; reference)" for path, frame in starts)
-          + " | physical jumps |")
-    print("|---|" + "---|" * len(starts) + "---:|")
+          + " | physical jumps | largest Rg excursion (Å) |")
+    print("|---|" + "---|" * len(starts) + "---:|---:|")
     scores = []
     for checkpoint in args.checkpoints:
-        cells, total = [], 0
+        cells, total, excursion = [], 0, 0.0
         for path, frame in starts:
-            made, stop, rg, reference = physical_jumps(checkpoint, path, frame, args.jumps, args.sample_seed,
-                                                       args.hold_geometry)
+            made, stop, rg, reference, outside = physical_jumps(checkpoint, path, frame, args.jumps,
+                                                                args.sample_seed, args.hold_geometry)
             cells.append(f"{stop} ({rg}; {reference})")
             total += made
-        scores.append(total)
-        print(f"| {checkpoint} | " + " | ".join(cells) + f" | {total} |", flush=True)
-    print(f"selected: {args.checkpoints[int(np.argmax(scores))]}")
+            excursion = max(excursion, outside)
+        scores.append((total, -excursion))
+        print(f"| {checkpoint} | " + " | ".join(cells) + f" | {total} | {excursion:.2f} |", flush=True)
+    best = max(range(len(scores)), key=lambda i: (scores[i], -i))  # the first listed wins a tie
+    print(f"selected: {args.checkpoints[best]}")
 
 
 if __name__ == "__main__":

@@ -15,7 +15,9 @@ from fastegnn_md.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
 TRAJECTORY = ROOT / "trajectories" / "adk-obc" / "adk_obc.xtc"
-SHIPPED = ("adk-backbone", "adk-dims", "adk-dims-no-mmd", "protein-backbone", "villin-backbone")
+SHIPPED = ("adk-backbone", "adk-dims", "adk-dims-no-mmd", "protein-backbone", "protein-backbone-2ps", "villin-backbone")
+# The two checkpoints for any protein backbone, with their jump (ps).
+PROTEIN_MODELS = (("protein-backbone", 5.0), ("protein-backbone-2ps", 2.0))
 VILLIN = ROOT / "trajectories" / "villin"
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning", "ignore::DeprecationWarning")
@@ -142,16 +144,25 @@ def test_the_villin_model_never_saw_the_held_out_replica() -> None:
     assert config["radial_distance_weight"] == 1.0
 
 
-def test_the_protein_model_never_saw_the_held_out_replicas() -> None:
-    """protein-backbone: villin seeds 1-3 and AdK seed 2; villin seed 4 and AdK seed 1 are held out."""
-    ckpt = load_checkpoint("protein-backbone")
+@pytest.mark.parametrize("name, dt", PROTEIN_MODELS)
+def test_the_protein_models_never_saw_the_held_out_replicas(name: str, dt: float) -> None:
+    """Villin seeds 1-3 and AdK seed 2 trained on; villin seed 4 and AdK seed 1 are held out."""
+    ckpt = load_checkpoint(name)
     spec = ckpt.data_spec
     trained_on = {"villin_seed1.xtc", "villin_seed2.xtc", "villin_seed3.xtc", "adk_seed2_cont.xtc"}
     assert set(spec.extra["trajectory"]) == set(spec.extra["train_frames"]) == trained_on
     assert not {"villin_seed4.xtc", "adk_seed1_cont.xtc", "adk_seed1.xtc"} & set(spec.extra["trajectory"])
     # The equilibration the criterion chose (trajectories/README.md) is cut from every file.
     assert all(first >= 225 for first, _ in spec.extra["train_frames"].values())
-    assert spec.extra["node_attr_source"] == "identity" and spec.num_nodes is None and spec.dt == pytest.approx(5.0)
+    assert spec.extra["node_attr_source"] == "identity" and spec.num_nodes is None and spec.dt == pytest.approx(dt)
+
+
+def test_the_2ps_protein_model_is_the_weight_average_of_its_recipe() -> None:
+    """protein-backbone-2ps: the pretrained README's recipe (stride 2, radial-distance term 1,
+    pushforward 3, `--ema 0.99`), so its command reproduces it."""
+    config = load_checkpoint("protein-backbone-2ps").training["config"]
+    assert config["ema_decay"] == 0.99 and config["radial_distance_weight"] == 1.0 and config["unroll"] == 3
+    assert (config["local_distance_weight"], config["local_distance_cutoff"], config["seed"]) == (10.0, 2.6, 1)
 
 
 def _backbone_cases():
@@ -160,12 +171,14 @@ def _backbone_cases():
     return [(DCD, PSF, 855), (TRAJECTORY, None, 856), (VILLIN / "villin_seed4.xtc", None, 140)]
 
 
+@pytest.mark.parametrize("name, hold", [("protein-backbone", False), ("protein-backbone-2ps", True)])
 @pytest.mark.parametrize("trajectory, topology, atoms", _backbone_cases(), ids=["adk-charmm", "adk-amber", "villin"])
-def test_one_shipped_checkpoint_rolls_out_any_backbone(tmp_path, trajectory, topology, atoms) -> None:
+def test_one_shipped_checkpoint_rolls_out_any_backbone(tmp_path, trajectory, topology, atoms, name, hold) -> None:
     from fastegnn_md.rollouts import rollout_trajectory
 
-    out = rollout_trajectory(trajectory, topology, "protein-backbone", start=10, jumps=3, report_dir=tmp_path / "r",
-                             progress=False)
+    # The 2 ps model as its README row uses it: mean jumps with the geometry held.
+    out = rollout_trajectory(trajectory, topology, name, start=10, jumps=3, report_dir=tmp_path / "r",
+                             progress=False, hold_geometry=hold)
     assert out.report["info"]["atoms"] == atoms  # its identity attributes computed from this topology
     # AdK in CHARMM and Amber naming and villin, one checkpoint unchanged: no stop, finite, no
     # atom count pinned (100-jump figures in benchmarks/RESULTS.md).
@@ -175,7 +188,8 @@ def test_one_shipped_checkpoint_rolls_out_any_backbone(tmp_path, trajectory, top
     assert abs(geometry["model"] / geometry["reference"] - 1) < 0.05
 
 
-def test_the_shipped_protein_model_drives_ase_atoms_of_another_protein() -> None:
+@pytest.mark.parametrize("name, dt", PROTEIN_MODELS)
+def test_the_shipped_protein_models_drive_ase_atoms_of_another_protein(name: str, dt: float) -> None:
     from MDAnalysisTests.datafiles import PDB_small
 
     from fastegnn_md import FastEGNNCalculator
@@ -183,10 +197,11 @@ def test_the_shipped_protein_model_drives_ase_atoms_of_another_protein() -> None
 
     backbone = MDAnalysis.Universe(PDB_small).select_atoms("backbone")
     atoms = atoms_from_mdanalysis(backbone)
-    atoms.calc = FastEGNNCalculator("protein-backbone", velocity_input="atoms")
+    atoms.calc = FastEGNNCalculator(name, velocity_input="atoms")
+    assert atoms.calc.dt_ps == pytest.approx(dt)  # the checkpoint's jump, in ps
     jumped = atoms.calc.get_property("jumped_positions", atoms)
     assert jumped.shape == (len(backbone), 3) and np.isfinite(jumped).all()
-    # From rest (ASE velocities zero) a 5 ps jump of a folded backbone moves atoms by a fraction of an Å.
+    # From rest (ASE velocities zero) a 2-5 ps jump of a folded backbone moves atoms by a fraction of an Å.
     assert np.linalg.norm(jumped - atoms.positions, axis=1).max() < 1.0
 
 
