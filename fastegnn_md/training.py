@@ -28,7 +28,7 @@ from .checkpoint import DataSpec, load_checkpoint, save_checkpoint
 from .errors import FastEGNNError, FastEGNNWarning
 from .graph import FramePair, GraphBatch, collate, feature_dims, local_pairs
 from .io import write_atomically
-from .losses import (box_loss, gyration_loss, local_distance_loss, mmd_loss, moving_subset, position_mse,
+from .losses import (box_loss, gyration_loss, kinetic_energy_loss, local_distance_loss, mmd_loss, moving_subset, position_mse,
                      radial_distance_loss)
 from .models import JumpModel, build_model, model_hparams
 from .models.fastegnn import VIRTUAL_INITS
@@ -66,7 +66,9 @@ class TrainConfig:
     (0 = off) adds that multiple of `gyration_loss` (each graph's radius of gyration), which sees
     the few-hundredths-of-an-Å shrinkage per jump that the per-node terms average away; box_weight
     (0 = off) adds that multiple of `box_loss` (how far predicted nodes lie outside the data's box,
-    ``spec.extra["bounds"]``: SPH data), so a jump is taught that water does not leave the box.
+    ``spec.extra["bounds"]``: SPH data), so a jump is taught that water does not leave the box;
+    energy_weight (0 = off) adds that multiple of `kinetic_energy_loss` (each graph's RMS
+    displacement over the jump), so a jump neither damps a splash nor jitters where the data rest.
     ema_decay (0 = off; e.g. 0.99) keeps an exponential moving average of the weights over the
     optimizer steps (`WeightAverage`, as NequIP and MACE train), validates and saves *it*: the
     small biases that one-jump MSE barely sees (a protein's Rg drift per jump) then stop
@@ -104,6 +106,7 @@ class TrainConfig:
     radial_distance_weight: float = 0.0
     gyration_weight: float = 0.0
     box_weight: float = 0.0
+    energy_weight: float = 0.0
     ema_decay: float = 0.0
     virtual_init: str = "centroid"
     init: Optional[str] = None
@@ -140,7 +143,7 @@ class TrainConfig:
         if not (math.isfinite(self.ema_decay) and 0.0 <= self.ema_decay < 1.0):
             raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
         for name in ("lr", "weight_decay", "mmd_weight", "input_noise", "local_distance_weight",
-                     "radial_distance_weight", "gyration_weight", "box_weight"):
+                     "radial_distance_weight", "gyration_weight", "box_weight", "energy_weight"):
             value = getattr(self, name)
             if not (math.isfinite(value) and value >= 0):
                 raise ValueError(f"{name} must be a finite number >= 0, got {value}")
@@ -537,7 +540,8 @@ class Trainer:
         self.model.train()
         order = torch.randperm(len(self.train_pairs), generator=self.shuffle_rng).tolist()
         num_batches = math.ceil(len(order) / config.batch_size)
-        sums = {"loss": 0.0, "mse": 0.0, "mmd": 0.0, "local": 0.0, "radial": 0.0, "gyration": 0.0, "box": 0.0}
+        sums = {"loss": 0.0, "mse": 0.0, "mmd": 0.0, "local": 0.0, "radial": 0.0, "gyration": 0.0, "box": 0.0,
+                "energy": 0.0}
         bar = tqdm(
             self._training_batches(order),
             total=num_batches,
@@ -581,6 +585,11 @@ class Trainer:
             if config.box_weight > 0:
                 box = box_loss(out.positions, self.box_bounds, batch.moving)
                 loss = loss + config.box_weight * box
+            energy = torch.zeros((), dtype=mse.dtype)
+            if config.energy_weight > 0:
+                energy = kinetic_energy_loss(out.positions, batch.target_positions, batch.positions, batch.batch,
+                                             batch.num_graphs, batch.moving)
+                loss = loss + config.energy_weight * energy
             if not torch.isfinite(loss):
                 # Stop before the weights are poisoned; last.pt still holds the last good epoch.
                 raise TrainingDiverged(
@@ -601,6 +610,7 @@ class Trainer:
             sums["radial"] += radial.item()
             sums["gyration"] += gyration.item()
             sums["box"] += box.item()
+            sums["energy"] += energy.item()
             bar.set_postfix(mse=f"{mse.item():.4g}")
         return {k: v / num_batches for k, v in sums.items()}
 
@@ -677,6 +687,7 @@ class Trainer:
                     **({"train_radial_distance": train["radial"]} if self.config.radial_distance_weight > 0 else {}),
                     **({"train_gyration": train["gyration"]} if self.config.gyration_weight > 0 else {}),
                     **({"train_box": train["box"]} if self.config.box_weight > 0 else {}),
+                    **({"train_energy": train["energy"]} if self.config.energy_weight > 0 else {}),
                     "valid_mse": valid_mse,
                     "best_valid_mse": self.state.best_valid_mse,
                     "seconds": time.perf_counter() - start,

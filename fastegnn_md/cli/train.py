@@ -122,6 +122,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     train.add_argument("--box-weight", type=float, default=0.0, metavar="W",
                        help="add W x the mean squared distance by which predicted particles lie outside the data's box "
                             "(SPH metadata bounds; 0: off, the default)")
+    train.add_argument("--energy-weight", type=float, default=0.0, metavar="W",
+                       help="add W x the squared error of each graph's RMS displacement over the jump (its kinetic "
+                            "energy), so a jump neither damps fast motion nor jitters where the data rest (0: off)")
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--max-train", type=positive_int, default=None, help="use only the first N training examples")
     train.add_argument("--max-valid", type=positive_int, default=None, help="use only the first N validation examples")
@@ -242,6 +245,7 @@ def run(args: argparse.Namespace) -> int:
             radial_distance_weight=_given(args.radial_distance_weight, defaults.radial_distance_weight),
             gyration_weight=args.gyration_weight,
             box_weight=args.box_weight,
+            energy_weight=args.energy_weight,
             ema_decay=args.ema,
             virtual_init=args.virtual_init,
             init=args.init,
