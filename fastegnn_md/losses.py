@@ -174,19 +174,21 @@ def kinetic_energy_loss(
     num_graphs: int,
     moving: Optional[torch.Tensor] = None,
 ) -> torch.Tensor:
-    """Mean squared error of each graph's root-mean-square displacement over the jump; -> scalar.
+    """Mean squared log-ratio of each graph's root-mean-square displacement over the jump; -> scalar.
 
-        s(d)_g = sqrt(mean_{i in g} |d_i|^2),   L = 1/G sum_g (s(x̂_g - x_g) - s(y_g - x_g))^2   (length unit squared)
+        s(d)_g = sqrt(mean_{i in g} |d_i|^2),   L = 1/G sum_g (log s(x̂_g - x_g) - log s(y_g - x_g))^2   (no unit)
 
     s is Δt times the graph's RMS speed over the jump, so s² is 2·E_kin/(N·m) Δt² for equal masses:
-    the kinetic energy a rollout reports. Shapes: predicted, target, start (N, 3): the jump's
+    the kinetic energy a rollout reports, and the term is a quarter of the squared log-ratio of
+    the predicted to the observed energy. Shapes: predicted, target, start (N, 3): the jump's
     prediction, its target and its input positions; batch_index (N,); moving (N,) bool, if given,
     keeps the predicted nodes only. Why, beside the position MSE: the conditional mean of a jump
     moves less than the motion it averages (Jensen again: E|d|² = |E d|² + the residual variance),
-    so a splash is damped; and where the data rest, a jump that moves every particle a little
-    costs the MSE almost nothing per particle, while its energy is many times the data's. Summed
-    over a graph first, both are visible. Invariant under E(3) and permutations within a graph.
-    With no node it is 0.
+    so a splash is damped; and where the data rest, a jump that moves every particle ten times
+    more than the data costs the MSE almost nothing per particle, while its energy is a hundred
+    times the data's. A ratio weighs the two alike: a linear difference of s would see only the
+    fast frames (tried first: benchmarks/RESULTS.md). Invariant under E(3), permutations within a
+    graph and the length unit. With no node it is 0.
     """
     if moving is not None:
         predicted, target, start, batch_index = predicted[moving], target[moving], start[moving], batch_index[moving]
@@ -195,13 +197,14 @@ def kinetic_energy_loss(
     counts = torch.bincount(batch_index, minlength=num_graphs).to(predicted.dtype)
     present = counts > 0
 
-    def rms(displacement: torch.Tensor) -> torch.Tensor:
+    def log_rms(displacement: torch.Tensor) -> torch.Tensor:
         squared = (displacement**2).sum(dim=1)
         per_graph = squared.new_zeros(num_graphs).index_add(0, batch_index, squared)
-        # The epsilon keeps the gradient of sqrt finite for a graph that does not move at all.
-        return (per_graph / counts.clamp(min=1) + 1e-12).sqrt()
+        # The floor keeps the log (and its gradient) finite for a graph that does not move at all;
+        # it is far below any motion a float32 jump resolves (1e-12 length units).
+        return 0.5 * torch.log(per_graph / counts.clamp(min=1) + 1e-24)
 
-    return ((rms(predicted - start) - rms(target - start))[present] ** 2).mean()
+    return ((log_rms(predicted - start) - log_rms(target - start))[present] ** 2).mean()
 
 
 def box_loss(

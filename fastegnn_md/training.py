@@ -67,8 +67,9 @@ class TrainConfig:
     the few-hundredths-of-an-Å shrinkage per jump that the per-node terms average away; box_weight
     (0 = off) adds that multiple of `box_loss` (how far predicted nodes lie outside the data's box,
     ``spec.extra["bounds"]``: SPH data), so a jump is taught that water does not leave the box;
-    energy_weight (0 = off) adds that multiple of `kinetic_energy_loss` (each graph's RMS
-    displacement over the jump), so a jump neither damps a splash nor jitters where the data rest.
+    energy_weight (0 = off) adds that multiple of `kinetic_energy_loss` (the log-ratio of each
+    graph's predicted to observed RMS displacement over the jump), against a jump that damps a
+    splash or jitters where the data rest.
     ema_decay (0 = off; e.g. 0.99) keeps an exponential moving average of the weights over the
     optimizer steps (`WeightAverage`, as NequIP and MACE train), validates and saves *it*: the
     small biases that one-jump MSE barely sees (a protein's Rg drift per jump) then stop

@@ -21,23 +21,25 @@ def rms(d: np.ndarray) -> float:
     return float(np.sqrt(np.mean(np.sum(d**2, axis=1))))
 
 
-def test_loss_is_the_mean_squared_change_of_each_graphs_rms_displacement():
+def test_loss_is_the_mean_squared_log_ratio_of_each_graphs_rms_displacement():
     rng = np.random.default_rng(0)
     x = rng.normal(size=(10, 3))
     y, p = x + 0.1 * rng.normal(size=(10, 3)), x + 0.03 * rng.normal(size=(10, 3))
     batch = torch.as_tensor(np.repeat([0, 1], [6, 4]))
-    expected = ((rms(p[:6] - x[:6]) - rms(y[:6] - x[:6])) ** 2 + (rms(p[6:] - x[6:]) - rms(y[6:] - x[6:])) ** 2) / 2
+    expected = (np.log(rms(p[:6] - x[:6]) / rms(y[:6] - x[:6])) ** 2
+                + np.log(rms(p[6:] - x[6:]) / rms(y[6:] - x[6:])) ** 2) / 2
     got = float(kinetic_energy_loss(t64(p), t64(y), t64(x), batch, 2))
-    assert abs(got - expected) < 1e-10  # the epsilon under the root is far below this
-    # The mean jump of a fluctuating motion, damped by a factor s, costs ((1 - s) * rms)^2.
-    s = 0.5
+    assert abs(got - expected) < 1e-10  # the floor under the log is far below this
     one = torch.zeros(10, dtype=torch.long)
-    assert abs(float(kinetic_energy_loss(t64(x + s * (y - x)), t64(y), t64(x), one, 1))
-               - ((1 - s) * rms(y - x)) ** 2) < 1e-10
-    # Water at rest: a jitter of 0.004 where the data move 0.0003 is seen in full, not per particle.
-    rest_target = x + 0.0003 * rng.normal(size=(10, 3)) / np.sqrt(3)
-    jitter = x + 0.004 * rng.normal(size=(10, 3)) / np.sqrt(3)
-    assert float(kinetic_energy_loss(t64(jitter), t64(rest_target), t64(x), one, 1)) > 5e-6
+    # A splash damped by a factor s costs log(s)^2; water at rest jittering 10x the data's motion
+    # costs log(10)^2: the same size, however small the motion (the term has no length unit).
+    for motion in (0.1, 0.0003):
+        target = x + motion * rng.normal(size=(10, 3))
+        damped = float(kinetic_energy_loss(t64(x + 0.5 * (target - x)), t64(target), t64(x), one, 1))
+        assert abs(damped - np.log(0.5) ** 2) < 1e-9
+        jitter = float(kinetic_energy_loss(t64(x + 10 * (target - x)), t64(target), t64(x), one, 1))
+        assert abs(jitter - np.log(10) ** 2) < 1e-9
+    assert abs(float(kinetic_energy_loss(t64(1e3 * p), t64(1e3 * y), t64(1e3 * x), batch, 2)) - expected) < 1e-10
 
 
 @pytest.mark.parametrize("reflect", [False, True], ids=["rotation", "reflection"])

@@ -123,8 +123,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                        help="add W x the mean squared distance by which predicted particles lie outside the data's box "
                             "(SPH metadata bounds; 0: off, the default)")
     train.add_argument("--energy-weight", type=float, default=0.0, metavar="W",
-                       help="add W x the squared error of each graph's RMS displacement over the jump (its kinetic "
-                            "energy), so a jump neither damps fast motion nor jitters where the data rest (0: off)")
+                       help="add W x the squared log-ratio of each graph's predicted to observed RMS displacement over "
+                            "the jump (its kinetic energy), against damped fast motion and jitter where the data "
+                            "rest (0: off, the default)")
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--max-train", type=positive_int, default=None, help="use only the first N training examples")
     train.add_argument("--max-valid", type=positive_int, default=None, help="use only the first N validation examples")
