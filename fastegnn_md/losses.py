@@ -131,6 +131,12 @@ def _centred(positions: torch.Tensor, batch_index: torch.Tensor, counts: torch.T
     return positions - centroids[batch_index]
 
 
+def _graph_mean_square(vectors: torch.Tensor, batch_index: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
+    """Each graph's mean of |v_i|² over its nodes: vectors (N, 3), batch_index (N,), counts (G,) ≥ 1 -> (G,)."""
+    squared = (vectors**2).sum(dim=1)
+    return squared.new_zeros(counts.shape[0]).index_add(0, batch_index, squared) / counts
+
+
 def gyration_loss(
     predicted: torch.Tensor,
     target: torch.Tensor,
@@ -159,9 +165,7 @@ def gyration_loss(
     counts = counts.clamp(min=1)
 
     def gyration(positions: torch.Tensor) -> torch.Tensor:
-        squared = (_centred(positions, batch_index, counts) ** 2).sum(dim=1)
-        per_graph = squared.new_zeros(num_graphs).index_add(0, batch_index, squared)
-        return (per_graph / counts).sqrt()
+        return _graph_mean_square(_centred(positions, batch_index, counts), batch_index, counts).sqrt()
 
     return ((gyration(predicted) - gyration(target))[present] ** 2).mean()
 
@@ -196,13 +200,12 @@ def kinetic_energy_loss(
         return predicted.sum() * 0.0
     counts = torch.bincount(batch_index, minlength=num_graphs).to(predicted.dtype)
     present = counts > 0
+    counts = counts.clamp(min=1)
 
     def log_rms(displacement: torch.Tensor) -> torch.Tensor:
-        squared = (displacement**2).sum(dim=1)
-        per_graph = squared.new_zeros(num_graphs).index_add(0, batch_index, squared)
         # The floor keeps the log (and its gradient) finite for a graph that does not move at all;
         # it is far below any motion a float32 jump resolves (1e-12 length units).
-        return 0.5 * torch.log(per_graph / counts.clamp(min=1) + 1e-24)
+        return 0.5 * torch.log(_graph_mean_square(displacement, batch_index, counts) + 1e-24)
 
     return ((log_rms(predicted - start) - log_rms(target - start))[present] ** 2).mean()
 

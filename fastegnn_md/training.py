@@ -28,8 +28,8 @@ from .checkpoint import DataSpec, load_checkpoint, save_checkpoint
 from .errors import FastEGNNError, FastEGNNWarning
 from .graph import FramePair, GraphBatch, collate, feature_dims, local_pairs
 from .io import write_atomically
-from .losses import (box_loss, gyration_loss, kinetic_energy_loss, local_distance_loss, mmd_loss, moving_subset, position_mse,
-                     radial_distance_loss)
+from .losses import (box_loss, gyration_loss, kinetic_energy_loss, local_distance_loss, mmd_loss, moving_subset,
+                     position_mse, radial_distance_loss)
 from .models import JumpModel, build_model, model_hparams
 from .models.fastegnn import VIRTUAL_INITS
 from .rollout_training import RolloutTraining
@@ -345,14 +345,13 @@ class WeightAverage:
     def __init__(self, model: torch.nn.Module, decay: float) -> None:
         self.decay = float(decay)
         self.steps = 0
-        self.names = [name for name, t in model.state_dict().items() if t.is_floating_point()]
-        self.average = {name: t.detach().clone() for name, t in model.state_dict().items() if name in self.names}
+        self.average = {name: t.detach().clone() for name, t in model.state_dict().items() if t.is_floating_point()}
 
     @torch.no_grad()
     def update(self, model: torch.nn.Module) -> None:
         decay = min(self.decay, (1.0 + self.steps) / (10.0 + self.steps))
         current = model.state_dict()
-        for name in self.names:
+        for name in self.average:
             self.average[name].lerp_(current[name].detach(), 1.0 - decay)
         self.steps += 1
 
@@ -362,7 +361,7 @@ class WeightAverage:
         raw = {name: t.detach().clone() for name, t in model.state_dict().items()}
         with torch.no_grad():
             state = model.state_dict()
-            for name in self.names:
+            for name in self.average:
                 state[name].copy_(self.average[name])
         try:
             yield raw
@@ -374,7 +373,7 @@ class WeightAverage:
 
     def set_state(self, state: dict[str, Any]) -> None:
         self.steps = int(state["steps"])
-        for name in self.names:
+        for name in self.average:
             self.average[name].copy_(state["average"][name])
 
 
