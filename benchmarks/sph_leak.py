@@ -13,10 +13,11 @@ predicted coordinate along gravity, and the one-jump MSE (box units², ×1e-4). 
 targets are never outside.
 
 **Rollouts** (``--scenes DIR`` and ``--scene SPLIT:INDEX``, 100 jumps, `fastegnn-md rollout`'s code
-with ``--sinkhorn-particles 200``): the most water particles outside the box at any jump (and the
-first jump with any), and the horizons at which the model's MSE, Sinkhorn divergence and
-kinetic-energy error (in magnitude) are below both "no motion" and "constant velocity" (out of the
-jumps made).
+with ``--sinkhorn-particles 200``): the most water particles outside the box at any jump (the
+first jump with any, and how many are still outside at the last jump), the horizons at which the
+model's MSE, Sinkhorn divergence and kinetic-energy error (in magnitude) are below both "no
+motion" and "constant velocity" (out of the jumps made), and the jumps where the kinetic energy
+is lost.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ import torch
 from fastegnn_md.checkpoint import load_checkpoint
 from fastegnn_md.datasets import open_for_checkpoint
 from fastegnn_md.predictor import Predictor
+from fastegnn_md.reports.per_jump import beats_all
 from fastegnn_md.reports.sph import OutsideBox
 from fastegnn_md.rollouts.sph import rollout_sph
 
@@ -73,9 +75,28 @@ def rollout(checkpoint: str, scenes: Path, split: str, index: int, jumps: int) -
     wins = [report["summary"]["model_beats_all"][metric] for metric in ("mse", "sinkhorn", "kinetic_energy_error")]
     at = report["horizons"]["mse_at"]
     mse = " / ".join(f"{at[n]['model']:.3g}" for n in ("1", "5", "20") if n in at and at[n]["model"] is not None)
-    return (f"{report['outside_box']['model']} of {report['scored_particles']} (first: jump {first}) | "
+    last = rows[-1]["outside_box"].get("model", 0) if rows else 0
+    return (f"{report['outside_box']['model']} of {report['scored_particles']} (first: jump {first}; "
+            f"at the last jump: {last}) | "
             f"MSE wins {wins[0]} | Sinkhorn wins {wins[1]} | kinetic-energy wins {wins[2]} of {report['model_jumps']} | "
-            f"MSE at 1/5/20 {mse}")
+            f"MSE at 1/5/20 {mse} | kinetic energy lost at jumps {_ranges(_energy_losses(rows))}")
+
+
+def _energy_losses(rows: list[dict]) -> list[int]:
+    """The jumps whose kinetic-energy error is not nearer zero than every trivial predictor's."""
+    return [int(row["jump"]) for row in rows
+            if row["kinetic_energy_error"].get("model") is not None and not beats_all(row["kinetic_energy_error"])]
+
+
+def _ranges(jumps: list[int]) -> str:
+    """[3, 4, 5, 9] -> "3–5, 9" ("none" when empty)."""
+    spans: list[list[int]] = []
+    for jump in jumps:
+        if spans and jump == spans[-1][1] + 1:
+            spans[-1][1] = jump
+        else:
+            spans.append([jump, jump])
+    return ", ".join(f"{a}–{b}" if b > a else f"{a}" for a, b in spans) or "none"
 
 
 def main() -> None:

@@ -138,12 +138,17 @@ def summarise(
         against[name]["jumps"] = len(both)
     summary["model_vs_trivial"] = against
     summary["model_beats_all"] = {
-        metric: sum(all(_lower(row[metric], MODEL, name) for name, value in row[metric].items()
-                        if name not in (MODEL, "reference") and value is not None)
-                    for row in scored_rows if row.get(metric, {}).get(MODEL) is not None)
+        metric: sum(beats_all(row[metric]) for row in scored_rows if row.get(metric, {}).get(MODEL) is not None)
         for metric in wins
     }
     return summary
+
+
+def beats_all(values: dict[str, Optional[float]]) -> bool:
+    """Whether the model's value (``values[MODEL]``) is nearer zero than every other predictor's
+    in one jump's row of a metric (the reference's own entry and missing values left out)."""
+    return all(_lower(values, MODEL, name) for name, value in values.items()
+               if name not in (MODEL, "reference") and value is not None)
 
 
 def _lower(values: dict[str, float], name: str, other: str) -> bool:
