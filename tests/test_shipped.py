@@ -165,7 +165,7 @@ def test_the_2ps_protein_model_is_the_weight_average_of_its_recipe() -> None:
     assert (config["local_distance_weight"], config["local_distance_cutoff"], config["seed"]) == (10.0, 2.6, 1)
 
 
-def test_the_water_model_is_its_recipe_and_never_saw_the_held_out_scenes() -> None:
+def test_the_water_model_is_its_recipe_on_the_benchmark_scenes() -> None:
     """water-box: the pretrained README's last step (input noise 0.01 box units on top of the box
     term, seed 1) on `data/water3d-bench` (scene seed 0; the held-out scenes of RESULTS.md are seed 1,
     the added validation drops seed 2)."""
