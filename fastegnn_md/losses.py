@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Callable, Optional
 
 import torch
 
@@ -158,16 +158,11 @@ def gyration_loss(
     """
     if moving is not None:
         predicted, target, batch_index = predicted[moving], target[moving], batch_index[moving]
-    if predicted.shape[0] == 0:
-        return predicted.sum() * 0.0
-    counts = torch.bincount(batch_index, minlength=num_graphs).to(predicted.dtype)
-    present = counts > 0
-    counts = counts.clamp(min=1)
 
-    def gyration(positions: torch.Tensor) -> torch.Tensor:
+    def gyration(positions: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
         return _graph_mean_square(_centred(positions, batch_index, counts), batch_index, counts).sqrt()
 
-    return ((gyration(predicted) - gyration(target))[present] ** 2).mean()
+    return _graph_statistic_mse(gyration, predicted, target, batch_index, num_graphs)
 
 
 def kinetic_energy_loss(
@@ -196,18 +191,32 @@ def kinetic_energy_loss(
     """
     if moving is not None:
         predicted, target, start, batch_index = predicted[moving], target[moving], start[moving], batch_index[moving]
+
+    def log_rms(displacement: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
+        # The floor keeps the log (and its gradient) finite for a graph that does not move at all;
+        # it is far below any motion a float32 jump resolves (1e-12 length units).
+        return 0.5 * torch.log(_graph_mean_square(displacement, batch_index, counts) + 1e-24)
+
+    return _graph_statistic_mse(log_rms, predicted - start, target - start, batch_index, num_graphs)
+
+
+def _graph_statistic_mse(
+    statistic: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    predicted: torch.Tensor,
+    target: torch.Tensor,
+    batch_index: torch.Tensor,
+    num_graphs: int,
+) -> torch.Tensor:
+    """Mean over the graphs that have nodes of (statistic(predicted) − statistic(target))²; -> scalar.
+
+    ``statistic(vectors (N, 3), counts (G,) nodes per graph, ≥ 1) -> (G,)``; with no node the
+    result is 0 and still carries ``predicted``'s gradient graph."""
     if predicted.shape[0] == 0:
         return predicted.sum() * 0.0
     counts = torch.bincount(batch_index, minlength=num_graphs).to(predicted.dtype)
     present = counts > 0
     counts = counts.clamp(min=1)
-
-    def log_rms(displacement: torch.Tensor) -> torch.Tensor:
-        # The floor keeps the log (and its gradient) finite for a graph that does not move at all;
-        # it is far below any motion a float32 jump resolves (1e-12 length units).
-        return 0.5 * torch.log(_graph_mean_square(displacement, batch_index, counts) + 1e-24)
-
-    return ((log_rms(predicted - start) - log_rms(target - start))[present] ** 2).mean()
+    return ((statistic(predicted, counts) - statistic(target, counts))[present] ** 2).mean()
 
 
 def box_loss(
