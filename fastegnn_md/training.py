@@ -69,6 +69,9 @@ class TrainConfig:
     the few-hundredths-of-an-Å shrinkage per jump that the per-node terms average away; box_weight
     (0 = off) adds that multiple of `box_loss` (how far predicted nodes lie outside the data's box,
     ``spec.extra["bounds"]``: SPH data), so a jump is taught that water does not leave the box;
+    box_margin (length unit, default 0) moves that box's faces inwards, so the term already
+    acts on water closer to a wall than the data ever comes (SPH water keeps about one particle
+    radius from the wall particles' centres);
     energy_weight (0 = off) adds that multiple of `kinetic_energy_loss` (the log-ratio of each
     graph's predicted to observed RMS displacement over the jump), against a jump that damps a
     splash or jitters where the data rest. wall_reach (length unit; None = off) gives the model
@@ -112,6 +115,7 @@ class TrainConfig:
     radial_distance_weight: float = 0.0
     gyration_weight: float = 0.0
     box_weight: float = 0.0
+    box_margin: float = 0.0
     energy_weight: float = 0.0
     wall_reach: Optional[float] = None
     ema_decay: float = 0.0
@@ -147,6 +151,8 @@ class TrainConfig:
             raise ValueError(f"grad_clip must be a positive number, got {self.grad_clip}")
         if self.gravity_axis is not None:
             self.gravity_axis = unit_gravity_axis(self.gravity_axis)
+        if self.box_margin > 0 and self.box_weight == 0:
+            raise ValueError("box_margin moves the box of the box term: it needs box_weight > 0")
         if self.wall_reach is not None:
             if not (math.isfinite(self.wall_reach) and self.wall_reach > 0):
                 raise ValueError(f"wall_reach must be a positive length, got {self.wall_reach}")
@@ -156,7 +162,7 @@ class TrainConfig:
         if not (math.isfinite(self.ema_decay) and 0.0 <= self.ema_decay < 1.0):
             raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
         for name in ("lr", "weight_decay", "mmd_weight", "input_noise", "local_distance_weight",
-                     "radial_distance_weight", "gyration_weight", "box_weight", "energy_weight"):
+                     "radial_distance_weight", "gyration_weight", "box_weight", "box_margin", "energy_weight"):
             value = getattr(self, name)
             if not (math.isfinite(value) and value >= 0):
                 raise ValueError(f"{name} must be a finite number >= 0, got {value}")
@@ -665,6 +671,10 @@ class Trainer:
         array = np.asarray(bounds, dtype=np.float64)
         if array.shape != (3, 2) or not np.all(array[:, 1] > array[:, 0]):
             raise FastEGNNError(f"{where}: bounds must be [[lower, upper]] for 3 axes, got {bounds!r}")
+        margin = self.config.box_margin
+        if not np.all(array[:, 1] - array[:, 0] > 2 * margin):
+            raise FastEGNNError(f"{where}: box_margin {margin} leaves no room in the box {bounds!r}")
+        array = array + np.array([margin, -margin])
         return torch.as_tensor(array, dtype=self.dtype, device=self.config.device)
 
     def _local_pairs(self, batch: GraphBatch) -> torch.Tensor:

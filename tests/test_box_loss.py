@@ -84,3 +84,27 @@ def test_training_records_the_term_and_refuses_data_without_a_box(tmp_path):
         Trainer(config, dataset.load("train"), dataset.load("valid"), tmp_path / "run2", unbounded, progress=False)
     with pytest.raises(ValueError, match="box_weight"):
         TrainConfig(box_weight=-1.0)
+
+
+def test_box_margin_moves_the_faces_inwards(tmp_path):
+    """--box-margin M: the trainer's box is the data's shrunk by M on every face, so water a
+    jump puts inside the box but nearer a wall than M is penalised; a margin that leaves no room,
+    or one without the box term, is refused."""
+    data = falling_water(tmp_path / "box")
+    dataset = open_dataset(data, sph=SPHOptions(jump=2))
+    spec = dataset.spec_fields
+    settings = dict(model="fastegnn", hidden=8, layers=1, virtual_nodes=2, cutoff=spec["cutoff"], epochs=1,
+                    batch_size=8, mmd_weight=0.01, gravity_axis=spec["gravity_axis"], box_weight=10.0)
+    train, valid = dataset.load("train"), dataset.load("valid")
+    trainer = Trainer(TrainConfig(**settings, box_margin=0.1), train, valid, tmp_path / "m", spec, progress=False)
+    expected = torch.tensor([[0.1, 0.9]] * 3, dtype=trainer.box_bounds.dtype)
+    assert torch.allclose(trainer.box_bounds, expected, atol=1e-7, rtol=0)
+    near_floor = torch.tensor([[0.5, 0.05, 0.5]], dtype=trainer.box_bounds.dtype)
+    assert float(box_loss(near_floor, UNIT_BOX)) == 0.0
+    assert abs(float(box_loss(near_floor, trainer.box_bounds)) - 0.05**2) < 1e-7
+    with pytest.raises(FastEGNNError, match="box_margin 0.5 leaves no room"):
+        Trainer(TrainConfig(**settings, box_margin=0.5), train, valid, tmp_path / "n", spec, progress=False)
+    with pytest.raises(ValueError, match="needs box_weight > 0"):
+        TrainConfig(box_margin=0.02)
+    with pytest.raises(ValueError, match="box_margin"):
+        TrainConfig(box_weight=1.0, box_margin=-0.01)

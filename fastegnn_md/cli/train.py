@@ -122,6 +122,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     train.add_argument("--box-weight", type=float, default=0.0, metavar="W",
                        help="add W x the mean squared distance by which predicted particles lie outside the data's box "
                             "(SPH metadata bounds; 0: off, the default)")
+    train.add_argument("--box-margin", type=float, default=0.0, metavar="M",
+                       help="move the box of --box-weight M (length unit) inwards from every face, so the term "
+                            "acts on water closer to a wall than the data comes (generated SPH water keeps one "
+                            "particle radius; default 0)")
     train.add_argument("--energy-weight", type=float, default=0.0, metavar="W",
                        help="add W x the squared log-ratio of each graph's predicted to observed RMS displacement over "
                             "the jump (its kinetic energy), against damped fast motion and jitter where the data "
@@ -251,6 +255,7 @@ def run(args: argparse.Namespace) -> int:
             radial_distance_weight=_given(args.radial_distance_weight, defaults.radial_distance_weight),
             gyration_weight=args.gyration_weight,
             box_weight=args.box_weight,
+            box_margin=args.box_margin,
             energy_weight=args.energy_weight,
             wall_reach=args.wall_reach,
             ema_decay=args.ema,
