@@ -17,7 +17,9 @@ with ``--sinkhorn-particles 200``): the most water particles outside the box at 
 first jump with any, and how many are still outside at the last jump), the horizons at which the
 model's MSE, Sinkhorn divergence and kinetic-energy error (in magnitude) are below both "no
 motion" and "constant velocity" (out of the jumps made), and the jumps where the kinetic energy
-is lost.
+is lost. ``--keep-in-box M`` runs the rollouts with the opt-in box constraint
+(`fastegnn_md.rollouts.box_constraint`, the same for every predictor) and adds the most of the
+model's particles it moved at one jump, and in all.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import argparse
 import tempfile
 import warnings
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 import torch
@@ -63,12 +66,13 @@ def one_jump(checkpoint: str, data: Path) -> dict[str, dict[str, float]]:
     return results
 
 
-def rollout(checkpoint: str, scenes: Path, split: str, index: int, jumps: int) -> str:
+def rollout(checkpoint: str, scenes: Path, split: str, index: int, jumps: int,
+            keep_in_box: Optional[float] = None) -> str:
     """One rollout's cells: most outside (first jump with any), the jumps below both trivial
     predictors on MSE, Sinkhorn and kinetic energy (the report's ``model_beats_all``), MSE at 1/5/20."""
     with tempfile.TemporaryDirectory() as tmp:
         out = rollout_sph(scenes, checkpoint, split=split, trajectory=index, jumps=jumps, report_dir=Path(tmp) / "r",
-                          sinkhorn_particles=200, progress=False)
+                          sinkhorn_particles=200, progress=False, keep_in_box=keep_in_box)
     report = out.report
     rows = report["per_jump"]
     first = next((row["jump"] for row in rows if row["outside_box"].get("model", 0) > 0), None)
@@ -76,7 +80,9 @@ def rollout(checkpoint: str, scenes: Path, split: str, index: int, jumps: int) -
     at = report["horizons"]["mse_at"]
     mse = " / ".join(f"{at[n]['model']:.3g}" for n in ("1", "5", "20") if n in at and at[n]["model"] is not None)
     last = rows[-1]["outside_box"].get("model", 0) if rows else 0
-    return (f"{report['outside_box']['model']} of {report['scored_particles']} (first: jump {first}; "
+    moved = report["info"].get("constrained_particles")
+    constraint = "" if moved is None else f"box constraint moved {max(moved, default=0)} at most, {sum(moved)} in all | "
+    return (constraint +f"{report['outside_box']['model']} of {report['scored_particles']} (first: jump {first}; "
             f"at the last jump: {last}) | "
             f"MSE wins {wins[0]} | Sinkhorn wins {wins[1]} | kinetic-energy wins {wins[2]} of {report['model_jumps']} | "
             f"MSE at 1/5/20 {mse} | kinetic energy lost at jumps {_ranges(_energy_losses(rows))}")
@@ -107,6 +113,8 @@ def main() -> None:
     parser.add_argument("--scene", action="append", default=[], metavar="SPLIT:INDEX")
     parser.add_argument("--jumps", type=int, default=100)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--keep-in-box", type=float, default=None, metavar="M",
+                        help="roll out with the box constraint at margin M (default off: the model alone)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     warnings.filterwarnings("ignore")
@@ -123,7 +131,7 @@ def main() -> None:
         split, index = entry.split(":")
         for checkpoint in args.checkpoints:
             print(f"{args.scenes} {split} {index}, `{checkpoint}`: "
-                  f"{rollout(checkpoint, args.scenes, split, int(index), args.jumps)}", flush=True)
+                  f"{rollout(checkpoint, args.scenes, split, int(index), args.jumps, args.keep_in_box)}", flush=True)
 
 
 if __name__ == "__main__":

@@ -237,6 +237,41 @@ def test_particles_outside_the_box_are_counted(dataset, checkpoint, tmp_path, mo
     assert "outside the box at any jump: reference 0, model 7" in (tmp_path / "r" / "report.md").read_text()
 
 
+def test_keep_in_box_moves_water_back_and_reports_it(dataset, checkpoint, tmp_path, monkeypatch):
+    """--keep-in-box M: after every jump the water lies in the box shrunk by M, for the model and
+    the trivial predictors; the report counts the model's particles moved at each jump (jump 1's
+    count is the unconstrained jump's particles outside the shrunk box) and says so."""
+    original = Predictor.predict
+
+    def seven_below_the_floor(self, *args, **kwargs):
+        jump = original(self, *args, **kwargs)
+        jump.positions[:7, 1] = -0.05
+        return jump
+
+    monkeypatch.setattr(Predictor, "predict", seven_below_the_floor)
+    free = rollout_sph(dataset, checkpoint, jumps=1, report_dir=tmp_path / "free", sinkhorn_particles=50,
+                       progress=False)
+    (unconstrained,) = list(read_lagrangebench(free.predicted))
+    margin = 0.05
+    first = unconstrained.positions[1].astype(np.float64)
+    expected_first = int(((first < margin) | (first > 1 - margin)).any(axis=1).sum())
+    assert expected_first >= 7
+
+    out = rollout_sph(dataset, checkpoint, jumps=3, report_dir=tmp_path / "r", sinkhorn_particles=50, progress=False,
+                      keep_in_box=margin)
+    (predicted,) = list(read_lagrangebench(out.predicted))
+    water = predicted.positions[1:].astype(np.float64)
+    assert water.min() >= margin - 1e-6 and water.max() <= 1 - margin + 1e-6
+    np.testing.assert_allclose(water[:, :7, 1], margin, atol=1e-6)
+    moved = out.report["info"]["constrained_particles"]
+    assert len(moved) == 3 and moved[0] == expected_first and min(moved) >= 7
+    assert out.report["info"]["keep_in_box"] == margin
+    assert out.report["outside_box"] == {"reference": 0, "model": 0, "no motion": 0, "constant velocity": 0}
+    assert free.report["outside_box"]["model"] == 7
+    assert any(note.startswith(f"--keep-in-box {margin:g}") and f"at most {max(moved)}" in note
+               for note in out.report["notes"])
+
+
 def test_non_finite_predictions_stop_the_rollout_keeping_frames(dataset, checkpoint, tmp_path, monkeypatch, capsys):
     calls = {"n": 0}
     original = Predictor.predict
@@ -335,6 +370,8 @@ def test_checkpoints_that_cannot_roll_out_sph_are_refused(dataset, checkpoint, t
         (["--trajectory", "3"], "--trajectory 3: split 'test'"),
         (["--split", "nope"], "no nope.h5 or nope.tfrecord"),
         (["--out", "pred.xtc"], "LagrangeBench HDF5"),
+        (["--keep-in-box", "-1"], "--keep-in-box -1.0: must be a length >= 0"),
+        (["--keep-in-box", "0.6"], "--keep-in-box 0.6: leaves no room in the box"),
     ],
 )
 def test_bad_sph_arguments_are_one_line_errors(dataset, checkpoint, tmp_path, capsys, extra, message):
@@ -371,5 +408,7 @@ def test_a_shipped_default_that_does_not_fit_says_to_pass_a_checkpoint(dataset, 
 def test_md_refuses_sph_flags(dataset, tmp_path, capsys):
     assert "--split: applies to SPH dataset directories" in _run_error(
         ["rollout", tmp_path / "traj.dcd", "--split", "test"], capsys)
+    assert "--keep-in-box: applies to SPH dataset directories" in _run_error(
+        ["rollout", tmp_path / "traj.dcd", "--keep-in-box", "0.02"], capsys)
     (tmp_path / "empty").mkdir()
     assert "without metadata.json" in _run_error(["rollout", tmp_path / "empty"], capsys)

@@ -272,7 +272,8 @@ class SPHDatasetKind(DataKind):
     training = SPH_TRAINING
     train_flags = {"--jump": "jump", "--velocity": "velocity_convention", "--gravity-axis": "gravity_axis",
                    "--starts": "num_starts", "--start-window": "start_window"}
-    rollout_flags = {"--split": "split", "--trajectory": "trajectory", "--sinkhorn-particles": "sinkhorn_particles"}
+    rollout_flags = {"--split": "split", "--trajectory": "trajectory", "--sinkhorn-particles": "sinkhorn_particles",
+                     "--keep-in-box": "keep_in_box"}
     flag_hints = {"--frames": "use --jump"}
 
     def recognises(self, path: Path) -> bool:

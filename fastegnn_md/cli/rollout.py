@@ -16,7 +16,7 @@ from .common import add_device_arguments, positive_int, set_torch_threads, torch
 
 #: Flags that only some kinds of data take (each kind declares its own in ``rollout_flags``).
 KIND_FLAGS = {"--topology": "topology", "--split": "split", "--trajectory": "trajectory_index",
-              "--sinkhorn-particles": "sinkhorn_particles"}
+              "--sinkhorn-particles": "sinkhorn_particles", "--keep-in-box": "keep_in_box"}
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -47,6 +47,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                     help="SPH: index of the trajectory in the split, in file order (default 0)")
     ro.add_argument("--sinkhorn-particles", type=positive_int, default=None, metavar="K",
                     help="SPH: particles subsampled for the Sinkhorn divergence (default 500)")
+    ro.add_argument("--keep-in-box", type=float, default=None, metavar="M",
+                    help="SPH: after every jump, move water that lies outside the dataset's box, or nearer a face "
+                         "than M (length unit, e.g. the particle radius), back to M from that face, in the model's "
+                         "rollout and the trivial predictors' alike; the report counts the particles moved (default "
+                         "off: the model alone)")
     add_device_arguments(ro)
     ro.add_argument("--sample", action="store_true",
                     help="draw each jump from the checkpoint's fitted spread (fastegnn-md calibrate) instead of its mean")

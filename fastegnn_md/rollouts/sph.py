@@ -20,6 +20,11 @@ stops early, keeping every frame made, on a non-finite prediction or a particle 
 than ``max_displacement`` (default: the diagonal of ``metadata["bounds"]``, i.e. out of the
 domain) in one jump.
 
+With ``keep_in_box`` M (`--keep-in-box`; off by default) the water is put back inside the box
+after every jump, M from any face it crossed or came nearer than M to, in the model's rollout
+and the trivial predictors' alike (`fastegnn_md.rollouts.box_constraint`); the report's info
+holds M and the model's particles it moved at each jump, and a note says so.
+
 Outputs: ``out`` (default ``<report>/predicted.h5``), a LagrangeBench HDF5 file with one
 trajectory (group ``"00000"``: ``position`` (1 + K, N, 3) float32 — row 0 the start frame, row k
 jump k, walls included — and the dataset's ``particle_type``), readable with
@@ -49,6 +54,7 @@ from ..particle_metrics import SINKHORN_MAX_PARTICLES, default_sinkhorn_reg
 from ..predictor import Predictor
 from ..reports.sph import SinkhornSettings, SPHReportInputs, beats_all_line, compare, write_report
 from ..rollout import RolloutFrame, RolloutResult, StartState, StopRollout
+from .box_constraint import KeepInBox, chain
 from .pipeline import FrameSink, RolloutCase, RolloutOutputs, RolloutRequest, run_rollout
 
 PathLike = Union[str, Path]
@@ -115,10 +121,14 @@ class SPHRollout(RolloutCase):
     default_checkpoint = DEFAULT_SPH_CHECKPOINT
 
     def __init__(self, dataset: PathLike, split: str = "test", trajectory: int = 0,
-                 sinkhorn_particles: int = SINKHORN_MAX_PARTICLES, request: Optional[RolloutRequest] = None) -> None:
+                 sinkhorn_particles: int = SINKHORN_MAX_PARTICLES, request: Optional[RolloutRequest] = None,
+                 keep_in_box: Optional[float] = None) -> None:
         super().__init__(request)
         self.dataset, self.split, self.index = Path(dataset), split, trajectory
         self.sinkhorn_particles = sinkhorn_particles
+        self.keep_in_box = keep_in_box
+        self.box: Optional[KeepInBox] = None
+        self.model_moved: list[int] = []
         self.chosen_by_user = True
 
     @classmethod
@@ -128,6 +138,7 @@ class SPHRollout(RolloutCase):
             trajectory=args.trajectory_index if args.trajectory_index is not None else 0,
             sinkhorn_particles=args.sinkhorn_particles or SINKHORN_MAX_PARTICLES,
             request=RolloutRequest.from_cli(args),
+            keep_in_box=getattr(args, "keep_in_box", None),
         )
 
     def select_checkpoint(self, checkpoint: Optional[PathLike]) -> Checkpoint:
@@ -215,6 +226,9 @@ class SPHRollout(RolloutCase):
         self.start = StartState(self.reference[0], backward_velocity(self.reference[0], before, spec.dt))
         self.walls = ~moving
         self.constrain = self.follow_walls if self.walls.any() else None
+        if self.keep_in_box is not None:
+            self.box = KeepInBox(self.metadata.get("bounds"), self.keep_in_box, moving)
+            self.constrain = chain(self.constrain, self.box)
 
     def _jumps_and_start(self, num_frames: int, jump_frames: int, where: str) -> tuple[int, int]:
         start = jump_frames if self.request.start is None else self.request.start
@@ -248,9 +262,24 @@ class SPHRollout(RolloutCase):
     def open_sink(self, predictor: Predictor) -> HDF5Sink:
         return HDF5Sink(self)
 
+    def frame_problem(self, frame: RolloutFrame) -> Optional[str]:
+        # Called on each of the model's frames right after its constraint: the box's count is the model's.
+        if self.box is not None:
+            self.model_moved.append(self.box.last_moved)
+        return None
+
     def closing_notes(self) -> list[str]:
         count = int(self.walls.sum())
-        return [f"{count} wall particles follow the reference and are not scored"] if count else []
+        notes = [f"{count} wall particles follow the reference and are not scored"] if count else []
+        if self.box is not None:
+            moved = self.model_moved
+            notes.append(
+                f"--keep-in-box {self.box.margin:g}: after every jump, water outside the box or nearer a face than "
+                f"{self.box.margin:g} was moved back to {self.box.margin:g} from it, for every predictor; it moved "
+                f"at most {max(moved, default=0)} of the model's particles at one jump ({sum(moved)} moves over "
+                f"{len(moved)} jumps), so 'outside the box' counts are after the constraint, not the model's own"
+            )
+        return notes
 
     def info(self, sink: HDF5Sink) -> dict[str, Any]:
         key = self.traj.key
@@ -264,6 +293,8 @@ class SPHRollout(RolloutCase):
             "particle_type_convention": self.convention,
             "max_displacement": self.max_displacement,
             "predicted_trajectory": str(self.out),
+            **({"keep_in_box": self.box.margin, "constrained_particles": list(self.model_moved)}
+               if self.box is not None else {}),
         }
 
     def write_report(self, predictions: dict[str, np.ndarray], notes: list[str], info: dict[str, Any],
@@ -305,6 +336,9 @@ class SPHRollout(RolloutCase):
         if outside is not None:
             lines.append("most particles outside the box at any jump: " + ", ".join(
                 f"{name} {count}" for name, count in outside.items()))
+        if self.box is not None:
+            lines.append(f"--keep-in-box {self.box.margin:g}: moved at most {max(self.model_moved, default=0)} of the "
+                         "model's particles back into the box at one jump")
         lines.append(f"jumps where the model is below both trivial predictors: {beats_all_line(report['summary'])}")
         return lines
 
@@ -313,7 +347,7 @@ def rollout_sph(dataset: PathLike, checkpoint: PathLike, split: str = "test", tr
                 start: Optional[int] = None, jumps: Optional[int] = None, out: Optional[PathLike] = None,
                 report_dir: Optional[PathLike] = None, max_displacement: Optional[float] = None,
                 sinkhorn_particles: int = SINKHORN_MAX_PARTICLES, device: str = "cpu",
-                progress: bool = True) -> RolloutOutputs:
+                progress: bool = True, keep_in_box: Optional[float] = None) -> RolloutOutputs:
     """Roll ``checkpoint`` out on trajectory ``trajectory`` of ``split`` of an SPH dataset directory.
 
     start : start frame s (default J, the first with a backward start velocity).
@@ -323,8 +357,9 @@ def rollout_sph(dataset: PathLike, checkpoint: PathLike, split: str = "test", tr
     report_dir : default ``./<dataset name>-<split><trajectory>-rollout``.
     max_displacement : per-jump displacement (L) that stops the rollout (default: bounds diagonal).
     sinkhorn_particles : at most this many particles enter each Sinkhorn divergence.
+    keep_in_box : M (L) of the opt-in box constraint (module docstring); None: off.
     Raises DataError / CheckpointError with one-line messages.
     """
     request = RolloutRequest(start, jumps, out, report_dir, max_displacement)
-    case = SPHRollout(dataset, split, trajectory, sinkhorn_particles, request)
+    case = SPHRollout(dataset, split, trajectory, sinkhorn_particles, request, keep_in_box=keep_in_box)
     return run_rollout(case, checkpoint, device=device, progress=progress)
