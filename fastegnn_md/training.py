@@ -31,8 +31,6 @@ from .io import write_atomically
 from .losses import (box_loss, gyration_loss, kinetic_energy_loss, local_distance_loss, mmd_loss, moving_subset,
                      position_mse, radial_distance_loss)
 from .models import JumpModel, build_model, model_hparams
-from .models.registry import reads_node_features
-from .models.wall_sight import WALL_FEATURES
 from .models.fastegnn import VIRTUAL_INITS
 from .rollout_training import RolloutTraining
 from .geometry import unit_gravity_axis
@@ -74,10 +72,7 @@ class TrainConfig:
     radius from the wall particles' centres);
     energy_weight (0 = off) adds that multiple of `kinetic_energy_loss` (the log-ratio of each
     graph's predicted to observed RMS displacement over the jump), against a jump that damps a
-    splash or jitters where the data rest. wall_reach (length unit; None = off) gives the model
-    wall sight (`fastegnn_md.models.wall_sight`): each moving node's distance to the nearest
-    non-moving node, clipped at wall_reach, and its speed towards it, as two more node features,
-    so water a jump away from the floor knows it is there.
+    splash or jitters where the data rest.
     ema_decay (0 = off; e.g. 0.99) keeps an exponential moving average of the weights over the
     optimizer steps (`WeightAverage`, as NequIP and MACE train), validates and saves *it*: the
     small biases that one-jump MSE barely sees (a protein's Rg drift per jump) then stop
@@ -117,7 +112,6 @@ class TrainConfig:
     box_weight: float = 0.0
     box_margin: float = 0.0
     energy_weight: float = 0.0
-    wall_reach: Optional[float] = None
     ema_decay: float = 0.0
     virtual_init: str = "centroid"
     init: Optional[str] = None
@@ -153,12 +147,6 @@ class TrainConfig:
             self.gravity_axis = unit_gravity_axis(self.gravity_axis)
         if self.box_margin > 0 and self.box_weight == 0:
             raise ValueError("box_margin moves the box of the box term: it needs box_weight > 0")
-        if self.wall_reach is not None:
-            if not (math.isfinite(self.wall_reach) and self.wall_reach > 0):
-                raise ValueError(f"wall_reach must be a positive length, got {self.wall_reach}")
-            if not reads_node_features(self.model):
-                raise ValueError(f"wall_reach: model {self.model!r} reads no node features; "
-                                 "wall sight needs egnn, fastegnn or global_nodes")
         if not (math.isfinite(self.ema_decay) and 0.0 <= self.ema_decay < 1.0):
             raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
         for name in ("lr", "weight_decay", "mmd_weight", "input_noise", "local_distance_weight",
@@ -179,8 +167,6 @@ def make_model(config: TrainConfig, num_node_attrs: int, dt: float = 1.0) -> tup
     dt : the jump in the data's time unit (initialises Linear's alpha at constant velocity, in
         the velocities the model sees: v·T/L with T the time scale)."""
     node_features, edge_features = feature_dims(num_node_attrs)
-    if config.wall_reach is not None:
-        node_features += WALL_FEATURES
     time_scale = resolve_time_scale(config.time_scale, dt)
     hparams = model_hparams(
         config.model,
@@ -197,8 +183,6 @@ def make_model(config: TrainConfig, num_node_attrs: int, dt: float = 1.0) -> tup
         hparams["time_scale"] = time_scale
     if config.gravity_axis is not None:  # likewise: no key = no gravity term (older checkpoints)
         hparams["gravity_axis"] = list(config.gravity_axis)
-    if config.wall_reach is not None:  # likewise
-        hparams["wall_reach"] = float(config.wall_reach)
     if config.virtual_init != "centroid":  # likewise: no key = the paper's start; kept by models that take it
         hparams.update(model_hparams(config.model, virtual_init=config.virtual_init))
     torch.manual_seed(config.seed)
@@ -215,9 +199,7 @@ def init_weights(model: JumpModel, model_name: str, hparams: dict[str, Any], spe
     """Load the weights of checkpoint ``path`` into ``model`` (a fine-tuning start) and return
     ``spec`` with the start's training frames added to its own, so rollout reports still mark
     every frame the weights have seen. Raises FastEGNNError, naming the checkpoint, when its
-    model, hyperparameters or data kind differ from this run's. One difference is allowed: a run
-    with wall sight (``wall_reach``) may start from the same model without it; the new input
-    columns start at zero weight (`_with_wall_columns`)."""
+    model, hyperparameters or data kind differ from this run's."""
     try:
         ckpt = load_checkpoint(path)
     except FastEGNNError as exc:
@@ -225,11 +207,6 @@ def init_weights(model: JumpModel, model_name: str, hparams: dict[str, Any], spe
     where = f"--init {path}"
     if ckpt.model_name != model_name:
         raise FastEGNNError(f"{where}: is a {ckpt.model_name} model, this run trains {model_name}")
-    state = ckpt.state_dict
-    if _gains_wall_sight(ckpt.hparams, hparams):
-        state = _with_wall_columns(state)
-        hparams = {k: v for k, v in hparams.items() if k != "wall_reach"}
-        hparams["node_features"] -= WALL_FEATURES
     changed = sorted(k for k in set(hparams) | set(ckpt.hparams) if hparams.get(k) != ckpt.hparams.get(k))
     if changed:
         shown = ", ".join(f"{k} {ckpt.hparams.get(k)!r} there, {hparams.get(k)!r} here" for k in changed)
@@ -241,7 +218,7 @@ def init_weights(model: JumpModel, model_name: str, hparams: dict[str, Any], spe
                 f"{where}: was trained on data with {name} {getattr(theirs, name)!r}, this data has "
                 f"{getattr(spec, name)!r}"
             )
-    model.load_state_dict(state)
+    model.load_state_dict(ckpt.state_dict)
     seen = theirs.train_frames_by_file()
     if not seen:
         return spec
@@ -252,24 +229,6 @@ def init_weights(model: JumpModel, model_name: str, hparams: dict[str, Any], spe
     extra = dict(spec.extra)
     extra[keys.TRAIN_FRAMES] = merged
     return DataSpec.from_dict({**spec.as_dict(), "extra": extra})
-
-
-def _gains_wall_sight(theirs: dict[str, Any], ours: dict[str, Any]) -> bool:
-    """Whether this run adds wall sight to a start that had none (and is otherwise the same width)."""
-    return (ours.get("wall_reach") is not None and theirs.get("wall_reach") is None
-            and ours.get("node_features") == (theirs.get("node_features") or 0) + WALL_FEATURES)
-
-
-def _with_wall_columns(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """A start's weights with zero input columns for the wall-sight features (appended last to
-    the node features): the extended model computes exactly what the start did until training
-    gives the new columns weight."""
-    weight = state.get("embedding.weight")
-    if weight is None:
-        raise FastEGNNError("--init: the start has no node-feature embedding to extend with wall sight")
-    state = dict(state)
-    state["embedding.weight"] = torch.cat([weight, weight.new_zeros(weight.shape[0], WALL_FEATURES)], dim=1)
-    return state
 
 
 def read_metrics(path: Path) -> tuple[list[dict[str, Any]], int]:

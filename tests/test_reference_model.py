@@ -179,25 +179,6 @@ def test_moving_mask(name: str, targets: bool) -> None:
 
 
 @pytest.mark.parametrize("name", ["fastegnn", "egnn"])
-def test_wall_sight(name: str) -> None:
-    """Wall sight (two more node features from the nearest wall) with length and time scales,
-    walls in two graphs, none in the third; reach 1.2 clips some distances and not others."""
-    pairs = make_graphs(3, (9, 7, 5))
-    masks = [np.arange(9) >= 3, np.arange(7) % 3 != 0, None]
-    pairs = [dataclasses.replace(p, moving=m) for p, m in zip(pairs, masks)]
-    batch = on_device(collate(pairs, cutoff=2.5, dtype=torch.float64))
-    model = make_model(name, node_features=4, length_scale=0.7, wall_reach=1.2)
-    model.set_time_scale(0.3)
-    assert_same_function(model, batch)
-    plain = make_model(name, node_features=4, length_scale=0.7)
-    plain.set_time_scale(0.3)
-    plain.load_state_dict(model.state_dict())
-    with torch.no_grad():  # the reference reads the reach: without it the features are missing
-        with pytest.raises(RuntimeError):
-            reference_forward(plain, batch)
-
-
-@pytest.mark.parametrize("name", ["fastegnn", "egnn"])
 def test_chunked_fast_path_equals_reference(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """Chunks of 7 edges or node-channel rows: borders inside a receiver's edges and a graph's nodes."""
     monkeypatch.setattr(kernels, "EDGE_CHUNK", 7)

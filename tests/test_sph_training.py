@@ -251,29 +251,6 @@ def test_box_weight_trains_on_sph_data_and_is_a_one_line_error_on_data_without_a
         capsys, ["train", "--data", walls, "--jump", "3", "--box-weight", "-1", "--out", tmp_path / "neg", *TINY])
 
 
-def test_wall_reach_extends_a_start_and_its_checkpoint_predicts_with_wall_sight(walls, tmp_path, capsys):
-    """--init from a run without wall sight, --wall-reach 0.4: the checkpoint records the reach,
-    its Predictor reads the walls beyond the radius graph, and a model without node features or
-    a reach <= 0 is a one-line error."""
-    data = ["--data", walls, "--jump", "3"]
-    assert cli("train", *data, "--out", tmp_path / "plain", *TINY) == 0
-    assert cli("train", *data, "--init", tmp_path / "plain" / "best.pt", "--wall-reach", "0.4",
-               "--out", tmp_path / "sight", *TINY) == 0
-    ckpt = load_checkpoint(tmp_path / "sight" / "best.pt")
-    assert ckpt.hparams["wall_reach"] == 0.4 and ckpt.training["config"]["wall_reach"] == 0.4
-    assert ckpt.hparams["node_features"] == load_checkpoint(tmp_path / "plain" / "best.pt").hparams["node_features"] + 2
-    predictor = Predictor.from_checkpoint(tmp_path / "sight" / "best.pt")
-    assert predictor.model.wall_reach == 0.4
-    pair = open_for_checkpoint(walls, predictor.spec).load("test")[0]
-    jump = predictor.predict(pair.positions, pair.velocities, pair.node_attrs)
-    assert np.isfinite(jump.positions).all()
-    np.testing.assert_array_equal(jump.positions[12:], pair.positions[12:].astype(np.float32))
-    line = run_error(capsys, ["train", *data, "--model", "linear", "--wall-reach", "0.4", "--out", tmp_path / "l", *TINY])
-    assert "wall_reach: model 'linear' reads no node features" in line
-    assert "wall_reach must be a positive length" in run_error(
-        capsys, ["train", *data, "--wall-reach", "0", "--out", tmp_path / "z", *TINY])
-
-
 def test_starts_and_start_window_choose_the_input_frames_and_are_recorded(walls, nbody, tmp_path, capsys):
     """--starts N --start-window F: N input frames per trajectory among the first F (the authors'
     15 among 250 by default), recorded so evaluate and rollouts read the data the same way."""

@@ -130,11 +130,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                        help="add W x the squared log-ratio of each graph's predicted to observed RMS displacement over "
                             "the jump (its kinetic energy), against damped fast motion and jitter where the data "
                             "rest (0: off, the default)")
-    train.add_argument("--wall-reach", type=float, default=None, metavar="R",
-                       help="wall sight: give each moving particle its distance to the nearest wall particle, "
-                            "clipped at R (length unit), and its speed towards it as two more node features, so "
-                            "water a jump away from a wall knows it is there (SPH walls; e.g. one jump's travel; "
-                            "default off; with --init, a start without it gets the new inputs at zero weight)")
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--max-train", type=positive_int, default=None, help="use only the first N training examples")
     train.add_argument("--max-valid", type=positive_int, default=None, help="use only the first N validation examples")
@@ -257,7 +252,6 @@ def run(args: argparse.Namespace) -> int:
             box_weight=args.box_weight,
             box_margin=args.box_margin,
             energy_weight=args.energy_weight,
-            wall_reach=args.wall_reach,
             ema_decay=args.ema,
             virtual_init=args.virtual_init,
             init=args.init,

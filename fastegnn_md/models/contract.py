@@ -43,7 +43,6 @@ from torch import nn
 
 from ..geometry import unit_gravity_axis  # noqa: F401  (re-exported: the models' name for it)
 from .blocks import GravityHead
-from .wall_sight import with_wall_features
 
 if TYPE_CHECKING:
     from ..graph import GraphBatch
@@ -73,7 +72,6 @@ class JumpModel(nn.Module):
     name: str = ""
     length_scale: float = 1.0
     time_scale: float = 1.0
-    wall_reach: Optional[float] = None
 
     def set_length_scale(self, length_scale: float) -> None:
         if not length_scale > 0:
@@ -89,21 +87,12 @@ class JumpModel(nn.Module):
             raise ValueError(f"time_scale must be a positive time, got {time_scale}")
         self.time_scale = float(time_scale)
 
-    def set_wall_reach(self, wall_reach: Optional[float]) -> None:
-        """R (data length unit) of the wall-sight features (module docstring), or None for none;
-        the model's node_features width must count their `WALL_FEATURES` columns."""
-        if wall_reach is not None and not (math.isfinite(wall_reach) and wall_reach > 0):
-            raise ValueError(f"wall_reach must be a positive length, got {wall_reach}")
-        self.wall_reach = None if wall_reach is None else float(wall_reach)
-
     def forward(self, batch: "GraphBatch") -> ModelOutput:
         length, time = self.length_scale, self.time_scale
-        scaled = not (length == 1.0 and time == 1.0)
-        inner = _scaled_batch(batch, 1.0 / length, time / length) if scaled else batch
-        if self.wall_reach is not None:  # from the scaled batch: lengths and speeds in the model's units
-            inner = with_wall_features(inner, self.wall_reach / length)
-        out = self.jump(inner)
-        if scaled:
+        if length == 1.0 and time == 1.0:
+            out = self.jump(batch)
+        else:
+            out = self.jump(_scaled_batch(batch, 1.0 / length, time / length))
             out = ModelOutput(
                 positions=out.positions * length,
                 virtual_positions=None if out.virtual_positions is None else out.virtual_positions * length,

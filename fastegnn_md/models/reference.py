@@ -311,34 +311,6 @@ def _in_model_units(batch: GraphBatch, length_scale: float, time_scale: float = 
     )
 
 
-def _with_wall_sight(batch: GraphBatch, moving: Optional[torch.Tensor], reach: float) -> GraphBatch:
-    """**Departure** (wall sight, `fastegnn_md.models.wall_sight`): node features get each moving
-    node's distance to the nearest non-moving node of its graph, clipped at ``reach``, over
-    ``reach`` (f), and its speed towards it over ``reach``, times (1 − f); (0, 0) for non-moving
-    nodes, (1, 0) with none in the graph. Here from the whole (N, N) distance matrix, masked."""
-    n = batch.positions.shape[0]
-    if moving is None:
-        moving = torch.ones(n, dtype=torch.bool, device=batch.positions.device)
-    offsets = batch.positions.unsqueeze(0) - batch.positions.unsqueeze(1)  # [i, j] = x_j - x_i
-    is_wall_of = (batch.batch.unsqueeze(0) == batch.batch.unsqueeze(1)) & ~moving.unsqueeze(0) & moving.unsqueeze(1)
-    # sqrt only of the pairs used: sqrt's derivative at a node's zero distance to itself is inf.
-    squared = torch.where(is_wall_of, (offsets ** 2).sum(dim=-1), torch.ones_like(offsets[..., 0]))
-    lengths = torch.sqrt(squared).masked_fill(~is_wall_of, float("inf"))
-    nearest_length, nearest = lengths.min(dim=1)
-    sees_wall = moving & torch.isfinite(nearest_length)
-    toward = offsets[torch.arange(n), nearest] / nearest_length.clamp_min(1e-12).unsqueeze(1)
-    distance = torch.where(sees_wall, nearest_length.clamp(max=reach) / reach, torch.ones_like(nearest_length))
-    approach = torch.where(sees_wall, (batch.velocities * toward).sum(dim=1) / reach * (1 - distance),
-                           torch.zeros_like(distance))
-    distance = torch.where(moving, distance, torch.zeros_like(distance))
-    features = torch.cat([batch.node_features, distance.unsqueeze(1), approach.unsqueeze(1)], dim=1)
-    return GraphBatch(
-        positions=batch.positions, velocities=batch.velocities, node_features=features,
-        edge_index=batch.edge_index, edge_features=batch.edge_features, batch=batch.batch,
-        num_graphs=batch.num_graphs, graph_sizes=batch.graph_sizes,
-    )
-
-
 def reference_forward(model: JumpModel, batch: GraphBatch) -> ModelOutput:
     """What ``model(batch)`` computes, recomputed from ``model``'s parameters the plain way.
 
@@ -356,10 +328,7 @@ def reference_forward(model: JumpModel, batch: GraphBatch) -> ModelOutput:
     else:
         raise TypeError(f"no reference implementation for {type(model).__name__}")
     scale = float(model.length_scale)
-    inner = _in_model_units(batch, scale, float(model.time_scale))
-    if model.wall_reach is not None:
-        inner = _with_wall_sight(inner, batch.moving, model.wall_reach / scale)
-    out = jump(model, inner)
+    out = jump(model, _in_model_units(batch, scale, float(model.time_scale)))
     positions = out.positions * scale
     virtual = None if out.virtual_positions is None else out.virtual_positions * scale
     moving = batch.moving

@@ -32,31 +32,19 @@ def model_hparams(name: str, **hparams: Any) -> dict[str, Any]:
     return {k: v for k, v in hparams.items() if k in accepted}
 
 
-def reads_node_features(name: str) -> bool:
-    """Whether model ``name`` embeds node features (the ones wall sight can extend)."""
-    return "node_features" in inspect.signature(model_class(name).__init__).parameters
-
-
 def build_model(name: str, **hparams: Any) -> JumpModel:
     """Instantiate a registry model; hyperparameters it does not take are ignored.
 
     Every model takes what it needs from: node_features, edge_features, hidden, layers,
     virtual_nodes, dt, gravity_axis (see each class; every model takes gravity_axis, default
     None = no gravity term). ``length_scale`` and ``time_scale`` (every model; default 1) are the
-    data length and time that become 1 inside the model (`JumpModel`); ``wall_reach`` (every
-    model; default None) switches its wall-sight features on (`JumpModel.set_wall_reach`; its
-    ``node_features`` must count their columns).
+    data length and time that become 1 inside the model (`JumpModel`).
     """
     length_scale = hparams.pop("length_scale", None)
     time_scale = hparams.pop("time_scale", None)
-    wall_reach = hparams.pop("wall_reach", None)
-    if wall_reach is not None and not reads_node_features(name):
-        raise ValueError(f"model {name!r} reads no node features, so it cannot take wall_reach (wall sight)")
     model = model_class(name)(**model_hparams(name, **hparams))
     if length_scale is not None:
         model.set_length_scale(length_scale)
     if time_scale is not None:
         model.set_time_scale(time_scale)
-    if wall_reach is not None:
-        model.set_wall_reach(wall_reach)
     return model
