@@ -17,7 +17,10 @@ with ``--sinkhorn-particles 200``): the most water particles outside the box at 
 first jump with any, and how many are still outside at the last jump), the horizons at which the
 model's MSE, Sinkhorn divergence and kinetic-energy error (in magnitude) are below both "no
 motion" and "constant velocity" (out of the jumps made), and the jumps where the kinetic energy
-is lost. ``--keep-in-box M`` runs the rollouts with the opt-in box constraint
+is lost, and where the particles that leave the box were when their jump started: their distance
+to the nearest wall particle (median and largest, over every particle that is outside after a
+jump and was inside before it), beside the radius graph's cutoff; within it, the wall was among
+their neighbours. ``--keep-in-box M`` runs the rollouts with the opt-in box constraint
 (`fastegnn_md.rollouts.box_constraint`, the same for every predictor) and adds the most of the
 model's particles it moved at one jump, and in all.
 """
@@ -32,13 +35,15 @@ from typing import Optional
 
 import numpy as np
 import torch
+from scipy.spatial import cKDTree
 
 from fastegnn_md.checkpoint import load_checkpoint
 from fastegnn_md.datasets import open_for_checkpoint
 from fastegnn_md.predictor import Predictor
 from fastegnn_md.reports.per_jump import beats_all
+from fastegnn_md.adapters.sph import DEEPMIND_KINEMATIC, read_lagrangebench
 from fastegnn_md.reports.sph import OutsideBox
-from fastegnn_md.rollouts.sph import rollout_sph
+from fastegnn_md.rollouts.sph import read_trajectory, rollout_sph
 
 
 def one_jump(checkpoint: str, data: Path) -> dict[str, dict[str, float]]:
@@ -73,7 +78,11 @@ def rollout(checkpoint: str, scenes: Path, split: str, index: int, jumps: int,
     with tempfile.TemporaryDirectory() as tmp:
         out = rollout_sph(scenes, checkpoint, split=split, trajectory=index, jumps=jumps, report_dir=Path(tmp) / "r",
                           sinkhorn_particles=200, progress=False, keep_in_box=keep_in_box)
+        (predicted,) = list(read_lagrangebench(out.predicted))
     report = out.report
+    bounds = np.asarray(read_trajectory(scenes, split, index)[0]["bounds"], dtype=np.float64)
+    walls = predicted.particle_type == DEEPMIND_KINEMATIC
+    leaving = _leaving_wall_distances(predicted.positions.astype(np.float64), walls, bounds)
     rows = report["per_jump"]
     first = next((row["jump"] for row in rows if row["outside_box"].get("model", 0) > 0), None)
     wins = [report["summary"]["model_beats_all"][metric] for metric in ("mse", "sinkhorn", "kinetic_energy_error")]
@@ -85,7 +94,26 @@ def rollout(checkpoint: str, scenes: Path, split: str, index: int, jumps: int,
     return (constraint +f"{report['outside_box']['model']} of {report['scored_particles']} (first: jump {first}; "
             f"at the last jump: {last}) | "
             f"MSE wins {wins[0]} | Sinkhorn wins {wins[1]} | kinetic-energy wins {wins[2]} of {report['model_jumps']} | "
-            f"MSE at 1/5/20 {mse} | kinetic energy lost at jumps {_ranges(_energy_losses(rows))}")
+            f"MSE at 1/5/20 {mse} | kinetic energy lost at jumps {_ranges(_energy_losses(rows))} | "
+            f"leaving particles' wall distance at their jump's start: {leaving} "
+            f"(cutoff {load_checkpoint(checkpoint).data_spec.cutoff:g})")
+
+
+def _leaving_wall_distances(frames: np.ndarray, walls: np.ndarray, bounds: np.ndarray) -> str:
+    """Median and largest distance to the nearest wall particle, at the start of its jump, of every
+    water particle that is outside ``bounds`` after a jump and was inside before it ("none")."""
+    distances = []
+    for before, after in zip(frames[:-1], frames[1:]):
+        water_before, water_after = before[~walls], after[~walls]
+        out_after = ((water_after < bounds[:, 0]) | (water_after > bounds[:, 1])).any(axis=1)
+        in_before = ((water_before >= bounds[:, 0]) & (water_before <= bounds[:, 1])).all(axis=1)
+        leaving = out_after & in_before
+        if leaving.any():
+            distances.append(cKDTree(before[walls]).query(water_before[leaving])[0])
+    if not distances:
+        return "none"
+    values = np.concatenate(distances)
+    return f"median {np.median(values):.3f}, largest {values.max():.3f} over {len(values)}"
 
 
 def _energy_losses(rows: list[dict]) -> list[int]:
