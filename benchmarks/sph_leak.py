@@ -37,11 +37,11 @@ import numpy as np
 import torch
 from scipy.spatial import cKDTree
 
+from fastegnn_md.adapters.sph import DEEPMIND_KINEMATIC, read_lagrangebench
 from fastegnn_md.checkpoint import load_checkpoint
 from fastegnn_md.datasets import open_for_checkpoint
 from fastegnn_md.predictor import Predictor
 from fastegnn_md.reports.per_jump import beats_all
-from fastegnn_md.adapters.sph import DEEPMIND_KINEMATIC, read_lagrangebench
 from fastegnn_md.reports.sph import OutsideBox
 from fastegnn_md.rollouts.sph import read_trajectory, rollout_sph
 
@@ -74,7 +74,8 @@ def one_jump(checkpoint: str, data: Path) -> dict[str, dict[str, float]]:
 def rollout(checkpoint: str, scenes: Path, split: str, index: int, jumps: int,
             keep_in_box: Optional[float] = None) -> str:
     """One rollout's cells: most outside (first jump with any), the jumps below both trivial
-    predictors on MSE, Sinkhorn and kinetic energy (the report's ``model_beats_all``), MSE at 1/5/20."""
+    predictors on MSE, Sinkhorn and kinetic energy (the report's ``model_beats_all``), MSE at 1/5/20,
+    where the leaving particles started; with ``keep_in_box``, what the constraint moved first."""
     with tempfile.TemporaryDirectory() as tmp:
         out = rollout_sph(scenes, checkpoint, split=split, trajectory=index, jumps=jumps, report_dir=Path(tmp) / "r",
                           sinkhorn_particles=200, progress=False, keep_in_box=keep_in_box)
@@ -91,7 +92,7 @@ def rollout(checkpoint: str, scenes: Path, split: str, index: int, jumps: int,
     last = rows[-1]["outside_box"].get("model", 0) if rows else 0
     moved = report["info"].get("constrained_particles")
     constraint = "" if moved is None else f"box constraint moved {max(moved, default=0)} at most, {sum(moved)} in all | "
-    return (constraint +f"{report['outside_box']['model']} of {report['scored_particles']} (first: jump {first}; "
+    return (constraint + f"{report['outside_box']['model']} of {report['scored_particles']} (first: jump {first}; "
             f"at the last jump: {last}) | "
             f"MSE wins {wins[0]} | Sinkhorn wins {wins[1]} | kinetic-energy wins {wins[2]} of {report['model_jumps']} | "
             f"MSE at 1/5/20 {mse} | kinetic energy lost at jumps {_ranges(_energy_losses(rows))} | "

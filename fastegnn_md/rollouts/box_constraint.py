@@ -21,6 +21,7 @@ from typing import Any, Optional
 import numpy as np
 
 from ..errors import DataError
+from ..rollout import Constraint
 
 
 class KeepInBox:
@@ -54,7 +55,7 @@ class KeepInBox:
         return positions
 
 
-def chain(first: Optional[Any], second: Any) -> Any:
+def chain(first: Optional[Constraint], second: Constraint) -> Constraint:
     """The constraint that applies ``first`` (if any), then ``second``, to jump k's positions."""
     if first is None:
         return second
