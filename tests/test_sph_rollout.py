@@ -272,6 +272,25 @@ def test_keep_in_box_moves_water_back_and_reports_it(dataset, checkpoint, tmp_pa
                for note in out.report["notes"])
 
 
+def test_keep_in_box_clips_water_only_and_counts_what_it_moved():
+    """The constraint alone: water outside [M, 1 − M] goes to the limit on each crossed axis, water
+    inside stays bit for bit, walls are never moved (even outside), and a dataset without a box
+    is a one-line error."""
+    from fastegnn_md.errors import DataError
+    from fastegnn_md.rollouts.box_constraint import KeepInBox
+
+    moving = np.array([True, True, True, False])
+    box = KeepInBox([[0.0, 1.0]] * 3, 0.1, moving)
+    positions = np.array([[0.5, -0.2, 0.5], [1.3, 1.05, 0.95], [0.2, 0.3, 0.4], [-1.0, -1.0, -1.0]])
+    out = box(1, positions)
+    np.testing.assert_array_equal(out, [[0.5, 0.1, 0.5], [0.9, 0.9, 0.9], [0.2, 0.3, 0.4], [-1.0, -1.0, -1.0]])
+    assert box.last_moved == 2
+    np.testing.assert_array_equal(positions[0], [0.5, -0.2, 0.5])  # the input is not changed in place
+    assert box(2, out).tolist() == out.tolist() and box.last_moved == 0
+    with pytest.raises(DataError, match="needs the dataset's box"):
+        KeepInBox(None, 0.02, moving)
+
+
 def test_non_finite_predictions_stop_the_rollout_keeping_frames(dataset, checkpoint, tmp_path, monkeypatch, capsys):
     calls = {"n": 0}
     original = Predictor.predict
