@@ -37,13 +37,13 @@ import numpy as np
 import torch
 from scipy.spatial import cKDTree
 
-from fastegnn_md.adapters.sph import DEEPMIND_KINEMATIC, read_lagrangebench
+from fastegnn_md.adapters.sph import DEEPMIND_KINEMATIC, open_sph_dataset, read_lagrangebench
 from fastegnn_md.checkpoint import load_checkpoint
 from fastegnn_md.datasets import open_for_checkpoint
 from fastegnn_md.predictor import Predictor
 from fastegnn_md.reports.per_jump import beats_all
 from fastegnn_md.reports.sph import OutsideBox
-from fastegnn_md.rollouts.sph import read_trajectory, rollout_sph
+from fastegnn_md.rollouts.sph import rollout_sph
 
 
 def one_jump(checkpoint: str, data: Path) -> dict[str, dict[str, float]]:
@@ -81,7 +81,7 @@ def rollout(checkpoint: str, scenes: Path, split: str, index: int, jumps: int,
                           sinkhorn_particles=200, progress=False, keep_in_box=keep_in_box)
         (predicted,) = list(read_lagrangebench(out.predicted))
     report = out.report
-    bounds = np.asarray(read_trajectory(scenes, split, index)[0]["bounds"], dtype=np.float64)
+    bounds = np.asarray(open_sph_dataset(scenes, split)[0]["bounds"], dtype=np.float64)  # metadata only
     walls = predicted.particle_type == DEEPMIND_KINEMATIC
     leaving = _leaving_wall_distances(predicted.positions.astype(np.float64), walls, bounds)
     rows = report["per_jump"]

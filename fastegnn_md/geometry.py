@@ -18,6 +18,26 @@ def random_orthogonal(rng: np.random.Generator, reflect: bool = False) -> np.nda
     return q
 
 
+def box_array(bounds: object) -> np.ndarray:
+    """A box ``[[lower, upper]]`` per axis (SPH ``metadata["bounds"]``) as a (3, 2) float array;
+    ValueError unless it is three intervals with upper > lower."""
+    try:
+        box = np.asarray(bounds, dtype=np.float64)
+    except (TypeError, ValueError):
+        box = None
+    if box is None or box.shape != (3, 2) or not np.all(box[:, 1] > box[:, 0]):
+        raise ValueError(f"bounds must be [[lower, upper]] for 3 axes, got {bounds!r}")
+    return box
+
+
+def shrunk_box(box: np.ndarray, margin: float) -> np.ndarray:
+    """(3, 2) ``box`` with every face moved ``margin`` (>= 0, its length unit) inwards; ValueError
+    ("leaves no room in the box ...") when that empties an axis."""
+    if not np.all(box[:, 1] - box[:, 0] > 2 * margin):
+        raise ValueError(f"leaves no room in the box {box.tolist()}")
+    return box + np.array([margin, -margin])
+
+
 def unit_gravity_axis(axis: Sequence[float]) -> list[float]:
     """A finite nonzero 3-vector as a unit vector (list of 3 floats); ValueError otherwise."""
     try:

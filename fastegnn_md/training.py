@@ -33,7 +33,7 @@ from .losses import (box_loss, gyration_loss, kinetic_energy_loss, local_distanc
 from .models import JumpModel, build_model, model_hparams
 from .models.fastegnn import VIRTUAL_INITS
 from .rollout_training import RolloutTraining
-from .geometry import unit_gravity_axis
+from .geometry import box_array, shrunk_box, unit_gravity_axis
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 #: `TrainConfig.time_scale` value meaning "the data's jump Δt".
@@ -627,14 +627,16 @@ class Trainer:
         where = dataset_name or "training data"
         if bounds is None:
             raise FastEGNNError(f"{where}: box_weight needs data with a box (SPH metadata 'bounds'); this data has none")
-        array = np.asarray(bounds, dtype=np.float64)
-        if array.shape != (3, 2) or not np.all(array[:, 1] > array[:, 0]):
-            raise FastEGNNError(f"{where}: bounds must be [[lower, upper]] for 3 axes, got {bounds!r}")
+        try:
+            box = box_array(bounds)
+        except ValueError as exc:
+            raise FastEGNNError(f"{where}: {exc}") from None
         margin = self.config.box_margin
-        if not np.all(array[:, 1] - array[:, 0] > 2 * margin):
-            raise FastEGNNError(f"{where}: box_margin {margin} leaves no room in the box {bounds!r}")
-        array = array + np.array([margin, -margin])
-        return torch.as_tensor(array, dtype=self.dtype, device=self.config.device)
+        try:
+            box = shrunk_box(box, margin)
+        except ValueError as exc:
+            raise FastEGNNError(f"{where}: box_margin {margin} {exc}") from None
+        return torch.as_tensor(box, dtype=self.dtype, device=self.config.device)
 
     def _local_pairs(self, batch: GraphBatch) -> torch.Tensor:
         """The close pairs of the batch's input frames (`local_pairs`) for the local-distance term."""

@@ -220,8 +220,8 @@ def test_stored_walls_follow_the_reference_and_are_not_scored(checkpoint, refere
     assert out.report["scored_particles"] == water and out.report["particles"] == water + walls
 
 
-def test_particles_outside_the_box_are_counted(dataset, checkpoint, tmp_path, monkeypatch):
-    """Issue 16: the report counts scored particles outside metadata["bounds"] per jump and at worst."""
+def put_seven_below_the_floor(monkeypatch) -> None:
+    """Every prediction of the test puts water particles 0–6 at y = −0.05, under the box's floor."""
     original = Predictor.predict
 
     def seven_below_the_floor(self, *args, **kwargs):
@@ -230,6 +230,11 @@ def test_particles_outside_the_box_are_counted(dataset, checkpoint, tmp_path, mo
         return jump
 
     monkeypatch.setattr(Predictor, "predict", seven_below_the_floor)
+
+
+def test_particles_outside_the_box_are_counted(dataset, checkpoint, tmp_path, monkeypatch):
+    """Issue 16: the report counts scored particles outside metadata["bounds"] per jump and at worst."""
+    put_seven_below_the_floor(monkeypatch)
     out = rollout_sph(dataset, checkpoint, jumps=3, report_dir=tmp_path / "r", sinkhorn_particles=50, progress=False)
     assert [row["outside_box"]["model"] for row in out.report["per_jump"]] == [7, 7, 7]
     assert all(row["outside_box"]["reference"] == 0 for row in out.report["per_jump"])
@@ -241,14 +246,7 @@ def test_keep_in_box_moves_water_back_and_reports_it(dataset, checkpoint, tmp_pa
     """--keep-in-box M: after every jump the water lies in the box shrunk by M, for the model and
     the trivial predictors; the report counts the model's particles moved at each jump (jump 1's
     count is the unconstrained jump's particles outside the shrunk box) and says so."""
-    original = Predictor.predict
-
-    def seven_below_the_floor(self, *args, **kwargs):
-        jump = original(self, *args, **kwargs)
-        jump.positions[:7, 1] = -0.05
-        return jump
-
-    monkeypatch.setattr(Predictor, "predict", seven_below_the_floor)
+    put_seven_below_the_floor(monkeypatch)
     free = rollout_sph(dataset, checkpoint, jumps=1, report_dir=tmp_path / "free", sinkhorn_particles=50,
                        progress=False)
     (unconstrained,) = list(read_lagrangebench(free.predicted))

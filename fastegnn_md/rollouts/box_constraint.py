@@ -21,6 +21,7 @@ from typing import Any, Optional
 import numpy as np
 
 from ..errors import DataError
+from ..geometry import box_array, shrunk_box
 from ..rollout import Constraint
 
 
@@ -33,15 +34,16 @@ class KeepInBox:
     """
 
     def __init__(self, bounds: Any, margin: float, moving: np.ndarray, where: str = "--keep-in-box") -> None:
-        box = np.asarray(bounds, dtype=np.float64) if bounds is not None else None
-        if box is None or box.shape != (3, 2) or not np.all(box[:, 1] > box[:, 0]):
-            raise DataError(f"{where}: needs the dataset's box (metadata.json 'bounds', [[lower, upper]] per axis); "
-                            f"got {bounds!r}")
+        try:
+            box = box_array(bounds)
+        except ValueError as exc:
+            raise DataError(f"{where}: needs the dataset's box (metadata.json 'bounds'); {exc}") from None
         if not (np.isfinite(margin) and margin >= 0):
             raise DataError(f"{where} {margin}: must be a length >= 0")
-        if not np.all(box[:, 1] - box[:, 0] > 2 * margin):
-            raise DataError(f"{where} {margin}: leaves no room in the box {box.tolist()}")
-        self.lower, self.upper = box[:, 0] + margin, box[:, 1] - margin
+        try:
+            self.lower, self.upper = shrunk_box(box, margin).T
+        except ValueError as exc:
+            raise DataError(f"{where} {margin}: {exc}") from None
         self.margin = float(margin)
         self.moving = np.asarray(moving, dtype=bool)
         self.last_moved = 0
