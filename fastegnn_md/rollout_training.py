@@ -9,7 +9,11 @@ batch before it is collated:
   coordinate, so x_t moves by n_t (σ in all) and the backward velocity (x_t − x_{t−Δt})/Δt by
   (n_t − n_{t−Δt})/Δt. The target moves with x_t (x_{t+Δt} + n_t), as GNS keeps its targets
   consistent: the model is asked for the true displacement from a noisy history, not to undo
-  the offset of the whole input.
+  the offset of the whole input. A ``correction`` γ in (0, 1] (MeshGraphNets' choice, made for
+  first-order systems) moves the target by only (1 − γ) n_t: the model is then also asked to
+  take back the fraction γ of the position noise, i.e. to pull a particle that is where the data
+  would not put it (too near a neighbour, inside a wall) back towards where it could be. A map
+  so trained contracts its own errors instead of carrying them on.
 * **Pushforward** (LagrangeBench, Brandstetter et al. 2022): the model runs m jumps from the
   input without gradient, feeding itself its own outputs (velocity from its last two frames, as
   a rollout does), and the step with gradient starts from there, scored against the reference
@@ -46,9 +50,10 @@ def successor_key(pair: FramePair, frame: Optional[int] = None) -> Optional[tupl
     return (*run, int(frames[1] if frame is None else frame))
 
 
-def noisy_history(pair: FramePair, sigma: float, rng: np.random.Generator) -> FramePair:
+def noisy_history(pair: FramePair, sigma: float, rng: np.random.Generator, correction: float = 0.0) -> FramePair:
     """``pair`` with random-walk noise of total standard deviation ``sigma`` on its input history
-    (module docstring); the target moves with the input position. Returns a new pair."""
+    (module docstring); the target moves with the input position by (1 − ``correction``) of its
+    noise (0: all of it, GNS; 1: none, the model undoes the noise). Returns a new pair."""
     moving = np.ones(len(pair.positions), dtype=bool) if pair.moving is None else np.asarray(pair.moving)
     dt = float(pair.metadata["dt"])
     half = sigma / np.sqrt(2.0)
@@ -61,7 +66,7 @@ def noisy_history(pair: FramePair, sigma: float, rng: np.random.Generator) -> Fr
         pair,
         positions=pair.positions + now,
         velocities=pair.velocities + step / dt,
-        target_positions=pair.target_positions + now,
+        target_positions=pair.target_positions + (1.0 - correction) * now,
         target_velocities=None,
     )
 
@@ -70,19 +75,23 @@ class RolloutTraining:
     """Turns a chunk of training pairs into the examples of one batch: noised, and unrolled.
 
     ``pairs``: every training pair (the unroll looks up later reference frames among them);
-    ``input_noise``: σ of `noisy_history` (0: off); ``unroll``: K, the most jumps a batch runs
+    ``input_noise``: σ of `noisy_history` (0: off); ``noise_correction``: its γ, the fraction of
+    the position noise the target does not follow (0: GNS); ``unroll``: K, the most jumps a batch runs
     (1: off, every example is a reference input); ``seed`` seeds both draws. The random state is
     part of the trainer's resume state (`state` / `set_state`).
     """
 
     def __init__(self, pairs: Sequence[FramePair], input_noise: float, unroll: int, seed: int,
-                 velocity_convention: str) -> None:
+                 velocity_convention: str, noise_correction: float = 0.0) -> None:
         if (input_noise > 0 or unroll > 1) and velocity_convention != BACKWARD:
             raise ValueError(
                 f"input noise and unrolled training need velocities from positions (backward), "
                 f"not {velocity_convention!r}"
             )
+        if not 0.0 <= noise_correction <= 1.0:
+            raise ValueError(f"noise_correction must be in [0, 1], got {noise_correction}")
         self.input_noise, self.unroll = float(input_noise), int(unroll)
+        self.noise_correction = float(noise_correction)
         self.rng = np.random.default_rng(seed)
         self.by_input: dict[tuple[Hashable, ...], FramePair] = {}
         if self.unroll > 1:
@@ -119,7 +128,7 @@ class RolloutTraining:
         (m uniform in 0..K−1; an example without m later reference frames runs fewer)."""
         examples = list(chunk)
         if self.input_noise > 0:
-            examples = [noisy_history(pair, self.input_noise, self.rng) for pair in examples]
+            examples = [noisy_history(pair, self.input_noise, self.rng, self.noise_correction) for pair in examples]
         if self.unroll > 1:
             steps = int(self.rng.integers(0, self.unroll))
             if steps:

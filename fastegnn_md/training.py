@@ -57,7 +57,9 @@ class TrainConfig:
     becomes 1 inside the model (`JumpModel.set_time_scale`): the velocities it sees are then the
     constant-velocity displacement over that time, so the velocity term starts at the right size.
     input_noise (length unit; 0 = off) and unroll (K jumps; 1 = off) train for rollouts
-    (`fastegnn_md.rollout_training`: random-walk noise on the velocity history, pushforward).
+    (`fastegnn_md.rollout_training`: random-walk noise on the velocity history, pushforward);
+    noise_correction γ (0..1, default 0 = GNS) is the fraction of that noise's position offset the
+    model is taught to take back (the target follows the input by 1 − γ of it).
     local_distance_weight (0 = off) adds that multiple of `local_distance_loss` over the pairs
     closer than local_distance_cutoff (length unit) in the input frame, so repeated jumps keep
     bonds and angles instead of shrinking them toward the mean structure. radial_distance_weight
@@ -104,6 +106,7 @@ class TrainConfig:
     time_scale: Union[float, str] = 1.0
     gravity_axis: Optional[list[float]] = None
     input_noise: float = 0.0
+    noise_correction: float = 0.0
     unroll: int = 1
     local_distance_weight: float = 0.0
     local_distance_cutoff: float = 2.6
@@ -145,6 +148,10 @@ class TrainConfig:
             raise ValueError(f"grad_clip must be a positive number, got {self.grad_clip}")
         if self.gravity_axis is not None:
             self.gravity_axis = unit_gravity_axis(self.gravity_axis)
+        if not (math.isfinite(self.noise_correction) and 0.0 <= self.noise_correction <= 1.0):
+            raise ValueError(f"noise_correction must be in [0, 1], got {self.noise_correction}")
+        if self.noise_correction > 0 and self.input_noise == 0:
+            raise ValueError("noise_correction takes back part of the input noise: it needs input_noise > 0")
         if self.box_margin > 0 and self.box_weight == 0:
             raise ValueError("box_margin moves the box of the box term: it needs box_weight > 0")
         if not (math.isfinite(self.ema_decay) and 0.0 <= self.ema_decay < 1.0):
@@ -423,7 +430,7 @@ class Trainer:
         self.box_bounds = self._box_bounds(dataset_name) if config.box_weight > 0 else None
         try:
             self.rollout_training = RolloutTraining(train_pairs, config.input_noise, config.unroll, config.seed + 2,
-                                                    self.spec.velocity_convention)
+                                                    self.spec.velocity_convention, config.noise_correction)
         except ValueError as exc:
             raise FastEGNNError(f"{dataset_name or 'training data'}: {exc}") from None
 

@@ -57,6 +57,31 @@ def test_noise_is_a_random_walk_on_the_history_and_the_target_moves_with_the_inp
     assert abs(np.corrcoef(before[moving].ravel(), (offset - before)[moving].ravel())[0, 1]) < 0.02
 
 
+@pytest.mark.parametrize("correction", [0.5, 1.0])
+def test_noise_correction_leaves_that_fraction_of_the_offset_out_of_the_target(correction):
+    _, pairs = chain()
+    pair = pairs[3]
+    gns = noisy_history(pair, 0.2, np.random.default_rng(5))
+    corrected = noisy_history(pair, 0.2, np.random.default_rng(5), correction)
+    offset = gns.positions - pair.positions
+    # the same draw moves the inputs alike; only the target keeps (1 - gamma) of the offset
+    np.testing.assert_array_equal(corrected.positions, gns.positions)
+    np.testing.assert_array_equal(corrected.velocities, gns.velocities)
+    np.testing.assert_allclose(corrected.target_positions - pair.target_positions, (1 - correction) * offset,
+                               rtol=0, atol=1e-12)
+    assert np.abs(offset).max() > 0.05  # the offset is there to be taken back
+
+
+def test_noise_correction_is_checked():
+    _, pairs = chain()
+    with pytest.raises(ValueError, match="noise_correction must be in"):
+        RolloutTraining(pairs, 0.1, 1, seed=0, velocity_convention="backward", noise_correction=1.5)
+    with pytest.raises(ValueError, match="noise_correction must be in"):
+        TrainConfig(input_noise=0.1, noise_correction=-0.1)
+    with pytest.raises(ValueError, match="needs input_noise"):
+        TrainConfig(noise_correction=0.5)
+
+
 def test_pushforward_feeds_the_model_its_own_outputs_and_scores_the_later_reference():
     positions, pairs = chain()
     model = tiny_model()

@@ -91,6 +91,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     train.add_argument("--input-noise", type=float, default=0.0, metavar="SIGMA",
                        help="random-walk noise of SIGMA (length unit) on each input's velocity history, "
                             "targets moved with it, as GNS trains for rollouts (default 0: off)")
+    train.add_argument("--noise-correction", type=float, default=0.0, metavar="GAMMA",
+                       help="the fraction (0..1) of --input-noise's position offset the target does not follow, so "
+                            "the model learns to take it back and its rollouts contract their own errors "
+                            "(as MeshGraphNets; default 0: the target follows all of it, as GNS)")
     train.add_argument("--unroll", type=positive_int, default=None, metavar="K",
                        help="pushforward: each batch first runs 0..K-1 jumps (drawn uniformly) on the model's "
                             "own outputs without gradient, then learns the next one (1: off; default MD with "
@@ -244,6 +248,7 @@ def run(args: argparse.Namespace) -> int:
             patience=args.patience,
             grad_clip=args.grad_clip,
             input_noise=args.input_noise,
+            noise_correction=args.noise_correction,
             unroll=args.unroll if args.unroll is not None else default_unroll(defaults, dataset.spec_fields),
             local_distance_weight=_given(args.local_distance_weight, defaults.local_distance_weight),
             local_distance_cutoff=_given(args.local_distance_cutoff, defaults.local_distance_cutoff),
