@@ -8,61 +8,19 @@ import torch
 
 
 def position_mse(
-    predicted: torch.Tensor,
-    target: torch.Tensor,
-    moving: Optional[torch.Tensor] = None,
-    weights: Optional[torch.Tensor] = None,
+    predicted: torch.Tensor, target: torch.Tensor, moving: Optional[torch.Tensor] = None
 ) -> torch.Tensor:
     """Mean over nodes and coordinates of the squared error; (N, 3), (N, 3) -> scalar.
 
     This is the paper's reported MSE (length unit squared, e.g. Å^2). ``moving`` (N,) bool, if
     given, restricts the mean to the nodes the model predicts (SPH walls and other kinematic
     particles are inputs only); with no moving node the result is 0 (still differentiable).
-    ``weights`` (N,), if given, multiply each node's squared error (training only, e.g.
-    `rest_weights`); the divisor stays the node count, so all-ones weights give the plain MSE.
     """
     squared = (predicted - target) ** 2
-    if weights is not None:
-        squared = squared * weights.unsqueeze(1)
     if moving is None:
         return squared.mean()
     count = int(moving.sum()) * squared.shape[1]
     return squared[moving].sum() / max(count, 1)
-
-
-#: The most a graph at rest weighs against a moving one in `rest_weights`: a graph whose
-#: reference does not move at all would otherwise weigh infinitely.
-REST_WEIGHT_CAP = 1000.0
-
-
-def rest_weights(
-    target: torch.Tensor,
-    start: torch.Tensor,
-    batch_index: torch.Tensor,
-    num_graphs: int,
-    scale: float,
-    moving: Optional[torch.Tensor] = None,
-) -> torch.Tensor:
-    """Per-node weights that fit a graph at rest to its own scale; -> (N,), no gradient.
-
-        s_g = sqrt(mean_{i in g} |y_i - x_i|^2),   w_i = clamp((scale / s_g)^2, 1, REST_WEIGHT_CAP)
-
-    over the moving nodes of each graph (``moving`` (N,) bool, if given; others get 1). target,
-    start (N, 3): the jump's target and input positions, ``scale`` a length in their unit. A graph
-    that moves more than ``scale`` per jump keeps weight 1; a quieter one weighs (scale / s_g)², so
-    its squared error counts relative to its own motion. Why: water at rest moves ~1e-3 box lengths
-    per jump, so an error ten times its motion costs the plain MSE about 2 % of a splash's error,
-    and a mean jump trained on it jitters where the data rest (benchmarks/RESULTS.md). Invariant
-    under E(3), permutations within a graph; ``scale`` carries the length unit.
-    """
-    if moving is None:
-        moving = torch.ones(target.shape[0], dtype=torch.bool, device=target.device)
-    squared = ((target - start) ** 2).sum(dim=1).where(moving, torch.zeros((), dtype=target.dtype))
-    counts = torch.bincount(batch_index[moving], minlength=num_graphs).to(target.dtype).clamp(min=1)
-    mean_square = torch.zeros(num_graphs, dtype=target.dtype, device=target.device).index_add_(0, batch_index, squared)
-    mean_square = mean_square / counts
-    per_graph = (scale * scale / mean_square.clamp(min=torch.finfo(target.dtype).tiny)).clamp(1.0, REST_WEIGHT_CAP)
-    return torch.where(moving, per_graph[batch_index], torch.ones((), dtype=target.dtype)).detach()
 
 
 def moving_subset(

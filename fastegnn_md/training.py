@@ -29,7 +29,7 @@ from .errors import FastEGNNError, FastEGNNWarning
 from .graph import FramePair, GraphBatch, collate, feature_dims, local_pairs
 from .io import write_atomically
 from .losses import (box_loss, gyration_loss, kinetic_energy_loss, local_distance_loss, mmd_loss, moving_subset,
-                     position_mse, radial_distance_loss, rest_weights)
+                     position_mse, radial_distance_loss)
 from .models import JumpModel, build_model, model_hparams
 from .models.fastegnn import VIRTUAL_INITS
 from .rollout_training import RolloutTraining
@@ -72,10 +72,6 @@ class TrainConfig:
     box_margin (length unit, default 0) moves that box's faces inwards, so the term already
     acts on water closer to a wall than the data ever comes (SPH water keeps about one particle
     radius from the wall particles' centres);
-    rest_scale (length unit; 0 = off) weighs the position error of each graph that moves less than
-    it per jump by (rest_scale / its RMS displacement)² (`rest_weights`, at most 1000), so water
-    at rest is fitted to its own scale instead of costing nothing; the logged train_mse is then
-    the weighted one, the validation MSE stays plain.
     energy_weight (0 = off) adds that multiple of `kinetic_energy_loss` (the log-ratio of each
     graph's predicted to observed RMS displacement over the jump), against a jump that damps a
     splash or jitters where the data rest.
@@ -118,7 +114,6 @@ class TrainConfig:
     gyration_weight: float = 0.0
     box_weight: float = 0.0
     box_margin: float = 0.0
-    rest_scale: float = 0.0
     energy_weight: float = 0.0
     ema_decay: float = 0.0
     virtual_init: str = "centroid"
@@ -162,8 +157,7 @@ class TrainConfig:
         if not (math.isfinite(self.ema_decay) and 0.0 <= self.ema_decay < 1.0):
             raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
         for name in ("lr", "weight_decay", "mmd_weight", "input_noise", "local_distance_weight",
-                     "radial_distance_weight", "gyration_weight", "box_weight", "box_margin", "rest_scale",
-                     "energy_weight"):
+                     "radial_distance_weight", "gyration_weight", "box_weight", "box_margin", "energy_weight"):
             value = getattr(self, name)
             if not (math.isfinite(value) and value >= 0):
                 raise ValueError(f"{name} must be a finite number >= 0, got {value}")
@@ -571,11 +565,7 @@ class Trainer:
         for batch in bar:
             batch = batch.to(config.device)
             out = self.model(batch)
-            weights = None
-            if config.rest_scale > 0:
-                weights = rest_weights(batch.target_positions, batch.positions, batch.batch, batch.num_graphs,
-                                       config.rest_scale, batch.moving)
-            mse = position_mse(out.positions, batch.target_positions, batch.moving, weights)
+            mse = position_mse(out.positions, batch.target_positions, batch.moving)
             loss = mse
             mmd = torch.zeros((), dtype=mse.dtype)
             if self.uses_mmd and out.virtual_positions is not None:

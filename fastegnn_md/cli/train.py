@@ -130,10 +130,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                        help="move the box of --box-weight M (length unit) inwards from every face, so the term "
                             "acts on water closer to a wall than the data comes (generated SPH water keeps one "
                             "particle radius; default 0)")
-    train.add_argument("--rest-scale", type=float, default=0.0, metavar="R",
-                       help="weigh the position error of a frame pair whose water moves less than R (length unit) "
-                            "per jump by (R / its RMS displacement)^2, at most 1000, so water at rest is fitted to "
-                            "its own scale (default 0: off)")
     train.add_argument("--energy-weight", type=float, default=0.0, metavar="W",
                        help="add W x the squared log-ratio of each graph's predicted to observed RMS displacement over "
                             "the jump (its kinetic energy), against damped fast motion and jitter where the data "
@@ -260,7 +256,6 @@ def run(args: argparse.Namespace) -> int:
             gyration_weight=args.gyration_weight,
             box_weight=args.box_weight,
             box_margin=args.box_margin,
-            rest_scale=args.rest_scale,
             energy_weight=args.energy_weight,
             ema_decay=args.ema,
             virtual_init=args.virtual_init,
