@@ -12,8 +12,9 @@ batch before it is collated:
   the offset of the whole input. A ``correction`` γ in (0, 1] (MeshGraphNets' choice, made for
   first-order systems) moves the target by only (1 − γ) n_t: the model is then also asked to
   take back the fraction γ of the position noise, i.e. to pull a particle that is where the data
-  would not put it (too near a neighbour, inside a wall) back towards where it could be. A map
-  so trained contracts its own errors instead of carrying them on.
+  would not put it (too near a neighbour, inside a wall) back towards where it could be, in the
+  hope that its rollouts then contract their own errors. On SPH water it measured neutral
+  (benchmarks/RESULTS.md, ninth SPH section); the default stays GNS's γ = 0.
 * **Pushforward** (LagrangeBench, Brandstetter et al. 2022): the model runs m jumps from the
   input without gradient, feeding itself its own outputs (velocity from its last two frames, as
   a rollout does), and the step with gradient starts from there, scored against the reference

@@ -93,8 +93,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                             "targets moved with it, as GNS trains for rollouts (default 0: off)")
     train.add_argument("--noise-correction", type=float, default=0.0, metavar="GAMMA",
                        help="the fraction (0..1) of --input-noise's position offset the target does not follow, so "
-                            "the model learns to take it back and its rollouts contract their own errors "
-                            "(as MeshGraphNets; default 0: the target follows all of it, as GNS)")
+                            "the model learns to take it back (as MeshGraphNets; default 0: the target follows "
+                            "all of it, as GNS)")
     train.add_argument("--unroll", type=positive_int, default=None, metavar="K",
                        help="pushforward: each batch first runs 0..K-1 jumps (drawn uniformly) on the model's "
                             "own outputs without gradient, then learns the next one (1: off; default MD with "
