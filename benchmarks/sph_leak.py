@@ -103,12 +103,11 @@ def rollout(checkpoint: str, scenes: Path, split: str, index: int, jumps: int,
 def _leaving_wall_distances(frames: np.ndarray, walls: np.ndarray, bounds: np.ndarray) -> str:
     """Median and largest distance to the nearest wall particle, at the start of its jump, of every
     water particle that is outside ``bounds`` after a jump and was inside before it ("none")."""
+    box = OutsideBox(bounds)
     distances = []
     for before, after in zip(frames[:-1], frames[1:]):
-        water_before, water_after = before[~walls], after[~walls]
-        out_after = ((water_after < bounds[:, 0]) | (water_after > bounds[:, 1])).any(axis=1)
-        in_before = ((water_before >= bounds[:, 0]) & (water_before <= bounds[:, 1])).all(axis=1)
-        leaving = out_after & in_before
+        water_before = before[~walls]
+        leaving = box.outside(after[~walls]) & ~box.outside(water_before)
         if leaving.any():
             distances.append(cKDTree(before[walls]).query(water_before[leaving])[0])
     if not distances:

@@ -12,8 +12,8 @@ the reference frame s + J, over the water particles (walls are inputs): the refe
 displacement, the model's, the model's mean displacement (the centre of mass's drift; along
 gravity it says whether the water rises or sinks), the RMS of the rest (per-particle scatter),
 and the jump's MSE; and the model's RMS with the input velocity set to zero (how much of the
-motion answers the velocity). ``--rollout JUMPS`` also rolls each checkpoint out from the
-scene's first frame (`fastegnn-md rollout`'s code) and prints, every 10 jumps from jump 40, the
+motion answers the velocity). ``--rollout JUMPS`` also rolls each checkpoint out from frame J
+(`fastegnn-md rollout`'s code and default start) and prints, every 10 jumps from jump 40, the
 same figures for the model's own frames beside the reference's over the same interval, and how
 much higher the model's water sits on average. Kinetic energy over a jump goes with the square of the RMS displacement, so
 a model whose RMS is k times the reference's has k² times its energy there; a rollout beats "no
@@ -33,6 +33,18 @@ from fastegnn_md.predictor import Predictor
 from fastegnn_md.rollouts.sph import read_trajectory
 
 
+def motion(model: np.ndarray, reference: np.ndarray) -> dict[str, float]:
+    """Figures of one jump's displacements (M, 3), the model's and the reference's: RMS of each,
+    the model's mean (the centre of mass's drift, (3,)) and the RMS of its scatter around it."""
+    drift = model.mean(axis=0)
+    return {
+        "reference_rms": float(np.sqrt((reference**2).sum(1).mean())),
+        "model_rms": float(np.sqrt((model**2).sum(1).mean())),
+        "drift": drift,
+        "scatter_rms": float(np.sqrt(((model - drift) ** 2).sum(1).mean())),
+    }
+
+
 def rest_jump(predictor: Predictor, positions: np.ndarray, attrs: np.ndarray, moving: np.ndarray,
               start: int) -> dict[str, float]:
     """One jump from frame ``start`` of ``positions`` (T, N, 3); figures over the ``moving`` rows."""
@@ -43,47 +55,38 @@ def rest_jump(predictor: Predictor, positions: np.ndarray, attrs: np.ndarray, mo
     velocity = backward_velocity(now, before, predictor.spec.dt)
     predicted = predictor.predict(now, velocity, attrs, moving=moving, kinematic_positions=after).positions
     still = predictor.predict(now, np.zeros_like(velocity), attrs, moving=moving, kinematic_positions=after).positions
-    model, reference = (predicted - now)[moving], (after - now)[moving]
-    drift = model.mean(axis=0)
     return {
+        **motion((predicted - now)[moving], (after - now)[moving]),
         "model_rms_v0": float(np.sqrt((((still - now)[moving]) ** 2).sum(1).mean())),
-        "reference_rms": float(np.sqrt((reference**2).sum(1).mean())),
-        "model_rms": float(np.sqrt((model**2).sum(1).mean())),
-        "drift": drift,
-        "scatter_rms": float(np.sqrt(((model - drift) ** 2).sum(1).mean())),
         "mse": float(((predicted - after)[moving] ** 2).mean()),
     }
 
 
 def own_rest(checkpoint: str, scenes: str, split: str, index: int, jumps: int, positions: np.ndarray,
-             moving: np.ndarray, gravity_axis: int) -> list[dict[str, float]]:
-    """The model's own rollout at rest: per-jump figures every 10 jumps from jump 40."""
+             moving: np.ndarray) -> list[dict[str, float]]:
+    """The model's own rollout from frame J at rest: per-jump figures every 10 jumps from jump 40."""
     import tempfile
     from pathlib import Path
 
     from fastegnn_md.adapters.sph.lagrangebench import read_lagrangebench
     from fastegnn_md.rollouts.sph import rollout_sph
 
+    spec = Predictor.from_checkpoint(checkpoint).spec
+    stride = int(spec.frame_stride)
+    axis = int(np.argmax(np.abs(np.asarray(spec.gravity_axis or [0, -1, 0]))))
     with tempfile.TemporaryDirectory() as tmp:
-        out = rollout_sph(scenes, checkpoint, split=split, trajectory=index, jumps=jumps, report_dir=Path(tmp) / "r",
-                          sinkhorn_particles=200, progress=False)
+        out = rollout_sph(scenes, checkpoint, split=split, trajectory=index, start=stride, jumps=jumps,
+                          report_dir=Path(tmp) / "r", sinkhorn_particles=200, progress=False)
         frames = np.asarray(next(iter(read_lagrangebench(out.predicted))).positions, dtype=np.float64)
-    stride = int(Predictor.from_checkpoint(checkpoint).spec.frame_stride)
-    start = stride  # the rollout's default start frame
     rows = []
     for k in range(40, jumps + 1, 10):
         model = (frames[k] - frames[k - 1])[moving]
-        reference = (positions[start + k * stride] - positions[start + (k - 1) * stride])[moving]
-        drift = model.mean(axis=0)
+        reference = (positions[stride + k * stride] - positions[stride + (k - 1) * stride])[moving]
         rows.append({
             "jump": k,
-            "reference_rms": float(np.sqrt((reference**2).sum(1).mean())),
-            "model_rms": float(np.sqrt((model**2).sum(1).mean())),
-            "drift": drift,
-            "scatter_rms": float(np.sqrt(((model - drift) ** 2).sum(1).mean())),
+            **motion(model, reference),
             "energy_ratio": float((model**2).sum() / max((reference**2).sum(), 1e-300)),
-            "higher": float(frames[k][moving][:, gravity_axis].mean()
-                            - positions[start + k * stride][moving][:, gravity_axis].mean()),
+            "higher": float(frames[k][moving][:, axis].mean() - positions[stride + k * stride][moving][:, axis].mean()),
         })
     return rows
 
@@ -114,13 +117,12 @@ def main() -> None:
                   f"{row['model_rms'] / row['reference_rms']:.1f} | {drift} | {row['scatter_rms']:.4f} | {row['mse']:.2e} "
                   f"| {row['model_rms_v0']:.4f} |")
     if args.rollout:
-        axis = int(np.argmax(np.abs(np.asarray(predictor.spec.gravity_axis or [0, -1, 0]))))
         print(f"\nOwn rollouts ({args.rollout} jumps from frame J): per-jump figures of the model's frames")
         print("| checkpoint | jump | reference RMS | model RMS | energy model / reference | drift (x, y, z) "
               "| scatter RMS | model water higher by |")
         print("|---|---:|---:|---:|---:|---|---:|---:|")
         for name in args.checkpoints:
-            for row in own_rest(name, args.scenes, split, int(index), args.rollout, positions, moving, axis):
+            for row in own_rest(name, args.scenes, split, int(index), args.rollout, positions, moving):
                 drift = ", ".join(f"{v:+.5f}" for v in row["drift"])
                 print(f"| `{name}` | {row['jump']} | {row['reference_rms']:.4f} | {row['model_rms']:.4f} | "
                       f"{row['energy_ratio']:.1f} | {drift} | {row['scatter_rms']:.4f} | {row['higher']:+.4f} |")

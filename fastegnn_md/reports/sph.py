@@ -163,8 +163,12 @@ class OutsideBox(JumpMetric):
     def __init__(self, bounds: Sequence[Sequence[float]]) -> None:
         self.bounds = np.asarray(bounds, dtype=np.float64)
 
+    def outside(self, frame: np.ndarray) -> np.ndarray:
+        """(N,) bool: which rows of ``frame`` (N, 3) lie outside the box."""
+        return ((frame < self.bounds[:, 0]) | (frame > self.bounds[:, 1])).any(axis=1)
+
     def count(self, frame: np.ndarray) -> int:
-        return int(((frame < self.bounds[:, 0]) | (frame > self.bounds[:, 1])).any(axis=1).sum())
+        return int(self.outside(frame).sum())
 
     def reference_value(self, k: int, reference: np.ndarray) -> float:
         return self.count(reference)
