@@ -292,25 +292,62 @@ def counted_flops(loss_of_model) -> tuple[float, float]:
     return float(forward), float(total)
 
 
-def run_reference_case(index: int, threads: int, repeats: int, tune: bool, device: str = "cpu") -> dict:
-    """The fast FastEGNN against `fastegnn_md.models.reference` on case ``index``: ms per graph of
-    a forward pass and of a training step (forward + MSE on positions + backward), calls
-    alternating; autograd's saved MiB; peak RSS growth after each model's warm-up (on CUDA:
-    each model's own peak of allocated CUDA memory over the graph and weights)."""
+def precision_cost(fast, batch, precision: str, device: str) -> dict:
+    """What ``precision`` changes in the fast model's numbers against its full-precision run, same
+    weights and graph: relative RMS difference of the predicted displacement (output − input
+    positions) and of the loss gradient over all parameters (both 0 for "full")."""
     import torch
     from torch.nn import functional as F
 
+    from fastegnn_md.models.precision import precision_context
+
+    results = {}
+    for label in ("full", precision):
+        fast.zero_grad(set_to_none=True)
+        with precision_context(label, device):
+            positions = fast(batch).positions
+        F.mse_loss(positions, batch.target_positions).backward()
+        grads = torch.cat([p.grad.flatten() for p in fast.parameters() if p.grad is not None])
+        results[label] = (positions.detach() - batch.positions, grads)
+    fast.zero_grad(set_to_none=True)
+
+    def relative(a: torch.Tensor, b: torch.Tensor) -> float:
+        return float(torch.linalg.vector_norm(a - b) / torch.linalg.vector_norm(b))
+
+    (dx_full, g_full), (dx, g) = results["full"], results[precision]
+    return {"displacement": relative(dx, dx_full), "gradient": relative(g, g_full)}
+
+
+def run_reference_case(index: int, threads: int, repeats: int, tune: bool, device: str = "cpu",
+                       precision: str = "full") -> dict:
+    """The fast FastEGNN against `fastegnn_md.models.reference` on case ``index``: ms per graph of
+    a forward pass and of a training step (forward + MSE on positions + backward), calls
+    alternating; autograd's saved MiB; peak RSS growth after each model's warm-up (on CUDA:
+    each model's own peak of allocated CUDA memory over the graph and weights). ``precision``
+    (`fastegnn_md.models.precision`) is the fast model's; the reference always runs in float32."""
+    import torch
+    from torch.nn import functional as F
+
+    from fastegnn_md.models.precision import precision_context
     from fastegnn_md.models.reference import ReferenceModel
 
     case, batch, fast, sync, on_cuda = prepare_case(index, "fastegnn", threads, tune, device)
     reference = ReferenceModel(fast)  # reads fast's parameters: the same function, same weights
 
     def loss_of(model):
-        return lambda: F.mse_loss(model(batch).positions, batch.target_positions)
+        mode = precision if model is fast else "full"
+
+        def loss():
+            with precision_context(mode, device):
+                positions = model(batch).positions
+            return F.mse_loss(positions, batch.target_positions)
+        return loss
 
     def forward_of(model):
+        mode = precision if model is fast else "full"
+
         def forward() -> None:
-            with torch.inference_mode():
+            with torch.inference_mode(), precision_context(mode, device):
                 model(batch)
         return forward
 
@@ -355,6 +392,8 @@ def run_reference_case(index: int, threads: int, repeats: int, tune: bool, devic
         "saved_mib": {"fast": saved_for_backward_mib(loss_of(fast)),
                       "reference": saved_for_backward_mib(loss_of(reference))},
         "peak_mib": peaks,
+        "precision": precision,
+        "precision_cost": precision_cost(fast, batch, precision, device),
     }
 
 
@@ -373,18 +412,21 @@ def main_against_reference(args: argparse.Namespace, cases: list[int]) -> None:
     import torch
 
     on_cuda = torch.device(args.device).type == "cuda"
-    print(f"machine: {machine(args.device)}; torch {torch.__version__}; {args.threads} threads; float32; FastEGNN "
+    print(f"machine: {machine(args.device)}; torch {torch.__version__}; {args.threads} threads; float32 data, "
+          f"fast path in precision {args.precision} (reference: float32); FastEGNN "
           f"hidden 64, 4 layers, C = 3; fast vs reference (same weights), calls alternating; "
-          f"median of {args.repeats}; allocator tuned: {not args.no_tune}")
+          f"median of {args.repeats}; allocator tuned: {not args.no_tune}; "
+          f"OMP_WAIT_POLICY={os.environ['OMP_WAIT_POLICY']}")
     print()
     peak_header = "peak CUDA MiB fast / ref" if on_cuda else "peak RSS MiB fast / after both"
     print("| case | edges/graph | forward ms fast / ref | forward fast/ref | forward FLOPs fast/ref "
           "| train step ms fast / ref | train fast/ref | train FLOPs fast/ref "
-          f"| autograd saved MiB fast / ref | {peak_header} |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+          f"| autograd saved MiB fast / ref | {peak_header} | displacement / gradient change |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for index in cases:
         cmd = [sys.executable, __file__, "--case", str(index), "--against-reference",
-               "--threads", str(args.threads), "--repeats", str(args.repeats), "--device", args.device]
+               "--threads", str(args.threads), "--repeats", str(args.repeats), "--device", args.device,
+               "--precision", args.precision]
         if args.no_tune:
             cmd.append("--no-tune")
         r = run_child(cmd)
@@ -394,13 +436,16 @@ def main_against_reference(args: argparse.Namespace, cases: list[int]) -> None:
         print(f"| {r['case']} | {r['edges_per_graph']:,.0f} | {f['fast']:.{d}f} / {f['reference']:.{d}f} "
               f"| {r['forward_ratio']:.2f} | {fast_fwd / ref_fwd:.2f} "
               f"| {t['fast']:.{d}f} / {t['reference']:.{d}f} | {r['train_ratio']:.2f} | {fast_all / ref_all:.2f} "
-              f"| {m['fast']:.0f} / {m['reference']:.0f} | {p['fast']:.0f} / {p['reference']:.0f} |", flush=True)
+              f"| {m['fast']:.0f} / {m['reference']:.0f} | {p['fast']:.0f} / {p['reference']:.0f} "
+              f"| {r['precision_cost']['displacement']:.1e} / {r['precision_cost']['gradient']:.1e} |", flush=True)
     print()
     print("fast/ref: median over alternating pairs of calls of the fast model's time over the reference's "
           "(below 1: the fast path is faster). train step = forward + MSE on positions + backward, no optimizer. "
           "FLOPs fast/ref = the two models' matmul FLOPs as torch's FlopCounterMode counts them: a time ratio "
           "near it means the fast path spends its time on arithmetic the model needs. "
-          "autograd saved = distinct storages saved for backward (exact). "
+          "autograd saved = distinct storages saved for backward (exact). displacement / gradient change = "
+          "relative RMS difference of the fast model's predicted displacement and loss gradient in this precision "
+          "from its own full-precision run (0 in full precision). "
           + ("peak CUDA = growth of torch.cuda.max_memory_allocated over the graph and weights, reset before each "
              "model's warm-up (each model's own peak)." if on_cuda else
              "peak RSS = growth of the process's high-water mark after the fast model's warm-up, then after the "
@@ -442,6 +487,14 @@ def check_device(parser: argparse.ArgumentParser, name: str) -> None:
 
 
 def main() -> None:
+    # `import fastegnn_md` switches OpenMP to passive waiting when the 1-minute load average is
+    # >= 0.5 (runtime.prefer_passive_waiting), and this benchmark's own previous case raises it:
+    # without a fixed policy the later cases would run passive on a quiet machine (an 855-node
+    # forward pass 78 instead of 54 ms). Set before anything imports fastegnn_md;
+    # every case process inherits it.
+    os.environ.setdefault("OMP_WAIT_POLICY", "ACTIVE")
+    from fastegnn_md.models.precision import PRECISIONS
+
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=20, help="timed forward passes per case and run")
@@ -457,6 +510,9 @@ def main() -> None:
     parser.add_argument("--device", default="cpu",
                         help="torch device to time on, e.g. cpu or cuda (default cpu); on CUDA calls are "
                              "synchronised and memory is CUDA memory")
+    parser.add_argument("--precision", choices=PRECISIONS, default="full",
+                        help="the fast path's precision against the reference (always float32): full, or "
+                             "bf16-mixed (matmuls in bfloat16 under autocast; fastegnn_md.models.precision)")
     parser.add_argument("--case", type=int, help=argparse.SUPPRESS)  # internal: run one case
     parser.add_argument("--model", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -465,7 +521,8 @@ def main() -> None:
 
     if args.case is not None:
         if args.against_reference:
-            print(json.dumps(run_reference_case(args.case, args.threads, args.repeats, not args.no_tune, args.device)))
+            print(json.dumps(run_reference_case(args.case, args.threads, args.repeats, not args.no_tune, args.device,
+                                                args.precision)))
         else:
             print(json.dumps(run_case(args.case, args.model, args.threads, args.repeats, not args.no_tune,
                                       args.device)))
@@ -482,7 +539,7 @@ def main() -> None:
     on_cuda = torch.device(args.device).type == "cuda"
     print(f"machine: {machine(args.device)}; torch {torch.__version__}; {args.threads} threads; float32; "
           f"hidden 64, 4 layers, C = 3; median of {args.repeats} per run; {args.rounds} run(s); "
-          f"allocator tuned: {not args.no_tune}")
+          f"allocator tuned: {not args.no_tune}; OMP_WAIT_POLICY={os.environ['OMP_WAIT_POLICY']}")
     gemm_rates, silu_times = [], []
     results: dict[tuple[int, str], list[dict]] = {}  # (case index, model) -> one run_case result per run
     for round_index in range(args.rounds):

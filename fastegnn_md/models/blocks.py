@@ -102,7 +102,8 @@ class EdgeBlock(nn.Module):
         for chunk in ctx.chunks():
             diff = x.index_select(0, chunk.receivers) - x.index_select(0, chunk.senders)
             geo = torch.cat([(diff * diff).sum(dim=1, keepdim=True), e[chunk.rows]], dim=1)
-            pre = chunk.gather_pairs(table).addmm_(geo, geo_weight)
+            pre = chunk.gather_pairs(table)
+            pre = pre.addmm_(geo.to(pre.dtype), geo_weight.to(pre.dtype))
             m = act(self.second(act(pre)))
             chunk.by_receiver.sum_into(dx, diff * self.coord_head(m))
             if need_messages:
@@ -129,9 +130,9 @@ class NodeUpdate(nn.Module):
     ) -> torch.Tensor:
         pre = self.own(h)
         if self.extra is not None:
-            pre = pre.addmm_(extra, self.extra.weight.t())
+            pre = pre.addmm_(extra.to(pre.dtype), self.extra.weight.t().to(pre.dtype))
         if neighbours is not None:
-            pre = pre.addmm_(neighbours, self.neighbours.weight.t())
+            pre = pre.addmm_(neighbours.to(pre.dtype), self.neighbours.weight.t().to(pre.dtype))
         return h + self.second(act(pre))
 
 

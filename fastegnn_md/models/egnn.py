@@ -68,8 +68,10 @@ class EGNN(JumpModel):
 
     def jump(self, batch: GraphBatch) -> ModelOutput:
         ctx = EdgeContext(batch)
-        h = self.embedding(batch.node_features)
         x, v, e = batch.positions, batch.velocities, batch.edge_features
+        # The residual stream h stays in the batch's dtype under bf16-mixed autocast (whose
+        # Linears return bfloat16): each layer adds a rounded update, not a rounded sum.
+        h = self.embedding(batch.node_features).to(x.dtype)
         last = len(self.layers) - 1
         for index, layer in enumerate(self.layers):
             h, x = layer(h, x, v, e, ctx, final=index == last)

@@ -190,7 +190,9 @@ class FastEGNN(JumpModel):
         ctx = EdgeContext(batch)
         pool = GraphPool(batch.batch, batch.graph_sizes, batch.positions.dtype)
         x, v, e = batch.positions, batch.velocities, batch.edge_features
-        h = self.embedding(batch.node_features)
+        # The residual stream h stays in the batch's dtype under bf16-mixed autocast (whose
+        # Linears return bfloat16): each layer adds a rounded update, not a rounded sum.
+        h = self.embedding(batch.node_features).to(x.dtype)
         z = self.virtual_start(x, h, batch.batch, pool)
         s = self.virtual_features.to(x.dtype).expand(pool.num_graphs, self.virtual_nodes, -1)
         last = len(self.layers) - 1
@@ -211,7 +213,7 @@ class FastEGNN(JumpModel):
         """
         if self.virtual_init == "centroid":
             return pool.mean(x).unsqueeze(1).expand(pool.num_graphs, self.virtual_nodes, 3)
-        logits = self.virtual_weighting(h)  # (N, C') invariant
+        logits = self.virtual_weighting(h).to(x.dtype)  # (N, C') invariant; softmax in x's dtype
         width = logits.shape[1]
         index = batch_index.unsqueeze(1).expand(-1, width)
         top = logits.new_full((pool.num_graphs, width), float("-inf")).scatter_reduce(

@@ -51,12 +51,15 @@ class Segments:
         if self.rows.numel() == 0:
             return out
         if values.requires_grad:
-            return out.index_add_(0, self.index, values)
+            # bfloat16 messages (bf16-mixed precision) are added into out's dtype: index_add_
+            # would round the running sum at every row.
+            return out.index_add_(0, self.index, values.to(out.dtype))
         if self.single is not None:
             out[self.single] += values.sum(dim=0)
             return out
+        # embedding_bag accumulates bfloat16 rows in float32 and rounds each sum once.
         sums = F.embedding_bag(self.rows, values, self.offsets, mode="sum")
-        return out.index_add_(0, self.values, sums)
+        return out.index_add_(0, self.values, sums.to(out.dtype))
 
 
 class EdgeChunk:
