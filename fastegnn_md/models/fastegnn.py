@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from ..graph import GraphBatch
-from .blocks import MLP, EdgeBlock, NodeUpdate, ScalarHeads, act
+from .blocks import MLP, EdgeBlock, NodeUpdate, ScalarHeads, act, linear_act
 from .contract import JumpModel, ModelOutput
 from .kernels import EdgeContext, GraphPool
 
@@ -62,7 +62,7 @@ class VirtualMessage(nn.Module):
         # channel_part is a fresh gather, so building the pre-activation in place is safe.
         pre = channel_part.add_(real_part.unsqueeze(1))
         pre = pre.addcmul_(d2.unsqueeze(-1), self.distance.weight.view(1, 1, -1))
-        return act(self.second(act(pre)))
+        return linear_act(act(pre), self.second)
 
 
 class FastEGNNLayer(nn.Module):

@@ -173,3 +173,39 @@ def test_segment_sums_of_bfloat16_rows_accumulate_in_the_output_dtype(grad: bool
 
 def test_native_bf16_is_a_boolean() -> None:
     assert isinstance(native_bf16("cpu"), bool)
+
+
+@pytest.mark.parametrize("variant", list(MODELS))
+def test_float32_inference_kernels_match_the_float64_reference(variant: str, monkeypatch) -> None:
+    """Inference (no autograd) takes the fused Linear+SiLU kernel (`blocks.linear_act`) and the
+    embedding-bag sums on float32; its positions equal the float64 reference's to float32
+    round-off, and the fused kernel is really what ran."""
+    from fastegnn_md.models import blocks
+
+    calls = []
+    if blocks._FUSED_LINEAR is not None:
+        fused = blocks._FUSED_LINEAR
+        monkeypatch.setattr(blocks, "_FUSED_LINEAR", lambda *args: calls.append(1) or fused(*args))
+    monkeypatch.setattr(kernels, "EDGE_CHUNK", 64)
+    name, hparams = MODELS[variant]
+    model32, model64 = float32_and_float64(name, hparams)
+    batch32, _ = batch_of()
+    with torch.inference_mode():
+        out = model32(batch32)
+    expected = reference_forward(model64, batch32.to(dtype=torch.float64))
+    assert relative(out.positions - batch32.positions, expected.positions - batch32.positions.double()) < 1e-5
+    if out.virtual_positions is not None:
+        assert relative(out.virtual_positions, expected.virtual_positions) < 1e-5
+    if blocks._FUSED_LINEAR is not None and DEVICE.type == "cpu":
+        assert calls, "the fused kernel did not run"
+
+
+def test_training_never_takes_the_fused_kernel(monkeypatch) -> None:
+    """The fused kernel has no backward: with autograd on, `linear_act` is Linear then SiLU."""
+    from fastegnn_md.models import blocks
+
+    monkeypatch.setattr(blocks, "_FUSED_LINEAR", lambda *args: pytest.fail("fused kernel under autograd"))
+    model32, _ = float32_and_float64("fastegnn", {})
+    batch32, _ = batch_of()
+    model32(batch32).positions.sum().backward()
+    assert all(p.grad is not None for p in model32.layers[0].parameters())
