@@ -119,7 +119,7 @@ step "model tests (FASTEGNN_TEST_DEVICE=$DEVICE)" tests.log 300 \
 CASE_ARGS=($CASES)
 step "speed: fast vs reference (forward, training step)" speed_reference.md 300 \
     "$PYTHON" benchmarks/speed.py --device "$DEVICE" --against-reference --cases "${CASE_ARGS[@]}" \
-    --repeats "$REF_REPEATS" --threads "$THREADS"
+    --repeats "$REF_REPEATS" --threads "$THREADS" --precision full bf16-mixed
 step "speed: forward per case (fastegnn, egnn)" speed.md 300 \
     "$PYTHON" benchmarks/speed.py --device "$DEVICE" --cases "${CASE_ARGS[@]}" \
     --repeats "$REPEATS" --threads "$THREADS"

@@ -242,21 +242,28 @@ def replay_against_model(model, batch, repeats: int) -> tuple[float, float]:
 
 def alternate(first, second, repeats: int, sync: Callable[[], None] = lambda: None,
               warmup: int = 1) -> tuple[np.ndarray, np.ndarray]:
-    """Seconds per call of two callables timed in alternation, after ``warmup`` calls each,
-    so both see the same machine state: (first's times, second's times), ``repeats`` each.
-    ``sync`` brackets every timed call (`synchronizer`: waits for a GPU's queued work)."""
+    """Seconds per call of two callables timed in alternation (`alternate_many`)."""
+    first_times, second_times = alternate_many([first, second], repeats, sync, warmup)
+    return first_times, second_times
+
+
+def alternate_many(fns: list[Callable[[], None]], repeats: int, sync: Callable[[], None] = lambda: None,
+                   warmup: int = 1) -> list[np.ndarray]:
+    """Seconds per call of several callables timed in turn, after ``warmup`` calls each, so all
+    see the same machine state: one array of ``repeats`` times per callable. ``sync`` brackets
+    every timed call (`synchronizer`: waits for a GPU's queued work)."""
     for _ in range(warmup):
-        first()
-        second()
-    times = np.empty((repeats, 2))
+        for fn in fns:
+            fn()
+    times = np.empty((repeats, len(fns)))
     for i in range(repeats):
-        for j, fn in enumerate((first, second)):
+        for j, fn in enumerate(fns):
             sync()
             start = time.perf_counter()
             fn()
             sync()
             times[i, j] = time.perf_counter() - start
-    return times[:, 0], times[:, 1]
+    return [times[:, j] for j in range(len(fns))]
 
 
 def saved_for_backward_mib(step_forward) -> float:
@@ -319,12 +326,13 @@ def precision_cost(fast, batch, precision: str, device: str) -> dict:
 
 
 def run_reference_case(index: int, threads: int, repeats: int, tune: bool, device: str = "cpu",
-                       precision: str = "full") -> dict:
-    """The fast FastEGNN against `fastegnn_md.models.reference` on case ``index``: ms per graph of
-    a forward pass and of a training step (forward + MSE on positions + backward), calls
-    alternating; autograd's saved MiB; peak RSS growth after each model's warm-up (on CUDA:
-    each model's own peak of allocated CUDA memory over the graph and weights). ``precision``
-    (`fastegnn_md.models.precision`) is the fast model's; the reference always runs in float32."""
+                       precisions: tuple[str, ...] = ("full",)) -> dict:
+    """The fast FastEGNN, in each of ``precisions`` (`fastegnn_md.models.precision`), against
+    `fastegnn_md.models.reference` (always float32) on case ``index``: ms per graph of a forward
+    pass and of a training step (forward + MSE on positions + backward), all calls in turn;
+    autograd's saved MiB; peak RSS growth after each one's warm-up (on CUDA: each one's own peak
+    of allocated CUDA memory over the graph and weights); what each precision changes in the
+    displacement and gradient (`precision_cost`)."""
     import torch
     from torch.nn import functional as F
 
@@ -333,26 +341,25 @@ def run_reference_case(index: int, threads: int, repeats: int, tune: bool, devic
 
     case, batch, fast, sync, on_cuda = prepare_case(index, "fastegnn", threads, tune, device)
     reference = ReferenceModel(fast)  # reads fast's parameters: the same function, same weights
+    # (label, model, precision); the reference last: on the CPU only the first peak is a model's own,
+    # and the smaller footprints come first (bf16-mixed saves half the bytes).
+    runs = [(p, fast, p) for p in sorted(precisions, key=lambda p: p == "full")] + [("reference", reference, "full")]
 
-    def loss_of(model):
-        mode = precision if model is fast else "full"
-
+    def loss_of(model, precision: str):
         def loss():
-            with precision_context(mode, device):
+            with precision_context(precision, device):
                 positions = model(batch).positions
             return F.mse_loss(positions, batch.target_positions)
         return loss
 
-    def forward_of(model):
-        mode = precision if model is fast else "full"
-
+    def forward_of(model, precision: str):
         def forward() -> None:
-            with torch.inference_mode(), precision_context(mode, device):
+            with torch.inference_mode(), precision_context(precision, device):
                 model(batch)
         return forward
 
-    def train_step_of(model):
-        loss = loss_of(model)
+    def train_step_of(model, precision: str):
+        loss = loss_of(model, precision)
 
         def step() -> None:
             fast.zero_grad(set_to_none=True)
@@ -362,39 +369,41 @@ def run_reference_case(index: int, threads: int, repeats: int, tune: bool, devic
     base_kib = current_rss_kib()  # graph and model built, nothing run yet
     base_bytes = torch.cuda.memory_allocated() if on_cuda else 0
     peaks = {}
-    for label, model in (("fast", fast), ("reference", reference)):  # fast first: its peak is its own
+    for label, model, precision in runs:
         if on_cuda:
             sync()
             fast.zero_grad(set_to_none=True)  # the previous model's gradients are not this one's memory
             torch.cuda.reset_peak_memory_stats()
-        forward_of(model)()
-        train_step_of(model)()
+        forward_of(model, precision)()
+        train_step_of(model, precision)()
         if on_cuda:
             sync()
             peaks[label] = cuda_peak_growth_mib(base_bytes)
         else:
             peaks[label] = max(0, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base_kib) / 1024
     warmup = 3 if on_cuda else 1
-    fast_forward, reference_forward = alternate(forward_of(fast), forward_of(reference), repeats, sync, warmup)
-    fast_train, reference_train = alternate(train_step_of(fast), train_step_of(reference), repeats, sync, warmup)
+    forward = dict(zip([r[0] for r in runs], alternate_many([forward_of(m, p) for _, m, p in runs], repeats, sync,
+                                                            warmup)))
+    train = dict(zip([r[0] for r in runs], alternate_many([train_step_of(m, p) for _, m, p in runs], repeats, sync,
+                                                          warmup)))
     per_graph = 1e3 / case.graphs
-    return {
-        "case": case.name,
-        "device": device,
-        "edges_per_graph": batch.num_edges / case.graphs,
-        "forward_ms": {"fast": per_graph * float(np.median(fast_forward)),
-                       "reference": per_graph * float(np.median(reference_forward))},
-        "forward_ratio": float(np.median(fast_forward / reference_forward)),
-        "train_ms": {"fast": per_graph * float(np.median(fast_train)),
-                     "reference": per_graph * float(np.median(reference_train))},
-        "train_ratio": float(np.median(fast_train / reference_train)),
-        "flops": {"fast": counted_flops(loss_of(fast)), "reference": counted_flops(loss_of(reference))},
-        "saved_mib": {"fast": saved_for_backward_mib(loss_of(fast)),
-                      "reference": saved_for_backward_mib(loss_of(reference))},
-        "peak_mib": peaks,
-        "precision": precision,
-        "precision_cost": precision_cost(fast, batch, precision, device),
-    }
+    ref_flops = counted_flops(loss_of(reference, "full"))
+    ref_saved = saved_for_backward_mib(loss_of(reference, "full"))
+    rows = {}
+    for label, model, precision in runs[:-1]:
+        rows[label] = {
+            "forward_ms": {"fast": per_graph * float(np.median(forward[label])),
+                           "reference": per_graph * float(np.median(forward["reference"]))},
+            "forward_ratio": float(np.median(forward[label] / forward["reference"])),
+            "train_ms": {"fast": per_graph * float(np.median(train[label])),
+                         "reference": per_graph * float(np.median(train["reference"]))},
+            "train_ratio": float(np.median(train[label] / train["reference"])),
+            "flops": {"fast": counted_flops(loss_of(fast, precision)), "reference": ref_flops},
+            "saved_mib": {"fast": saved_for_backward_mib(loss_of(fast, precision)), "reference": ref_saved},
+            "peak_mib": {"fast": peaks[label], "reference": peaks["reference"]},
+            "precision_cost": precision_cost(fast, batch, precision, device),
+        }
+    return {"case": case.name, "device": device, "edges_per_graph": batch.num_edges / case.graphs, "precisions": rows}
 
 
 def run_child(cmd: list[str]) -> dict:
@@ -413,31 +422,32 @@ def main_against_reference(args: argparse.Namespace, cases: list[int]) -> None:
 
     on_cuda = torch.device(args.device).type == "cuda"
     print(f"machine: {machine(args.device)}; torch {torch.__version__}; {args.threads} threads; float32 data, "
-          f"fast path in precision {args.precision} (reference: float32); FastEGNN "
+          f"fast path in precision {' and '.join(args.precision)} (reference: float32); FastEGNN "
           f"hidden 64, 4 layers, C = 3; fast vs reference (same weights), calls alternating; "
           f"median of {args.repeats}; allocator tuned: {not args.no_tune}; "
           f"OMP_WAIT_POLICY={os.environ['OMP_WAIT_POLICY']}")
     print()
-    peak_header = "peak CUDA MiB fast / ref" if on_cuda else "peak RSS MiB fast / after both"
-    print("| case | edges/graph | forward ms fast / ref | forward fast/ref | forward FLOPs fast/ref "
+    peak_header = "peak CUDA MiB fast / ref" if on_cuda else "peak RSS MiB fast / after all"
+    print("| case | precision | edges/graph | forward ms fast / ref | forward fast/ref | forward FLOPs fast/ref "
           "| train step ms fast / ref | train fast/ref | train FLOPs fast/ref "
           f"| autograd saved MiB fast / ref | {peak_header} | displacement / gradient change |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for index in cases:
         cmd = [sys.executable, __file__, "--case", str(index), "--against-reference",
                "--threads", str(args.threads), "--repeats", str(args.repeats), "--device", args.device,
-               "--precision", args.precision]
+               "--precision", *args.precision]
         if args.no_tune:
             cmd.append("--no-tune")
-        r = run_child(cmd)
-        f, t, m, p = r["forward_ms"], r["train_ms"], r["saved_mib"], r["peak_mib"]
-        (fast_fwd, fast_all), (ref_fwd, ref_all) = r["flops"]["fast"], r["flops"]["reference"]
-        d = 3 if on_cuda else 1  # GPU times are fractions of a millisecond: more digits there
-        print(f"| {r['case']} | {r['edges_per_graph']:,.0f} | {f['fast']:.{d}f} / {f['reference']:.{d}f} "
-              f"| {r['forward_ratio']:.2f} | {fast_fwd / ref_fwd:.2f} "
-              f"| {t['fast']:.{d}f} / {t['reference']:.{d}f} | {r['train_ratio']:.2f} | {fast_all / ref_all:.2f} "
-              f"| {m['fast']:.0f} / {m['reference']:.0f} | {p['fast']:.0f} / {p['reference']:.0f} "
-              f"| {r['precision_cost']['displacement']:.1e} / {r['precision_cost']['gradient']:.1e} |", flush=True)
+        result = run_child(cmd)
+        for precision, r in result["precisions"].items():
+            f, t, m, p = r["forward_ms"], r["train_ms"], r["saved_mib"], r["peak_mib"]
+            (fast_fwd, fast_all), (ref_fwd, ref_all) = r["flops"]["fast"], r["flops"]["reference"]
+            d = 3 if on_cuda else 1  # GPU times are fractions of a millisecond: more digits there
+            print(f"| {result['case']} | {precision} | {result['edges_per_graph']:,.0f} "
+                  f"| {f['fast']:.{d}f} / {f['reference']:.{d}f} | {r['forward_ratio']:.2f} | {fast_fwd / ref_fwd:.2f} "
+                  f"| {t['fast']:.{d}f} / {t['reference']:.{d}f} | {r['train_ratio']:.2f} | {fast_all / ref_all:.2f} "
+                  f"| {m['fast']:.0f} / {m['reference']:.0f} | {p['fast']:.0f} / {p['reference']:.0f} "
+                  f"| {r['precision_cost']['displacement']:.1e} / {r['precision_cost']['gradient']:.1e} |", flush=True)
     print()
     print("fast/ref: median over alternating pairs of calls of the fast model's time over the reference's "
           "(below 1: the fast path is faster). train step = forward + MSE on positions + backward, no optimizer. "
@@ -448,8 +458,8 @@ def main_against_reference(args: argparse.Namespace, cases: list[int]) -> None:
           "from its own full-precision run (0 in full precision). "
           + ("peak CUDA = growth of torch.cuda.max_memory_allocated over the graph and weights, reset before each "
              "model's warm-up (each model's own peak)." if on_cuda else
-             "peak RSS = growth of the process's high-water mark after the fast model's warm-up, then after the "
-             "reference's (a maximum over both)."))
+             "peak RSS = growth of the process's high-water mark after each one's warm-up, in the order "
+             "bf16-mixed, full, reference (a maximum over those before it)."))
 
 
 def machine(device: str = "cpu") -> str:
@@ -510,9 +520,10 @@ def main() -> None:
     parser.add_argument("--device", default="cpu",
                         help="torch device to time on, e.g. cpu or cuda (default cpu); on CUDA calls are "
                              "synchronised and memory is CUDA memory")
-    parser.add_argument("--precision", choices=PRECISIONS, default="full",
-                        help="the fast path's precision against the reference (always float32): full, or "
-                             "bf16-mixed (matmuls in bfloat16 under autocast; fastegnn_md.models.precision)")
+    parser.add_argument("--precision", choices=PRECISIONS, nargs="+", default=["full"],
+                        help="the fast path's precision(s) against the reference (always float32): full and/or "
+                             "bf16-mixed (matmuls in bfloat16 under autocast; fastegnn_md.models.precision); "
+                             "several are timed in turn in one process")
     parser.add_argument("--case", type=int, help=argparse.SUPPRESS)  # internal: run one case
     parser.add_argument("--model", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -522,7 +533,7 @@ def main() -> None:
     if args.case is not None:
         if args.against_reference:
             print(json.dumps(run_reference_case(args.case, args.threads, args.repeats, not args.no_tune, args.device,
-                                                args.precision)))
+                                                tuple(args.precision))))
         else:
             print(json.dumps(run_case(args.case, args.model, args.threads, args.repeats, not args.no_tune,
                                       args.device)))

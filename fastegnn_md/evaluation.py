@@ -73,7 +73,8 @@ def jump_scores(pairs: Sequence[FramePair], predicted: Sequence[np.ndarray], dt:
 
 
 def evaluate_checkpoint(
-    ckpt: Checkpoint, pairs: Sequence[FramePair], batch_size: int = 50, repeats: int = 3, device: str = "cpu"
+    ckpt: Checkpoint, pairs: Sequence[FramePair], batch_size: int = 50, repeats: int = 3, device: str = "cpu",
+    precision: str = "full",
 ) -> dict[str, Any]:
     """MSE of the checkpoint on ``pairs`` beside the trivial predictors, and its forward time as a
     ratio to EGNN's.
@@ -84,21 +85,24 @@ def evaluate_checkpoint(
     process on the same examples (median over ``repeats`` full traversals each); times exclude
     graph building. Units: MSE in the data's length unit squared. A checkpoint with a fitted
     spread also gets ``spread_calibration`` (`fastegnn_md.spread.calibration` on these pairs),
-    else None.
+    else None. ``precision`` (`fastegnn_md.models.precision`) is both models' (scores and times).
     """
     spec = ckpt.data_spec
     spec.check_fits(pairs[0].node_attrs.shape[1], None, where="dataset")
     model = ckpt.build_model().to(device)
     egnn = reference_egnn(ckpt).to(device)
-    predicted = predict_positions(model, pairs, spec.cutoff, spec.drop_rate, batch_size, device=device)
+    predicted = predict_positions(model, pairs, spec.cutoff, spec.drop_rate, batch_size, device=device,
+                                  precision=precision)
     scores = jump_scores(pairs, predicted, spec.dt)
     model_scores, no_motion = scores.pop("model"), scores["no_motion"]
     spread_figures = None
     if spec.extra.get(spec_keys.SPREAD) is not None:  # a calibrated checkpoint: how well its spread fits here
         spread = JumpSpread.from_dict(spec.extra[spec_keys.SPREAD])
         spread_figures = calibration(spread, pair_residuals(pairs, predicted, spec.dt, spread.packing_radius))
-    seconds = time_inference(model, pairs, spec.cutoff, spec.drop_rate, batch_size, repeats=repeats, device=device)
-    egnn_seconds = time_inference(egnn, pairs, spec.cutoff, 0.0, batch_size, repeats=repeats, device=device)
+    seconds = time_inference(model, pairs, spec.cutoff, spec.drop_rate, batch_size, repeats=repeats, device=device,
+                             precision=precision)
+    egnn_seconds = time_inference(egnn, pairs, spec.cutoff, 0.0, batch_size, repeats=repeats, device=device,
+                                  precision=precision)
     return {
         "model": ckpt.model_name,
         "examples": len(pairs),
@@ -114,5 +118,6 @@ def evaluate_checkpoint(
         "virtual_nodes": ckpt.hparams.get("virtual_nodes"),
         "threads": torch.get_num_threads(),
         "device": device,
+        "precision": precision,
         "spread_calibration": spread_figures,
     }

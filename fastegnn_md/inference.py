@@ -9,6 +9,7 @@ import torch
 
 from .graph import FramePair, collate
 from .models import JumpModel
+from .models.precision import precision_context
 
 __all__ = ["predict_positions"]
 
@@ -22,16 +23,19 @@ def predict_positions(
     batch_size: int = 50,
     dtype: torch.dtype = torch.float32,
     device: str = "cpu",
+    precision: str = "full",
 ) -> list[np.ndarray]:
     """The model's predicted positions (N_i, 3) for each of ``pairs``, in order, as float64.
 
-    Leaves the model in eval mode (callers that train restore their own mode).
+    Runs without autograd, in ``precision`` (`fastegnn_md.models.precision`). Leaves the model
+    in eval mode (callers that train restore their own mode).
     """
     model.eval()
     predicted = []
     for start in range(0, len(pairs), batch_size):
         batch = collate(pairs[start : start + batch_size], cutoff=cutoff, drop_rate=drop_rate, dtype=dtype)
-        out = model(batch.to(device)).positions.detach().cpu().double().numpy()
+        with torch.inference_mode(), precision_context(precision, device, dtype):
+            out = model(batch.to(device)).positions.cpu().double().numpy()
         sizes = batch.graph_sizes.cpu().numpy()
         predicted.extend(np.split(out, np.cumsum(sizes)[:-1]))
     return predicted

@@ -15,6 +15,7 @@ from .chemistry import identity_attributes, uses_identity
 from .errors import DataError, NonFiniteJump
 from .graph import FramePair, collate
 from .models import JumpModel
+from .models.precision import precision_context
 from .runtime import tune_allocator
 from .local_geometry import HeldGeometry
 from .spread import JumpSpread, node_invariants
@@ -46,6 +47,8 @@ class Predictor:
     """Applies a trained model to coordinates given as numpy arrays.
 
     Units are the checkpoint's (``predictor.spec.units``): Å and Å/ps for molecular models.
+    ``precision`` ("full" or "bf16-mixed", `fastegnn_md.models.precision`) is how every jump
+    computes; "bf16-mixed" needs float32.
     Creating a Predictor calls `fastegnn_md.runtime.tune_allocator` (keeps freed memory in the
     process so repeated jumps do not page-fault their temporaries again).
     """
@@ -58,8 +61,11 @@ class Predictor:
         device: Union[str, torch.device] = "cpu",
         dtype: torch.dtype = torch.float32,
         checkpoint: Optional[Checkpoint] = None,
+        precision: str = "full",
     ) -> None:
+        precision_context(precision, device, dtype)  # a ValueError now, not at the first jump
         tune_allocator()
+        self.precision = precision
         self.device = torch.device(device)
         self.dtype = dtype
         self.model = model.to(device=self.device, dtype=dtype).eval()
@@ -73,9 +79,10 @@ class Predictor:
         path_or_name: Union[str, Path],
         device: Union[str, torch.device] = "cpu",
         dtype: torch.dtype = torch.float32,
+        precision: str = "full",
     ) -> "Predictor":
         ckpt = load_checkpoint(path_or_name)
-        return cls(ckpt.build_model(), ckpt.data_spec, ckpt.model_name, device, dtype, ckpt)
+        return cls(ckpt.build_model(), ckpt.data_spec, ckpt.model_name, device, dtype, ckpt, precision)
 
     @property
     def name(self) -> str:
@@ -185,7 +192,7 @@ class Predictor:
         # The "target" of a prediction-only pair is where non-moving nodes end up (see above).
         pairs = [FramePair(x, v, y, attrs, moving=moving) for x, v, y in zip(positions, velocities, later)]
         batch = collate(pairs, cutoff=self.spec.cutoff, drop_rate=self.spec.drop_rate, dtype=self.dtype)
-        with torch.inference_mode():
+        with torch.inference_mode(), precision_context(self.precision, self.device, self.dtype):
             out = self.model(batch.to(self.device))
         jumped = out.positions.double().cpu().numpy().reshape(positions.shape)
         new_v = None if out.velocities is None else out.velocities.double().cpu().numpy().reshape(positions.shape)

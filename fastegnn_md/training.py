@@ -32,6 +32,7 @@ from .losses import (box_loss, gyration_loss, kinetic_energy_loss, local_distanc
                      position_mse, radial_distance_loss)
 from .models import JumpModel, build_model, model_hparams
 from .models.fastegnn import VIRTUAL_INITS
+from .models.precision import check_precision, precision_context
 from .rollout_training import RolloutTraining
 from .geometry import box_array, shrunk_box, unit_gravity_axis
 
@@ -84,7 +85,10 @@ class TrainConfig:
     a seeded random start) is a checkpoint (path or shipped name) whose weights start the run: fine-tuning,
     e.g. rollout training (`unroll`, `input_noise`) from a model trained on single jumps, as
     LagrangeBench switches its pushforward on after a first phase. Its model and hyperparameters
-    must be this run's, its data of the same kind (`init_weights`).
+    must be this run's, its data of the same kind (`init_weights`). precision ("full", or
+    "bf16-mixed": the training forward passes' matmuls in bfloat16, `fastegnn_md.models.precision`;
+    float32 only) is how the training steps compute; validation, and so the choice of best.pt,
+    runs in full precision, and the weights are float32 either way.
     """
 
     model: str = "fastegnn"
@@ -120,6 +124,7 @@ class TrainConfig:
     init: Optional[str] = None
     seed: int = 0
     dtype: str = "float32"
+    precision: str = "full"
     device: str = "cpu"
 
     def __post_init__(self) -> None:
@@ -127,6 +132,9 @@ class TrainConfig:
             raise ValueError(f"virtual_init must be one of {list(VIRTUAL_INITS)}, got {self.virtual_init!r}")
         if self.dtype not in DTYPES:
             raise ValueError(f"dtype must be one of {list(DTYPES)}, got {self.dtype!r}")
+        check_precision(self.precision)
+        if self.precision != "full" and self.dtype != "float32":
+            raise ValueError(f"precision {self.precision} needs dtype float32, got {self.dtype}")
         if not 0.0 <= self.drop_rate <= 1.0:
             raise ValueError(f"drop_rate must be in [0, 1], got {self.drop_rate}")
         for name in ("batch_size", "epochs", "patience", "mmd_samples", "hidden", "layers", "virtual_nodes", "unroll"):
@@ -310,17 +318,18 @@ def time_inference(
     dtype: torch.dtype = torch.float32,
     repeats: int = 3,
     device: str = "cpu",
+    precision: str = "full",
 ) -> float:
     """Median over ``repeats`` of the forward time (s) to traverse ``pairs``.
 
     Graph building and host-to-device copies are excluded; on CUDA the clock stops only after
-    the device has finished.
+    the device has finished. ``precision``: `fastegnn_md.models.precision`.
     """
     model.eval()
     on_cuda = torch.device(device).type == "cuda"
     collated = [b.to(device) for b in batches(pairs, batch_size, cutoff, drop_rate, dtype)]
     totals = []
-    with torch.inference_mode():
+    with torch.inference_mode(), precision_context(precision, device, dtype):
         for _ in range(repeats):
             total = 0.0
             for batch in collated:
@@ -564,7 +573,8 @@ class Trainer:
         )
         for batch in bar:
             batch = batch.to(config.device)
-            out = self.model(batch)
+            with precision_context(config.precision, config.device, self.dtype):
+                out = self.model(batch)
             mse = position_mse(out.positions, batch.target_positions, batch.moving)
             loss = mse
             mmd = torch.zeros((), dtype=mse.dtype)

@@ -326,3 +326,17 @@ def test_load_passes_weights_only(tmp_path, monkeypatch):
     monkeypatch.setattr(torch, "load", spy)
     load_checkpoint(path)
     assert calls and all(c.get("weights_only") is True for c in calls)
+
+
+def test_predictor_in_bf16_mixed_precision(tmp_path):
+    """`Predictor(precision="bf16-mixed")` jumps under bfloat16 autocast: not the full-precision
+    numbers, but the same displacement to bfloat16 rounding; float64 is refused."""
+    spec = rich_spec()
+    path, _, _ = saved(tmp_path, "fastegnn", spec)
+    x, v, a = frames(np.random.default_rng(0))
+    full = Predictor.from_checkpoint(path).predict(x, v, a).positions
+    mixed = Predictor.from_checkpoint(path, precision="bf16-mixed").predict(x, v, a).positions
+    assert not np.array_equal(full, mixed)
+    assert np.linalg.norm(mixed - full) < 0.05 * np.linalg.norm(full - x)
+    with pytest.raises(ValueError, match="needs float32 data"):
+        Predictor.from_checkpoint(path, dtype=torch.float64, precision="bf16-mixed")

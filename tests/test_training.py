@@ -348,3 +348,30 @@ def test_ema_run_validates_and_saves_the_average(nbody, tmp_path):
     assert scored == pytest.approx(read_log(tmp_path)[-1]["valid_mse"], rel=1e-6)
     with pytest.raises(ValueError, match="ema_decay"):
         config(ema_decay=1.0)
+
+
+# ----------------------------------------------------------------------------- bf16-mixed precision
+def test_bf16_mixed_training_differs_from_full_and_validates_in_full_precision(nbody, tmp_path):
+    """The training steps run under bfloat16 autocast (the weights part from a full-precision run
+    with the same seed), the weights stay float32, the checkpoint records the precision, and the
+    logged validation MSE is the full-precision MSE of the saved weights."""
+    full = trainer(nbody, tmp_path / "full", epochs=2)
+    full.fit()
+    mixed = trainer(nbody, tmp_path / "mixed", epochs=2, precision="bf16-mixed")
+    mixed.fit()
+    weights = mixed.model.state_dict()
+    assert all(v.dtype == torch.float32 for v in weights.values() if v.is_floating_point())
+    differs = [k for k, v in weights.items() if not torch.equal(v, full.model.state_dict()[k])]
+    assert differs, "bf16-mixed trained the same weights as full precision"
+    ckpt = load_checkpoint(tmp_path / "mixed" / BEST)
+    assert ckpt.training["config"]["precision"] == "bf16-mixed"
+    _, valid, _ = nbody
+    expected = evaluate_mse(ckpt.build_model(), valid, None, 0.0, batch_size=4)
+    assert ckpt.training["best_valid_mse"] == pytest.approx(expected, rel=1e-6)
+
+
+def test_bf16_mixed_needs_float32():
+    with pytest.raises(ValueError, match="precision bf16-mixed needs dtype float32"):
+        config(precision="bf16-mixed", dtype="float64")
+    with pytest.raises(ValueError, match="precision must be one of full, bf16-mixed"):
+        config(precision="fp8")

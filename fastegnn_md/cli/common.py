@@ -7,6 +7,8 @@ import sys
 import warnings
 from typing import Any, Optional
 
+from ..models.precision import PRECISIONS
+
 PROG = "fastegnn-md"
 
 
@@ -75,6 +77,10 @@ def add_device_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=positive_int, default=None,
                         help="torch CPU threads (default: the CPUs that other running work leaves free, at least 1)")
     parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda (default cpu)")
+    parser.add_argument("--precision", choices=PRECISIONS, default="full",
+                        help="full (default), or bf16-mixed: the model's matmuls in bfloat16, coordinates and sums "
+                             "in float32; faster only where the CPU has AVX-512-BF16 or AMX, or on a recent GPU "
+                             "(docs/architecture.md, 'Mixed precision')")
 
 
 def route_warnings() -> None:

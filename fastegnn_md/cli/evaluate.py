@@ -45,7 +45,8 @@ def run(args: argparse.Namespace) -> int:
         args.data, ckpt.data_spec, topology=args.topology, cache_dir=args.cache_dir, progress=not args.quiet
     )
     pairs = dataset.load(args.split, args.max_examples)
-    result = evaluate_checkpoint(ckpt, pairs, batch_size=args.batch_size, repeats=args.repeats, device=device)
+    result = evaluate_checkpoint(ckpt, pairs, batch_size=args.batch_size, repeats=args.repeats, device=device,
+                                 precision=args.precision)
     if args.json:
         print(json.dumps(result, indent=2))
     else:

@@ -75,7 +75,7 @@ def run(args: argparse.Namespace) -> int:
     device = torch_device(args.device)
     set_torch_threads(args.threads)
     outputs = run_rollout(case, args.checkpoint, device=device, progress=not args.quiet, seed=args.seed,
-                          sample=args.sample, hold_geometry=args.hold_geometry)
+                          sample=args.sample, hold_geometry=args.hold_geometry, precision=args.precision)
     if args.sample:
         print(f"jumps sampled from the checkpoint's spread (seed {args.seed})")
     if args.hold_geometry:

@@ -265,6 +265,7 @@ def run(args: argparse.Namespace) -> int:
             gravity_axis=dataset.spec_fields.get("gravity_axis"),
             seed=args.seed,
             dtype=args.dtype,
+            precision=args.precision,
             device=device,
         )
     except ValueError as exc:

@@ -207,6 +207,7 @@ def run_rollout(
     seed: Optional[int] = 0,
     sample: bool = False,
     hold_geometry: bool = False,
+    precision: str = "full",
 ) -> RolloutOutputs:
     """Roll a checkpoint out on the case's data and report against the reference (module docstring).
 
@@ -222,7 +223,8 @@ def run_rollout(
     if hold_geometry and not ckpt.data_spec.is_molecular:
         raise DataError(f"--hold-geometry: {ckpt.model_name or 'the checkpoint'} is not a molecular model; "
                         "only molecules have bonds to hold")
-    predictor = Predictor(ckpt.build_model(), ckpt.data_spec, ckpt.model_name, device, checkpoint=ckpt)
+    predictor = Predictor(ckpt.build_model(), ckpt.data_spec, ckpt.model_name, device, checkpoint=ckpt,
+                          precision=precision)
     check_rollout_safe(predictor)
     if sample:  # refuse a checkpoint without a spread before reading the data
         predictor.require_spread()
