@@ -432,7 +432,8 @@ def main_against_reference(args: argparse.Namespace, cases: list[int]) -> None:
           "| train step ms fast / ref | train fast/ref | train FLOPs fast/ref "
           f"| autograd saved MiB fast / ref | {peak_header} | displacement / gradient change |")
     print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
-    for index in cases:
+    ratios: dict[tuple[str, str], list[tuple[float, float]]] = {}
+    for index in [i for _ in range(args.rounds) for i in cases]:  # round after round over the cases
         cmd = [sys.executable, __file__, "--case", str(index), "--against-reference",
                "--threads", str(args.threads), "--repeats", str(args.repeats), "--device", args.device,
                "--precision", *args.precision]
@@ -440,6 +441,7 @@ def main_against_reference(args: argparse.Namespace, cases: list[int]) -> None:
             cmd.append("--no-tune")
         result = run_child(cmd)
         for precision, r in result["precisions"].items():
+            ratios.setdefault((result["case"], precision), []).append((r["forward_ratio"], r["train_ratio"]))
             f, t, m, p = r["forward_ms"], r["train_ms"], r["saved_mib"], r["peak_mib"]
             (fast_fwd, fast_all), (ref_fwd, ref_all) = r["flops"]["fast"], r["flops"]["reference"]
             d = 3 if on_cuda else 1  # GPU times are fractions of a millisecond: more digits there
@@ -448,6 +450,17 @@ def main_against_reference(args: argparse.Namespace, cases: list[int]) -> None:
                   f"| {t['fast']:.{d}f} / {t['reference']:.{d}f} | {r['train_ratio']:.2f} | {fast_all / ref_all:.2f} "
                   f"| {m['fast']:.0f} / {m['reference']:.0f} | {p['fast']:.0f} / {p['reference']:.0f} "
                   f"| {r['precision_cost']['displacement']:.1e} / {r['precision_cost']['gradient']:.1e} |", flush=True)
+    if args.rounds > 1:
+        print()
+        print(f"Over {args.rounds} rounds (each case in a fresh process per round): median [min, max] of the "
+              "per-round ratios.")
+        print()
+        print("| case | precision | forward fast/ref | train step fast/ref |")
+        print("|---|---|---:|---:|")
+        for (case_name, precision), values in ratios.items():
+            forward, train = np.array(values).T
+            print(f"| {case_name} | {precision} | {np.median(forward):.2f} [{forward.min():.2f}, {forward.max():.2f}] "
+                  f"| {np.median(train):.2f} [{train.min():.2f}, {train.max():.2f}] |")
     print()
     print("fast/ref: median over alternating pairs of calls of the fast model's time over the reference's "
           "(below 1: the fast path is faster). train step = forward + MSE on positions + backward, no optimizer. "

@@ -26,18 +26,22 @@ def act(t: torch.Tensor) -> torch.Tensor:
 # instead of a matmul writing it and SiLU reading and writing it again (measured on a
 # (16384, 64) x (64, 128) float32 product: 1.1 against 2.6 ms; benchmarks/RESULTS.md). It has no
 # backward, so only inference uses it, and only where this torch build has it.
-_FUSED_LINEAR = getattr(getattr(torch.ops, "mkldnn", None), "_linear_pointwise", None) if torch.backends.mkldnn.is_available() else None
+_FUSED_LINEAR = (
+    getattr(getattr(torch.ops, "mkldnn", None), "_linear_pointwise", None) if torch.backends.mkldnn.is_available()
+    else None
+)
 
 
 def linear_act(x: torch.Tensor, layer: nn.Linear) -> torch.Tensor:
     """SiLU(layer(x)), x (..., in) -> (..., out); fused into the matmul at CPU inference.
 
     Under CPU autocast (bf16-mixed precision) the operands are cast to autocast's dtype
-    first, as autocast would for the Linear. Elsewhere (autograd, CUDA, float64 on builds
-    without the kernel) it is ``act(layer(x))``.
+    first, as autocast would for the Linear. Elsewhere (under autograd, on CUDA, in float64,
+    or on builds without the kernel) it is ``act(layer(x))``.
     """
+    records_grad = x.requires_grad or (torch.is_grad_enabled() and layer.weight.requires_grad)
     if (
-        _FUSED_LINEAR is None or x.requires_grad or torch.is_grad_enabled() and layer.weight.requires_grad
+        _FUSED_LINEAR is None or records_grad
         or x.device.type != "cpu" or x.dtype not in (torch.float32, torch.bfloat16)
     ):
         return act(layer(x))
