@@ -96,6 +96,13 @@ def test_generate_train_evaluate(tmp_path, capsys, monkeypatch):
     no_motion = result["baselines"]["no_motion"]["mse"]
     assert result["gain_over_no_motion"]["mse"] == pytest.approx(1 - result["mse"] / no_motion)
 
+    # The same in bf16-mixed precision: its MSE is the model's to bfloat16 rounding, and it says so.
+    assert main(["evaluate", str(run / "best.pt"), "--data", str(data), "--json", "--repeats", "1",
+                 "--threads", "1", "--precision", "bf16-mixed"]) == 0
+    mixed = json.loads(capsys.readouterr().out)
+    assert result["precision"] == "full" and mixed["precision"] == "bf16-mixed"
+    assert mixed["mse"] != result["mse"] and mixed["mse"] == pytest.approx(result["mse"], rel=0.05)
+
     assert main(["evaluate", str(run / "best.pt"), "--data", str(data), "--repeats", "1", "--split", "valid"]) == 0
     out, _ = capsys.readouterr()
     assert "3 examples of the valid split" in out and "aligned MSE" in out
