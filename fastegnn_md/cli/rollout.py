@@ -80,6 +80,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"jumps sampled from the checkpoint's spread (seed {args.seed})")
     if args.hold_geometry:
         print("mean jumps with each start's bonds, bond angles and peptide planes held")
+    if args.precision != "full":
+        print(f"jumps computed in {args.precision} precision")
     for line in case.summary_lines(outputs):
         print(line)
     if outputs.stopped:
