@@ -42,6 +42,15 @@ ENTRIES = [
 ]
 
 
+def nbody_splits(data: Path, train: int, valid: int, test: int, progress: bool):
+    """(dataset, train, valid, test pairs) of the benchmark's N-body data in ``data``, generated
+    there first (seed 0) if it holds none; each split cut to the given number of systems."""
+    if not (data / "metadata.json").exists():
+        generate_dataset(data, train, valid, test, seed=0, progress=progress)
+    dataset = open_dataset(data)
+    return dataset, dataset.load("train", train), dataset.load("valid", valid), dataset.load("test", test)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", type=Path, default=Path("data/nbody-bench"))
@@ -55,12 +64,7 @@ def main() -> None:
 
     torch.set_num_threads(args.threads)
     tune_allocator()
-    if not (args.data / "metadata.json").exists():
-        generate_dataset(args.data, args.train, args.valid, args.test, seed=0, progress=not args.quiet)
-    dataset = open_dataset(args.data)
-    train = dataset.load("train", args.train)
-    valid = dataset.load("valid", args.valid)
-    test = dataset.load("test", args.test)
+    dataset, train, valid, test = nbody_splits(args.data, args.train, args.valid, args.test, not args.quiet)
 
     entries = [e for e in ENTRIES if not args.only or e.label in args.only]
     for entry in entries:

@@ -1,10 +1,11 @@
 """What bf16-mixed precision costs in accuracy and saves in time, trained for real.
 
     python benchmarks/precision.py --data data/nbody-bench --seeds 0 1 2
-    python benchmarks/precision.py --model-label "FastEGNN<3,0>" --drop-rate 0 --epochs 15
+    python benchmarks/precision.py --drop-rate 0 --epochs 15     # FastEGNN<3,0> instead
 
-On the charged N-body data of the paper's Table 1 (generated if ``--data`` does not exist, the
-budget of `benchmarks/nbody.py`: 1,000 / 200 / 500 systems, 15 epochs of batch 10), each seed
+On the charged N-body data of the paper's Table 1 (`benchmarks/nbody.py`'s data, generated if
+``--data`` does not exist; the budget of its recorded table: 1,000 / 200 / 500 systems, 15
+epochs of batch 10), each seed
 trains FastEGNN⟨3, p⟩ twice in this process, in full precision and in bf16-mixed
 (`fastegnn_md.models.precision`), one after the other with the same seed, data and settings.
 Reported per seed and precision: the best validation MSE, the test MSE of the best checkpoint
@@ -27,23 +28,23 @@ os.environ.setdefault("OMP_WAIT_POLICY", "ACTIVE")
 
 import torch  # noqa: E402
 
-from fastegnn_md.data.nbody import generate_dataset  # noqa: E402
-from fastegnn_md.datasets import open_dataset  # noqa: E402
+from nbody import nbody_splits  # noqa: E402  (benchmarks/nbody.py: the same data and budget)
+
+from fastegnn_md.checkpoint import load_checkpoint  # noqa: E402
+from fastegnn_md.evaluation import jump_scores  # noqa: E402
 from fastegnn_md.inference import predict_positions  # noqa: E402
 from fastegnn_md.models.precision import PRECISIONS, native_bf16  # noqa: E402
 from fastegnn_md.runtime import tune_allocator  # noqa: E402
-from fastegnn_md.checkpoint import load_checkpoint  # noqa: E402
 from fastegnn_md.training import BEST, METRICS, TrainConfig, Trainer  # noqa: E402
 
 
 def test_mse(best: Path, pairs, batch_size: int, precision: str) -> float:
-    """Position MSE of the checkpoint on ``pairs`` (mean over nodes and coordinates)."""
+    """Position MSE of the checkpoint on ``pairs`` (`jump_scores`: the paper's pooled MSE)."""
     ckpt = load_checkpoint(best)
     spec = ckpt.data_spec
     predicted = predict_positions(ckpt.build_model(), pairs, spec.cutoff, spec.drop_rate, batch_size,
                                   precision=precision)
-    errors = np.concatenate([(p - pair.target_positions).ravel() for p, pair in zip(predicted, pairs)])
-    return float(np.mean(errors**2))
+    return jump_scores(pairs, predicted, spec.dt)["model"]["mse"]
 
 
 def main() -> None:
@@ -63,11 +64,7 @@ def main() -> None:
 
     torch.set_num_threads(args.threads)
     tune_allocator()
-    if not (args.data / "metadata.json").exists():
-        generate_dataset(args.data, args.train, args.valid, args.test, seed=0, progress=not args.quiet)
-    dataset = open_dataset(args.data)
-    train, valid, test = (dataset.load(split, n) for split, n in
-                          (("train", args.train), ("valid", args.valid), ("test", args.test)))
+    dataset, train, valid, test = nbody_splits(args.data, args.train, args.valid, args.test, not args.quiet)
     label = f"FastEGNN<3,{args.drop_rate:g}>"
     print(f"{label} on N-body, {len(train)}/{len(valid)}/{len(test)} systems, {args.epochs} epochs, batch "
           f"{args.batch_size}, {args.threads} threads; CPU multiplies bfloat16 natively: {native_bf16('cpu')}; "

@@ -15,7 +15,7 @@ from .chemistry import identity_attributes, uses_identity
 from .errors import DataError, NonFiniteJump
 from .graph import FramePair, collate
 from .models import JumpModel
-from .models.precision import precision_context
+from .models.precision import check_precision, precision_context
 from .runtime import tune_allocator
 from .local_geometry import HeldGeometry
 from .spread import JumpSpread, node_invariants
@@ -63,7 +63,7 @@ class Predictor:
         checkpoint: Optional[Checkpoint] = None,
         precision: str = "full",
     ) -> None:
-        precision_context(precision, device, dtype)  # a ValueError now, not at the first jump
+        check_precision(precision, device, dtype)  # a ValueError now, not at the first jump
         tune_allocator()
         self.precision = precision
         self.device = torch.device(device)

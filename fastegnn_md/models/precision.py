@@ -32,29 +32,31 @@ import torch
 PRECISIONS = ("full", "bf16-mixed")
 
 
-def check_precision(precision: str) -> str:
-    """``precision`` if it is one of `PRECISIONS`; otherwise a ValueError naming them."""
+def check_precision(precision: str, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> str:
+    """``precision`` if it is one of `PRECISIONS` and can run on ``device`` with ``dtype`` data;
+    otherwise a ValueError that says why. "bf16-mixed" needs float32 data (a float64 run asks for
+    its precision on purpose) and a device that has autocast (CPU, CUDA)."""
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
-    return precision
-
-
-def precision_context(precision: str, device: torch.device | str, dtype: torch.dtype = torch.float32) -> ContextManager:
-    """The context a model's forward pass runs in for ``precision`` on ``device``.
-
-    "full" is a no-op context. "bf16-mixed" is autocast to bfloat16 on the device's type; it
-    needs float32 data (a float64 run asks for its precision on purpose) and a device that has
-    autocast (CPU, CUDA).
-    """
-    check_precision(precision)
     if precision == "full":
-        return contextlib.nullcontext()
+        return precision
     if dtype != torch.float32:
         raise ValueError(f"precision bf16-mixed needs float32 data, got {str(dtype).replace('torch.', '')}")
     device_type = torch.device(device).type
     if device_type not in ("cpu", "cuda"):
         raise ValueError(f"precision bf16-mixed runs on cpu or cuda, not {device_type}")
-    return torch.autocast(device_type, dtype=torch.bfloat16)
+    return precision
+
+
+def precision_context(precision: str, device: torch.device | str, dtype: torch.dtype = torch.float32) -> ContextManager:
+    """The context a model's forward pass runs in for ``precision`` on ``device``
+    (`check_precision`'s errors otherwise).
+
+    "full" is a no-op context. "bf16-mixed" is autocast to bfloat16 on the device's type.
+    """
+    if check_precision(precision, device, dtype) == "full":
+        return contextlib.nullcontext()
+    return torch.autocast(torch.device(device).type, dtype=torch.bfloat16)
 
 
 @lru_cache(maxsize=None)
