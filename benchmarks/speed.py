@@ -7,6 +7,7 @@ of the paper's three benchmarks.
     python benchmarks/speed.py --against-reference --cases 1 --repeats 5
                                                # fast FastEGNN vs the plain reference, case 1 only
     python benchmarks/speed.py --device cuda   # the same on a GPU (benchmarks/device_check.sh)
+    python benchmarks/speed.py --against-reference --compile   # and torch.compile(fast model) beside it
 
 Each case runs in its own subprocess so that peak memory (ru_maxrss growth over the process
 after the graph and model are built) belongs to that case alone. Graphs are synthetic uniform
@@ -326,13 +327,15 @@ def precision_cost(fast, batch, precision: str, device: str) -> dict:
 
 
 def run_reference_case(index: int, threads: int, repeats: int, tune: bool, device: str = "cpu",
-                       precisions: tuple[str, ...] = ("full",)) -> dict:
+                       precisions: tuple[str, ...] = ("full",), compile_fast: bool = False) -> dict:
     """The fast FastEGNN, in each of ``precisions`` (`fastegnn_md.models.precision`), against
     `fastegnn_md.models.reference` (always float32) on case ``index``: ms per graph of a forward
     pass and of a training step (forward + MSE on positions + backward), all calls in turn;
     autograd's saved MiB; peak RSS growth after each one's warm-up (on CUDA: each one's own peak
     of allocated CUDA memory over the graph and weights); what each precision changes in the
-    displacement and gradient (`precision_cost`)."""
+    displacement and gradient (`precision_cost`). With ``compile_fast`` each precision also gets a
+    row for ``torch.compile(fast)`` (Inductor, static shapes), compiled during its warm-up calls,
+    whose seconds are reported as ``compile_s``."""
     import torch
     from torch.nn import functional as F
 
@@ -343,7 +346,12 @@ def run_reference_case(index: int, threads: int, repeats: int, tune: bool, devic
     reference = ReferenceModel(fast)  # reads fast's parameters: the same function, same weights
     # (label, model, precision); the reference last: on the CPU only the first peak is a model's own,
     # and the smaller footprints come first (bf16-mixed saves half the bytes).
-    runs = [(p, fast, p) for p in sorted(precisions, key=lambda p: p == "full")] + [("reference", reference, "full")]
+    ordered = sorted(precisions, key=lambda p: p == "full")
+    runs = [(p, fast, p) for p in ordered]
+    if compile_fast:
+        compiled = torch.compile(fast, dynamic=False)
+        runs += [(f"{p}, torch.compile", compiled, p) for p in ordered]
+    runs += [("reference", reference, "full")]
 
     def loss_of(model, precision: str):
         def loss():
@@ -368,14 +376,17 @@ def run_reference_case(index: int, threads: int, repeats: int, tune: bool, devic
 
     base_kib = current_rss_kib()  # graph and model built, nothing run yet
     base_bytes = torch.cuda.memory_allocated() if on_cuda else 0
-    peaks = {}
+    peaks, warmup_s = {}, {}
     for label, model, precision in runs:
         if on_cuda:
             sync()
             fast.zero_grad(set_to_none=True)  # the previous model's gradients are not this one's memory
             torch.cuda.reset_peak_memory_stats()
+        start = time.perf_counter()
         forward_of(model, precision)()
         train_step_of(model, precision)()
+        sync()
+        warmup_s[label] = time.perf_counter() - start
         if on_cuda:
             sync()
             peaks[label] = cuda_peak_growth_mib(base_bytes)
@@ -402,6 +413,7 @@ def run_reference_case(index: int, threads: int, repeats: int, tune: bool, devic
             "saved_mib": {"fast": saved_for_backward_mib(loss_of(fast, precision)), "reference": ref_saved},
             "peak_mib": {"fast": peaks[label], "reference": peaks["reference"]},
             "precision_cost": precision_cost(fast, batch, precision, device),
+            "compile_s": warmup_s[label] if model is not fast else None,
         }
     return {"case": case.name, "device": device, "edges_per_graph": batch.num_edges / case.graphs, "precisions": rows}
 
@@ -437,6 +449,8 @@ def main_against_reference(args: argparse.Namespace, cases: list[int]) -> None:
         cmd = [sys.executable, __file__, "--case", str(index), "--against-reference",
                "--threads", str(args.threads), "--repeats", str(args.repeats), "--device", args.device,
                "--precision", *args.precision]
+        if args.compile:
+            cmd.append("--compile")
         if args.no_tune:
             cmd.append("--no-tune")
         result = run_child(cmd)
@@ -445,7 +459,8 @@ def main_against_reference(args: argparse.Namespace, cases: list[int]) -> None:
             f, t, m, p = r["forward_ms"], r["train_ms"], r["saved_mib"], r["peak_mib"]
             (fast_fwd, fast_all), (ref_fwd, ref_all) = r["flops"]["fast"], r["flops"]["reference"]
             d = 3 if on_cuda else 1  # GPU times are fractions of a millisecond: more digits there
-            print(f"| {result['case']} | {precision} | {result['edges_per_graph']:,.0f} "
+            label = precision if r.get("compile_s") is None else f"{precision} ({r['compile_s']:.0f} s to compile)"
+            print(f"| {result['case']} | {label} | {result['edges_per_graph']:,.0f} "
                   f"| {f['fast']:.{d}f} / {f['reference']:.{d}f} | {r['forward_ratio']:.2f} | {fast_fwd / ref_fwd:.2f} "
                   f"| {t['fast']:.{d}f} / {t['reference']:.{d}f} | {r['train_ratio']:.2f} | {fast_all / ref_all:.2f} "
                   f"| {m['fast']:.0f} / {m['reference']:.0f} | {p['fast']:.0f} / {p['reference']:.0f} "
@@ -472,7 +487,8 @@ def main_against_reference(args: argparse.Namespace, cases: list[int]) -> None:
           + ("peak CUDA = growth of torch.cuda.max_memory_allocated over the graph and weights, reset before each "
              "model's warm-up (each model's own peak)." if on_cuda else
              "peak RSS = growth of the process's high-water mark after each one's warm-up, in the order "
-             "bf16-mixed, full, reference (a maximum over those before it)."))
+             "bf16-mixed, full, " + ("the compiled ones (whose peak includes compiling), " if args.compile else "")
+             + "reference (a maximum over those before it)."))
 
 
 def machine(device: str = "cpu") -> str:
@@ -537,16 +553,21 @@ def main() -> None:
                         help="the fast path's precision(s) against the reference (always float32): full and/or "
                              "bf16-mixed (matmuls in bfloat16 under autocast; fastegnn_md.models.precision); "
                              "several are timed in turn in one process")
+    parser.add_argument("--compile", action="store_true",
+                        help="with --against-reference: also time torch.compile(fast model) in each precision "
+                             "(Inductor, static shapes; compiled during the warm-up, its seconds reported)")
     parser.add_argument("--case", type=int, help=argparse.SUPPRESS)  # internal: run one case
     parser.add_argument("--model", help=argparse.SUPPRESS)
     args = parser.parse_args()
     cases = list(range(len(CASES))) if args.cases is None else args.cases
     check_device(parser, args.device)
+    if args.compile and not args.against_reference:
+        parser.error("--compile times the compiled model against the reference: give --against-reference too")
 
     if args.case is not None:
         if args.against_reference:
             print(json.dumps(run_reference_case(args.case, args.threads, args.repeats, not args.no_tune, args.device,
-                                                tuple(args.precision))))
+                                                tuple(args.precision), args.compile)))
         else:
             print(json.dumps(run_case(args.case, args.model, args.threads, args.repeats, not args.no_tune,
                                       args.device)))

@@ -41,7 +41,7 @@ def linear_act(x: torch.Tensor, layer: nn.Linear) -> torch.Tensor:
     """
     records_grad = x.requires_grad or (torch.is_grad_enabled() and layer.weight.requires_grad)
     if (
-        _FUSED_LINEAR is None or records_grad
+        _FUSED_LINEAR is None or records_grad or torch.compiler.is_compiling()
         or x.device.type != "cpu" or x.dtype not in (torch.float32, torch.bfloat16)
     ):
         return act(layer(x))

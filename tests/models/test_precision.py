@@ -209,3 +209,17 @@ def test_training_never_takes_the_fused_kernel(monkeypatch) -> None:
     batch32, _ = batch_of()
     model32(batch32).positions.sum().backward()
     assert all(p.grad is not None for p in model32.layers[0].parameters())
+
+
+def test_torch_compile_runs_and_matches_the_float64_reference() -> None:
+    """``torch.compile(model)`` at inference: Inductor fuses on its own, so `linear_act` leaves the
+    oneDNN kernel out of a compiled graph (Inductor cannot lower it); the compiled model's
+    positions equal the float64 reference's to float32 round-off."""
+    model32, model64 = float32_and_float64("fastegnn", {})
+    batch32, _ = batch_of()
+    compiled = torch.compile(model32, dynamic=False)
+    with torch.inference_mode():
+        out = compiled(batch32)
+    expected = reference_forward(model64, batch32.to(dtype=torch.float64))
+    assert relative(out.positions - batch32.positions, expected.positions - batch32.positions.double()) < 1e-5
+    assert relative(out.virtual_positions, expected.virtual_positions) < 1e-5
