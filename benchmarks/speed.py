@@ -104,14 +104,16 @@ def work_counts(case: Case, edges_per_graph: float, model_name: str, hidden: int
     return flops, silu
 
 
-def machine_rates(threads: int, repeats: int = 30) -> tuple[float, float]:
-    """Measured float32 rates here: (GEMM FLOP/s on a (16384, 64) x (64, 64) layer, s per SiLU)."""
+def machine_rates(threads: int, repeats: int = 30, dtype=None) -> tuple[float, float]:
+    """Measured rates here in ``dtype`` (default float32): (GEMM FLOP/s on a (16384, 64) x (64, 64)
+    layer, s per SiLU)."""
     import torch
     import torch.nn.functional as F
 
     torch.set_num_threads(threads)
-    x = torch.randn(16384, 64)
-    layer = torch.nn.Linear(64, 64)
+    dtype = dtype or torch.float32
+    x = torch.randn(16384, 64, dtype=dtype)
+    layer = torch.nn.Linear(64, 64, dtype=dtype)
 
     def median_time(fn) -> float:
         for _ in range(5):
@@ -438,6 +440,11 @@ def main_against_reference(args: argparse.Namespace, cases: list[int]) -> None:
           f"hidden 64, 4 layers, C = 3; fast vs reference (same weights), calls alternating; "
           f"median of {args.repeats}; allocator tuned: {not args.no_tune}; "
           f"OMP_WAIT_POLICY={os.environ['OMP_WAIT_POLICY']}")
+    if "bf16-mixed" in args.precision and not on_cuda:
+        # Whether this CPU's bfloat16 matmuls are faster than its float32 ones at all.
+        rates = {name: machine_rates(args.threads, dtype=getattr(torch, name))[0] for name in ("float32", "bfloat16")}
+        print("GEMM rate on a (16384, 64) x (64, 64) layer: " + ", ".join(
+            f"{name} {rate / 1e9:.0f} GFLOP/s" for name, rate in rates.items()))
     print()
     peak_header = "peak CUDA MiB fast / ref" if on_cuda else "peak RSS MiB fast / after all"
     print("| case | precision | edges/graph | forward ms fast / ref | forward fast/ref | forward FLOPs fast/ref "

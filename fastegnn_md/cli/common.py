@@ -79,8 +79,8 @@ def add_device_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda (default cpu)")
     parser.add_argument("--precision", choices=PRECISIONS, default="full",
                         help="full (default), or bf16-mixed: the model's matmuls in bfloat16, coordinates and sums "
-                             "in float32; faster only where the CPU has AVX-512-BF16 or AMX, or on a recent GPU "
-                             "(docs/architecture.md, 'Mixed precision')")
+                             "in float32; can be faster only where the CPU has AVX-512-BF16 or AMX, or on a recent "
+                             "GPU, and not on every such CPU: time it (docs/architecture.md, 'Mixed precision')")
 
 
 def route_warnings() -> None:

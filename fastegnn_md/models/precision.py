@@ -14,8 +14,10 @@ them are bfloat16. What stays in the batch's dtype, because the models are writt
 Only the coefficients that multiply those vectors (phi_x, phi_v, phi_Z, the gravity head) carry
 bfloat16's ~0.4 % relative rounding, so the output is E(3)-equivariant up to that rounding,
 not to float32 round-off. What it costs in accuracy and gains in time is measured in
-``benchmarks/speed.py --precision bf16-mixed`` (benchmarks/RESULTS.md): it pays only where the
-CPU multiplies bfloat16 natively (AVX-512-BF16 or AMX; on CUDA, compute capability 8.0 or newer).
+``benchmarks/speed.py --precision bf16-mixed`` (benchmarks/RESULTS.md): it can pay only where the
+CPU multiplies bfloat16 natively (AVX-512-BF16 or AMX; on CUDA, compute capability 8.0 or newer),
+and not on every such CPU (faster on an AVX-512-BF16 EPYC, slower on an AVX-512-BF16 Xeon
+without AMX, whose oneDNN bfloat16 matmuls ran at 0.6-0.8x its float32 rate).
 
 Training keeps float32 master weights and float32 losses; the optimizer never sees bfloat16.
 """
