@@ -37,7 +37,8 @@ def linear_act(x: torch.Tensor, layer: nn.Linear) -> torch.Tensor:
 
     Under CPU autocast (bf16-mixed precision) the operands are cast to autocast's dtype
     first, as autocast would for the Linear. Elsewhere (under autograd, on CUDA, in float64,
-    or on builds without the kernel) it is ``act(layer(x))``.
+    inside ``torch.compile``, whose Inductor cannot lower the kernel and fuses on its own, or on
+    builds without the kernel) it is ``act(layer(x))``.
     """
     records_grad = x.requires_grad or (torch.is_grad_enabled() and layer.weight.requires_grad)
     if (
