@@ -18,13 +18,17 @@ from pathlib import Path
 import torch
 
 from fastegnn_md.checkpoint import KEY_MODEL, KEY_RESUME, KEY_SPEC, KEY_STATE, KEY_TRAINING, load_checkpoint, resolve_checkpoint
+from fastegnn_md.errors import CheckpointError
 from fastegnn_md.io import write_atomically
 
 
 def average_checkpoints(out: Path, sources: list[str]) -> Path:
     """Write the weight average of ``sources`` (paths or shipped names) to ``out``."""
     for source in sources:  # a clear error for anything that is not a checkpoint
-        load_checkpoint(source)
+        try:
+            load_checkpoint(source)
+        except CheckpointError as exc:
+            raise SystemExit(f"weight_average.py: {exc}") from None
     payloads = [torch.load(resolve_checkpoint(s), map_location="cpu", weights_only=True) for s in sources]
     first = payloads[0]
     for source, payload in zip(sources[1:], payloads[1:]):
