@@ -37,6 +37,7 @@ from fastegnn_md.reports.per_jump import MODEL, beats_all
 from fastegnn_md.reports.sph import SinkhornSettings, SPHReportInputs, compare
 from fastegnn_md.rollout import TRIVIAL_PREDICTORS, StartState
 from fastegnn_md.rollouts.sph import read_trajectory
+from sph_leak import _ranges  # benchmarks/ is on sys.path when a script in it runs
 
 
 def score(reference_dir: Path, other_dir: Path, split: str, index: int, jumps: int, jump_frames: int,
@@ -84,17 +85,6 @@ def summary_line(report: dict) -> str:
     return (f"MSE wins {wins['mse']} | Sinkhorn wins {wins['sinkhorn']} | kinetic-energy wins "
             f"{wins['kinetic_energy_error']} of {report['model_jumps']} | MSE at 1/5/20 (no motion's) {mse} | "
             f"MSE lost at jumps {_ranges(lost_mse)} | kinetic energy lost at jumps {_ranges(lost_energy)}")
-
-
-def _ranges(jumps: list[int]) -> str:
-    """[3, 4, 5, 9] -> "3–5, 9" ("none" when empty)."""
-    spans: list[list[int]] = []
-    for jump in jumps:
-        if spans and jump == spans[-1][1] + 1:
-            spans[-1][1] = jump
-        else:
-            spans.append([jump, jump])
-    return ", ".join(f"{a}–{b}" if b > a else f"{a}" for a, b in spans) or "none"
 
 
 def main() -> None:
