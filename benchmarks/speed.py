@@ -390,7 +390,6 @@ def run_reference_case(index: int, threads: int, repeats: int, tune: bool, devic
         sync()
         warmup_s[label] = time.perf_counter() - start
         if on_cuda:
-            sync()
             peaks[label] = cuda_peak_growth_mib(base_bytes)
         else:
             peaks[label] = max(0, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base_kib) / 1024

@@ -58,11 +58,9 @@ def score(reference_dir: Path, other_dir: Path, split: str, index: int, jumps: i
     ref = reference.positions[frames].astype(np.float64)
     before = reference.positions[start - jump_frames].astype(np.float64)
     state = StartState(ref[0], backward_velocity(ref[0], before, jump_time))
-    predictions = {MODEL: other.positions[frames[1:]].astype(np.float64)}
-    for name, predictor in TRIVIAL_PREDICTORS.items():
-        frames_k = predictor(state, jumps, jump_time)
-        frames_k[:, ~moving] = ref[1:, ~moving]  # walls where the reference has them (as in a rollout)
-        predictions[name] = frames_k
+    # Only moving particles are scored (`compare`), so the walls need no following here.
+    predictions = {MODEL: other.positions[frames[1:]].astype(np.float64),
+                   **{name: predictor(state, jumps, jump_time) for name, predictor in TRIVIAL_PREDICTORS.items()}}
     inputs = SPHReportInputs(
         predictions=predictions, reference=ref, moving=moving, jump_frames=jump_frames, jump_time=jump_time,
         start_frame=start,

@@ -7,7 +7,7 @@ The checkpoints must be the same model (name, hyperparameters, data spec): fine-
 start, so their weights lie in one basin and their mean is a model, not noise. Every floating
 point tensor of the state dict is the plain mean; integer buffers are taken from the first. The
 output is the first checkpoint with the averaged weights, no resume state, and the inputs listed
-in its training summary; it is written atomically.
+in its training summary, written by `save_checkpoint` (atomically).
 """
 
 from __future__ import annotations
@@ -17,36 +17,31 @@ from pathlib import Path
 
 import torch
 
-from fastegnn_md.checkpoint import KEY_MODEL, KEY_RESUME, KEY_SPEC, KEY_STATE, KEY_TRAINING, load_checkpoint, resolve_checkpoint
+from fastegnn_md.checkpoint import load_checkpoint, save_checkpoint
 from fastegnn_md.errors import CheckpointError
-from fastegnn_md.io import write_atomically
 
 
 def average_checkpoints(out: Path, sources: list[str]) -> Path:
     """Write the weight average of ``sources`` (paths or shipped names) to ``out``."""
-    for source in sources:  # a clear error for anything that is not a checkpoint
-        try:
-            load_checkpoint(source)
-        except CheckpointError as exc:
-            raise SystemExit(f"weight_average.py: {exc}") from None
-    payloads = [torch.load(resolve_checkpoint(s), map_location="cpu", weights_only=True) for s in sources]
-    first = payloads[0]
-    for source, payload in zip(sources[1:], payloads[1:]):
-        for key in (KEY_MODEL, KEY_SPEC):
-            if payload[key] != first[key]:
-                raise SystemExit(f"weight_average.py: {source}: its {key!r} differs from {sources[0]}'s; "
-                                 "only checkpoints of one model and data spec can be averaged")
-        if payload[KEY_STATE].keys() != first[KEY_STATE].keys():
-            raise SystemExit(f"weight_average.py: {source}: its weights are not {sources[0]}'s model's")
+    try:
+        ckpts = [load_checkpoint(source) for source in sources]
+    except CheckpointError as exc:
+        raise SystemExit(f"weight_average.py: {exc}") from None
+    first = ckpts[0]
+    for source, ckpt in zip(sources[1:], ckpts[1:]):
+        same = (ckpt.model_name == first.model_name and ckpt.hparams == first.hparams
+                and ckpt.data_spec.as_dict() == first.data_spec.as_dict())
+        if not same or ckpt.state_dict.keys() != first.state_dict.keys():
+            raise SystemExit(f"weight_average.py: {source}: not the model and data spec of {sources[0]}; "
+                             "only checkpoints of one model can be averaged")
     state = {
-        name: torch.stack([p[KEY_STATE][name] for p in payloads]).mean(0) if value.is_floating_point() else value
-        for name, value in first[KEY_STATE].items()
+        name: torch.stack([c.state_dict[name] for c in ckpts]).mean(0) if value.is_floating_point() else value
+        for name, value in first.state_dict.items()
     }
-    averaged = {key: value for key, value in first.items() if key != KEY_RESUME}
-    averaged[KEY_STATE] = state
-    averaged[KEY_TRAINING] = dict(first[KEY_TRAINING], weight_average_of=list(sources))
-    write_atomically(out, lambda handle: torch.save(averaged, handle))
-    return out
+    model = first.build_model()
+    model.load_state_dict(state)
+    return save_checkpoint(out, first.model_name, first.hparams, model, first.data_spec,
+                           training=dict(first.training, weight_average_of=list(sources)))
 
 
 def main() -> None:
