@@ -1,0 +1,88 @@
+"""One-jump MSE of SPH checkpoints on the same pairs: every input frame of every trajectory, with
+"no motion" and "constant velocity" beside them (issue 16, item 4).
+
+Usage (from the repository root)::
+
+    python benchmarks/sph_one_jump.py water-box runs/wb-starts60/best.pt --data data/water3d-bench --split valid test
+
+A checkpoint's own validation MSE (`fastegnn-md train`'s ``valid_mse``) is measured on the input
+frames its training drew (``--starts``, 15 random frames per trajectory by default), so two
+checkpoints trained with different ``--starts`` are scored on different pairs. Here every
+checkpoint is scored on all frames that have a pair (the checkpoint's jump and velocity
+convention; the first checkpoint's, which all must share), so the numbers compare. MSE pools
+every water coordinate (box units²), as training does; walls are inputs only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from fastegnn_md import spec_keys
+from fastegnn_md.checkpoint import load_checkpoint
+from fastegnn_md.datasets import open_for_checkpoint
+from fastegnn_md.errors import CheckpointError, DataError
+from fastegnn_md.evaluation import jump_scores
+from fastegnn_md.predictor import Predictor
+
+#: More input frames than any trajectory has: `paper_starts` then returns all of them.
+EVERY_FRAME = 10**9
+
+
+def every_frame_pairs(data: Path, checkpoint: str, split: str) -> list:
+    """The split's pairs at every input frame, read as the checkpoint's data spec says otherwise."""
+    spec = copy.deepcopy(load_checkpoint(checkpoint).data_spec)
+    spec.extra[spec_keys.NUM_STARTS] = EVERY_FRAME
+    spec.extra[spec_keys.START_WINDOW] = EVERY_FRAME
+    return list(open_for_checkpoint(data, spec).load(split))
+
+
+def score(checkpoints: list[str], data: Path, split: str) -> tuple[dict[str, float], int]:
+    """({name: one-jump MSE (box units²)} for "no motion", "constant velocity" and each checkpoint,
+    the number of pairs)."""
+    first = load_checkpoint(checkpoints[0]).data_spec
+    for name in checkpoints[1:]:
+        other = load_checkpoint(name).data_spec
+        if (other.dt, other.frame_stride, other.velocity_convention) != (first.dt, first.frame_stride, first.velocity_convention):
+            raise SystemExit(f"sph_one_jump.py: {name}: another jump or velocity convention than {checkpoints[0]}")
+    pairs = every_frame_pairs(data, checkpoints[0], split)
+    if not pairs:
+        raise SystemExit(f"sph_one_jump.py: {data}: the {split} split has no pairs")
+    still = [np.asarray(pair.positions, dtype=np.float64) for pair in pairs]
+    trivial = jump_scores(pairs, still, first.dt)
+    results = {"no motion": trivial["no_motion"]["mse"], "constant velocity": trivial["constant_velocity"]["mse"]}
+    for name in checkpoints:
+        predictor = Predictor.from_checkpoint(name)
+        predicted = [
+            predictor.predict(pair.positions, pair.velocities, pair.node_attrs, moving=pair.moving,
+                              kinematic_positions=pair.target_positions).positions
+            for pair in pairs
+        ]
+        results[name] = jump_scores(pairs, predicted, first.dt)["model"]["mse"]
+    return results, len(pairs)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("checkpoints", nargs="+", help="SPH checkpoints (paths or shipped names) of one jump")
+    parser.add_argument("--data", type=Path, required=True, help="SPH dataset directory")
+    parser.add_argument("--split", nargs="+", default=["valid", "test"], choices=("train", "valid", "test"))
+    parser.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    for split in args.split:
+        try:
+            results, count = score(args.checkpoints, args.data, split)
+        except (CheckpointError, DataError) as exc:
+            raise SystemExit(f"sph_one_jump.py: {exc}") from None
+        print(f"{args.data} {split}: {count} pairs (every input frame), one-jump MSE x1e-4")
+        for name, mse in results.items():
+            print(f"  {name}: {mse * 1e4:.3f}")
+
+
+if __name__ == "__main__":
+    main()
