@@ -170,8 +170,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
              "or x_(t+1) - x_t (forward; 'paper' is its deprecated name)",
     )
     train.add_argument("--starts", type=positive_int, default=None, metavar="N",
-                       help="SPH: random input frames per trajectory (default 15, the authors' recipe; a number above a "
-                            "trajectory's frames takes every frame)")
+                       help="SPH: random input frames per trajectory (default 15, the authors' recipe; a number above the "
+                            "frames in the window takes all of them)")
     train.add_argument("--start-window", type=positive_int, default=None, metavar="FRAMES",
                        help="SPH: draw the input frames among the first FRAMES of each trajectory (default 250, the "
                             "authors'; larger reaches water at rest in long scenes)")
