@@ -33,9 +33,9 @@ from fastegnn_md.predictor import Predictor
 EVERY_FRAME = 10**9
 
 
-def every_frame_pairs(data: Path, checkpoint: str, split: str) -> list:
+def every_frame_pairs(data: Path, data_spec, split: str) -> list:
     """The split's pairs at every input frame, read as the checkpoint's data spec says otherwise."""
-    spec = copy.deepcopy(load_checkpoint(checkpoint).data_spec)
+    spec = copy.deepcopy(data_spec)
     spec.extra[spec_keys.NUM_STARTS] = EVERY_FRAME
     spec.extra[spec_keys.START_WINDOW] = EVERY_FRAME
     return list(open_for_checkpoint(data, spec).load(split))
@@ -49,7 +49,7 @@ def score(checkpoints: list[str], data: Path, split: str) -> tuple[dict[str, flo
         other = load_checkpoint(name).data_spec
         if (other.dt, other.frame_stride, other.velocity_convention) != (first.dt, first.frame_stride, first.velocity_convention):
             raise SystemExit(f"sph_one_jump.py: {name}: another jump or velocity convention than {checkpoints[0]}")
-    pairs = every_frame_pairs(data, checkpoints[0], split)
+    pairs = every_frame_pairs(data, first, split)
     if not pairs:
         raise SystemExit(f"sph_one_jump.py: {data}: the {split} split has no pairs")
     still = [np.asarray(pair.positions, dtype=np.float64) for pair in pairs]
