@@ -95,7 +95,7 @@ def rollout(checkpoint: str, scenes: Path, split: str, index: int, jumps: int,
     return (constraint + f"{report['outside_box']['model']} of {report['scored_particles']} (first: jump {first}; "
             f"at the last jump: {last}) | "
             f"MSE wins {wins[0]} | Sinkhorn wins {wins[1]} | kinetic-energy wins {wins[2]} of {report['model_jumps']} | "
-            f"MSE at 1/5/20 {mse} | kinetic energy lost at jumps {_ranges(_energy_losses(rows))} | "
+            f"MSE at 1/5/20 {mse} | kinetic energy lost at jumps {jump_ranges(_energy_losses(rows))} | "
             f"leaving particles' wall distance at their jump's start: {leaving} "
             f"(cutoff {load_checkpoint(checkpoint).data_spec.cutoff:g})")
 
@@ -122,7 +122,7 @@ def _energy_losses(rows: list[dict]) -> list[int]:
             if row["kinetic_energy_error"].get("model") is not None and not beats_all(row["kinetic_energy_error"])]
 
 
-def _ranges(jumps: list[int]) -> str:
+def jump_ranges(jumps: list[int]) -> str:
     """[3, 4, 5, 9] -> "3–5, 9" ("none" when empty)."""
     spans: list[list[int]] = []
     for jump in jumps:

@@ -19,11 +19,9 @@ import argparse
 import copy
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from fastegnn_md import spec_keys
-from fastegnn_md.checkpoint import load_checkpoint
 from fastegnn_md.datasets import open_for_checkpoint
 from fastegnn_md.errors import CheckpointError, DataError
 from fastegnn_md.evaluation import jump_scores
@@ -41,28 +39,35 @@ def every_frame_pairs(data: Path, data_spec, split: str) -> list:
     return list(open_for_checkpoint(data, spec).load(split))
 
 
-def score(checkpoints: list[str], data: Path, split: str) -> tuple[dict[str, float], int]:
+def load_predictors(checkpoints: list[str]) -> dict[str, Predictor]:
+    """{name: Predictor}, each checkpoint read once; all must share the first's jump and velocities."""
+    predictors = {name: Predictor.from_checkpoint(name) for name in checkpoints}
+    first = predictors[checkpoints[0]].spec
+    for name, predictor in predictors.items():
+        spec = predictor.spec
+        if (spec.dt, spec.frame_stride, spec.velocity_convention) != (first.dt, first.frame_stride, first.velocity_convention):
+            raise SystemExit(f"sph_one_jump.py: {name}: another jump or velocity convention than {checkpoints[0]}")
+    return predictors
+
+
+def score(predictors: dict[str, Predictor], data: Path, split: str) -> tuple[dict[str, float], int]:
     """({name: one-jump MSE (box units²)} for "no motion", "constant velocity" and each checkpoint,
     the number of pairs)."""
-    first = load_checkpoint(checkpoints[0]).data_spec
-    for name in checkpoints[1:]:
-        other = load_checkpoint(name).data_spec
-        if (other.dt, other.frame_stride, other.velocity_convention) != (first.dt, first.frame_stride, first.velocity_convention):
-            raise SystemExit(f"sph_one_jump.py: {name}: another jump or velocity convention than {checkpoints[0]}")
-    pairs = every_frame_pairs(data, first, split)
+    spec = next(iter(predictors.values())).spec
+    pairs = every_frame_pairs(data, spec, split)
     if not pairs:
         raise SystemExit(f"sph_one_jump.py: {data}: the {split} split has no pairs")
-    still = [np.asarray(pair.positions, dtype=np.float64) for pair in pairs]
-    trivial = jump_scores(pairs, still, first.dt)
-    results = {"no motion": trivial["no_motion"]["mse"], "constant velocity": trivial["constant_velocity"]["mse"]}
-    for name in checkpoints:
-        predictor = Predictor.from_checkpoint(name)
+    results: dict[str, float] = {}
+    for name, predictor in predictors.items():
         predicted = [
             predictor.predict(pair.positions, pair.velocities, pair.node_attrs, moving=pair.moving,
                               kinematic_positions=pair.target_positions).positions
             for pair in pairs
         ]
-        results[name] = jump_scores(pairs, predicted, first.dt)["model"]["mse"]
+        scores = jump_scores(pairs, predicted, spec.dt)  # the trivial predictors come with every call
+        if not results:
+            results = {"no motion": scores["no_motion"]["mse"], "constant velocity": scores["constant_velocity"]["mse"]}
+        results[name] = scores["model"]["mse"]
     return results, len(pairs)
 
 
@@ -74,14 +79,15 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    for split in args.split:
-        try:
-            results, count = score(args.checkpoints, args.data, split)
-        except (CheckpointError, DataError) as exc:
-            raise SystemExit(f"sph_one_jump.py: {exc}") from None
-        print(f"{args.data} {split}: {count} pairs (every input frame), one-jump MSE x1e-4")
-        for name, mse in results.items():
-            print(f"  {name}: {mse * 1e4:.3f}")
+    try:
+        predictors = load_predictors(args.checkpoints)
+        for split in args.split:
+            results, count = score(predictors, args.data, split)
+            print(f"{args.data} {split}: {count} pairs (every input frame), one-jump MSE x1e-4")
+            for name, mse in results.items():
+                print(f"  {name}: {mse * 1e4:.3f}")
+    except (CheckpointError, DataError) as exc:
+        raise SystemExit(f"sph_one_jump.py: {exc}") from None
 
 
 if __name__ == "__main__":

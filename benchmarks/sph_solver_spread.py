@@ -37,7 +37,7 @@ from fastegnn_md.reports.per_jump import MODEL, beats_all
 from fastegnn_md.reports.sph import SinkhornSettings, SPHReportInputs, compare
 from fastegnn_md.rollout import TRIVIAL_PREDICTORS, StartState
 from fastegnn_md.rollouts.sph import read_trajectory
-from sph_leak import _ranges  # benchmarks/ is on sys.path when a script in it runs
+from sph_leak import jump_ranges  # benchmarks/ is on sys.path when a script in it runs
 
 
 def score(reference_dir: Path, other_dir: Path, split: str, index: int, jumps: int, jump_frames: int,
@@ -82,7 +82,7 @@ def summary_line(report: dict) -> str:
     lost_energy = [int(r["jump"]) for r in rows if not beats_all(r["kinetic_energy_error"])]
     return (f"MSE wins {wins['mse']} | Sinkhorn wins {wins['sinkhorn']} | kinetic-energy wins "
             f"{wins['kinetic_energy_error']} of {report['model_jumps']} | MSE at 1/5/20 (no motion's) {mse} | "
-            f"MSE lost at jumps {_ranges(lost_mse)} | kinetic energy lost at jumps {_ranges(lost_energy)}")
+            f"MSE lost at jumps {jump_ranges(lost_mse)} | kinetic energy lost at jumps {jump_ranges(lost_energy)}")
 
 
 def main() -> None:
