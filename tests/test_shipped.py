@@ -166,17 +166,18 @@ def test_the_2ps_protein_model_is_the_weight_average_of_its_recipe() -> None:
 
 
 def test_the_water_model_is_its_recipe_on_the_benchmark_scenes() -> None:
-    """water-box: the pretrained README's last step (input noise 0.01 box units on top of the box
-    term, seed 1) on `data/water3d-bench` (scene seed 0; the held-out scenes of RESULTS.md are seed 1,
-    the added validation drops seed 2)."""
+    """water-box: the pretrained README's last step (input noise 0.01 box units, the box term with
+    its faces 0.015 inside, a weight average, seed 1) on `data/water3d-bench` (scene seed 0; the
+    held-out scenes of RESULTS.md are seed 1, the added validation drops seed 2)."""
     saved = load_checkpoint("water-box")
     config = saved.training["config"]
     assert (config["input_noise"], config["box_weight"], config["lr"], config["seed"]) == (0.01, 10000.0, 1e-4, 1)
-    assert config["unroll"] == 1 and config["init"] == "runs/wb-lr1e4-box10000/best.pt"
+    assert (config["box_margin"], config["ema_decay"]) == (0.015, 0.99)
+    assert config["unroll"] == 1 and config["init"] == "runs/s13/dec-box10000/best.pt"
     assert saved.training["dataset"] == "data/water3d-bench"
     recipe = (PRETRAINED_DIR / "README.md").read_text()
-    assert ("--init runs/wb-lr1e4-box10000/best.pt --box-weight 10000 --lr 1e-4 --input-noise 0.01 --seed 1 "
-            "--out runs/wb-noise0.01-s1") in recipe
+    assert ("--init runs/s13/dec-box10000/best.pt --box-weight 10000 --box-margin 0.015 --lr 1e-4 --input-noise 0.01 "
+            "--ema 0.99 --seed 1 --out runs/s13/dec-m0.015-ema") in recipe
 
 
 def _backbone_cases():
