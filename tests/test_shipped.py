@@ -181,7 +181,7 @@ def test_the_water_model_is_its_recipe_on_the_benchmark_scenes() -> None:
 
 
 def test_the_water_model_keeps_the_shipped_trajectory_in_its_box(tmp_path, capsys) -> None:
-    """water-box on `trajectories/sph` (a block falling into the box, never trained on): no water
+    """water-box on `trajectories/sph` (the shipped test trajectory, a block falling into the box): no water
     outside the box at any of 8 jumps (the previous model let 45 of 1,260 out at jumps 3-6, where
     the block lands), and MSE below "no motion" and "constant velocity" at every jump."""
     report = tmp_path / "r"
