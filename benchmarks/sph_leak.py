@@ -95,9 +95,9 @@ def rollout(checkpoint: str, scenes: Path, split: str, index: int, jumps: int,
     return (constraint + f"{report['outside_box']['model']} of {report['scored_particles']} (first: jump {first}; "
             f"at the last jump: {last}) | "
             f"MSE wins {wins[0]} | Sinkhorn wins {wins[1]} | kinetic-energy wins {wins[2]} of {report['model_jumps']} | "
-            f"MSE at 1/5/20 {mse} | lost at jumps: MSE {jump_ranges(_losses(rows, 'mse'))}, "
-            f"Sinkhorn {jump_ranges(_losses(rows, 'sinkhorn'))}, "
-            f"kinetic energy {jump_ranges(_losses(rows, 'kinetic_energy_error'))} | "
+            f"MSE at 1/5/20 {mse} | lost at jumps: MSE {jump_ranges(lost_jumps(rows, 'mse'))}, "
+            f"Sinkhorn {jump_ranges(lost_jumps(rows, 'sinkhorn'))}, "
+            f"kinetic energy {jump_ranges(lost_jumps(rows, 'kinetic_energy_error'))} | "
             f"leaving particles' wall distance at their jump's start: {leaving} "
             f"(cutoff {load_checkpoint(checkpoint).data_spec.cutoff:g})")
 
@@ -118,7 +118,7 @@ def _leaving_wall_distances(frames: np.ndarray, walls: np.ndarray, bounds: np.nd
     return f"median {np.median(values):.3f}, largest {values.max():.3f} over {len(values)}"
 
 
-def _losses(rows: list[dict], metric: str) -> list[int]:
+def lost_jumps(rows: list[dict], metric: str) -> list[int]:
     """The jumps whose ``metric`` (a per-jump key of the report: "mse", "sinkhorn",
     "kinetic_energy_error") is not nearer zero for the model than for every trivial predictor."""
     return [int(row["jump"]) for row in rows

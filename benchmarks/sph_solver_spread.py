@@ -33,11 +33,11 @@ import numpy as np
 from fastegnn_md.adapters.sph.trajectory import particle_types_to_attrs, trajectory_convention
 from fastegnn_md.conventions import backward_velocity
 from fastegnn_md.particle_metrics import default_sinkhorn_reg
-from fastegnn_md.reports.per_jump import MODEL, beats_all
+from fastegnn_md.reports.per_jump import MODEL
 from fastegnn_md.reports.sph import SinkhornSettings, SPHReportInputs, compare
 from fastegnn_md.rollout import TRIVIAL_PREDICTORS, StartState
 from fastegnn_md.rollouts.sph import read_trajectory
-from sph_leak import jump_ranges  # benchmarks/ is on sys.path when a script in it runs
+from sph_leak import jump_ranges, lost_jumps  # benchmarks/ is on sys.path when a script in it runs
 
 
 def score(reference_dir: Path, other_dir: Path, split: str, index: int, jumps: int, jump_frames: int,
@@ -78,11 +78,10 @@ def summary_line(report: dict) -> str:
     mse = " / ".join(f"{at[n][MODEL]:.3g} ({at[n]['no motion']:.3g})" for n in ("1", "5", "20")
                      if n in at and at[n][MODEL] is not None)
     rows = report["per_jump"]
-    lost_mse = [int(r["jump"]) for r in rows if not beats_all(r["mse"])]
-    lost_energy = [int(r["jump"]) for r in rows if not beats_all(r["kinetic_energy_error"])]
     return (f"MSE wins {wins['mse']} | Sinkhorn wins {wins['sinkhorn']} | kinetic-energy wins "
             f"{wins['kinetic_energy_error']} of {report['model_jumps']} | MSE at 1/5/20 (no motion's) {mse} | "
-            f"MSE lost at jumps {jump_ranges(lost_mse)} | kinetic energy lost at jumps {jump_ranges(lost_energy)}")
+            f"MSE lost at jumps {jump_ranges(lost_jumps(rows, 'mse'))} | "
+            f"kinetic energy lost at jumps {jump_ranges(lost_jumps(rows, 'kinetic_energy_error'))}")
 
 
 def main() -> None:
