@@ -20,9 +20,11 @@ motion" and "constant velocity" (out of the jumps made), and the jumps where the
 is lost, and where the particles that leave the box were when their jump started: their distance
 to the nearest wall particle (median and largest, over every particle that is outside after a
 jump and was inside before it), beside the radius graph's cutoff; within it, the wall was among
-their neighbours. ``--keep-in-box M`` runs the rollouts with the opt-in box constraint
-(`fastegnn_md.rollouts.box_constraint`, the same for every predictor) and adds the most of the
-model's particles it moved at one jump, and in all.
+their neighbours, and the water's density at the last jump, the model's and the reference's: the
+mean number of neighbours within the connectivity radius (higher = compressed) and the mean
+nearest-neighbour distance (lower = compressed or disordered). ``--keep-in-box M`` runs the
+rollouts with the opt-in box constraint (`fastegnn_md.rollouts.box_constraint`, the same for
+every predictor) and adds the most of the model's particles it moved at one jump, and in all.
 """
 
 from __future__ import annotations
@@ -42,7 +44,7 @@ from fastegnn_md.checkpoint import load_checkpoint
 from fastegnn_md.datasets import open_for_checkpoint
 from fastegnn_md.predictor import Predictor
 from fastegnn_md.reports.per_jump import beats_all
-from fastegnn_md.reports.sph import OutsideBox
+from fastegnn_md.reports.sph import OutsideBox, density_at_last_jump
 from fastegnn_md.rollouts.sph import rollout_sph
 
 
@@ -91,6 +93,8 @@ def rollout(checkpoint: str, scenes: Path, split: str, index: int, jumps: int,
     mse = " / ".join(f"{at[n]['model']:.3g}" for n in ("1", "5", "20") if n in at and at[n]["model"] is not None)
     last = rows[-1]["outside_box"].get("model", 0) if rows else 0
     moved = report["info"].get("constrained_particles")
+    density = density_at_last_jump(report)
+    count, nearest = density["neighbour_count"], density["nearest_neighbour_distance"]
     constraint = "" if moved is None else f"box constraint moved {max(moved, default=0)} at most, {sum(moved)} in all | "
     return (constraint + f"{report['outside_box']['model']} of {report['scored_particles']} (first: jump {first}; "
             f"at the last jump: {last}) | "
@@ -99,7 +103,10 @@ def rollout(checkpoint: str, scenes: Path, split: str, index: int, jumps: int,
             f"Sinkhorn {jump_ranges(lost_jumps(rows, 'sinkhorn'))}, "
             f"kinetic energy {jump_ranges(lost_jumps(rows, 'kinetic_energy_error'))} | "
             f"leaving particles' wall distance at their jump's start: {leaving} "
-            f"(cutoff {load_checkpoint(checkpoint).data_spec.cutoff:g})")
+            f"(cutoff {load_checkpoint(checkpoint).data_spec.cutoff:g}) | "
+            f"at the last jump, neighbours within {report['density_radius']:g}: model {count['model']:.2f}, "
+            f"reference {count['reference']:.2f}; nearest-neighbour distance: model {nearest['model']:.4f}, "
+            f"reference {nearest['reference']:.4f}")
 
 
 def _leaving_wall_distances(frames: np.ndarray, walls: np.ndarray, bounds: np.ndarray) -> str:

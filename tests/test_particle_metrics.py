@@ -38,6 +38,32 @@ def test_kinetic_energy_from_finite_differences_hand_case():
     assert pm.kinetic_energy(velocities[0], mass=2.0) == pytest.approx(20.0)
 
 
+def test_nearest_neighbour_distance_is_the_lattice_spacing_and_scales_with_compression():
+    grid = np.stack(np.meshgrid(*[np.arange(5.0)] * 3, indexing="ij"), axis=-1).reshape(-1, 3) * 0.04
+    assert pm.mean_nearest_neighbour_distance(grid) == pytest.approx(0.04, rel=1e-12)
+    # compressed to 80 % along y (a thinner pool): the nearest neighbours are the y-neighbours
+    squeezed = grid * np.array([1.0, 0.8, 1.0])
+    assert pm.mean_nearest_neighbour_distance(squeezed) == pytest.approx(0.032, rel=1e-12)
+    # two particles: each one's nearest neighbour is the other
+    assert pm.mean_nearest_neighbour_distance(np.array([[0.0, 0, 0], [0.0, 0.3, 0.4]])) == pytest.approx(0.5)
+    with pytest.raises(ValueError, match="N >= 2"):
+        pm.mean_nearest_neighbour_distance(np.zeros((1, 3)))
+
+
+def test_neighbour_count_on_a_lattice_and_under_compression():
+    grid = np.stack(np.meshgrid(*[np.arange(6.0)] * 3, indexing="ij"), axis=-1).reshape(-1, 3) * 0.04
+    # within 1.2 spacings only the axis neighbours count: 6 inside, fewer on faces, edges, corners
+    per_axis = 2 * 5 / 6  # of 6 positions along an axis, the 2 ends have one neighbour there, the others two
+    assert pm.mean_neighbour_count(grid, 0.048) == pytest.approx(3 * per_axis, rel=1e-12)
+    # squeezed to 80 % along y the count within 1.2 spacings is unchanged, within 1.3 x-y diagonals join
+    squeezed = grid * np.array([1.0, 0.8, 1.0])
+    assert pm.mean_neighbour_count(squeezed, 0.048) == pytest.approx(3 * per_axis, rel=1e-12)
+    assert pm.mean_neighbour_count(squeezed, 0.052) > pm.mean_neighbour_count(grid, 0.052)
+    assert pm.mean_neighbour_count(grid[:1], 0.1) == 0.0
+    with pytest.raises(ValueError, match="radius"):
+        pm.mean_neighbour_count(grid, 0.0)
+
+
 def test_identical_clouds_have_zero_divergence():
     x = np.random.default_rng(0).random((40, 3))
     value, converged = pm.sinkhorn_divergence(x, x.copy(), reg=1e-3)

@@ -33,6 +33,7 @@ from fastegnn_md.adapters.splishsplash import SPHSceneSettings, generate_sph_dat
 from fastegnn_md.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
 from fastegnn_md.cli import main  # noqa: E402
 from fastegnn_md.predictor import Predictor  # noqa: E402
+from fastegnn_md.reports.sph import density_at_last_jump  # noqa: E402
 from fastegnn_md.sph_rollout import rollout_sph  # noqa: E402
 from fastegnn_md.training import TrainConfig, Trainer  # noqa: E402
 
@@ -145,6 +146,40 @@ def test_trivial_predictors_match_hand_computed_errors(cli_rollout, reference):
         assert row["kinetic_energy"]["reference"] == pytest.approx(energy, rel=1e-6)
     mse = [row["mse"]["no motion"] for row in report["per_jump"]]
     assert report["horizons"]["mse_n"]["5"]["no motion"] == pytest.approx(np.mean(mse))
+
+
+def test_density_rows_recomputed_by_brute_force(cli_rollout, reference, dataset):
+    """The per-jump density (neighbours within the connectivity radius, nearest-neighbour distance),
+    recomputed by brute force for the reference's frame, "no motion" (the start at every jump) and
+    the model's stored frame; the report's last-jump lines."""
+    report_dir, _ = cli_rollout
+    report = json.loads((report_dir / "report.json").read_text())
+    (predicted,) = list(read_lagrangebench(report_dir / "predicted.h5"))
+
+    def nearest(frame: np.ndarray) -> float:
+        distances = np.linalg.norm(frame[:, None] - frame[None], axis=-1)
+        np.fill_diagonal(distances, np.inf)
+        return float(distances.min(axis=1).mean())
+
+    def count(frame: np.ndarray, radius: float) -> float:
+        distances = np.linalg.norm(frame[:, None] - frame[None], axis=-1)
+        return float(((distances <= radius).sum() - len(frame)) / len(frame))
+
+    radius = report["density_radius"]
+    assert radius == json.loads((dataset / "metadata.json").read_text())["default_connectivity_radius"]
+    for k, row in enumerate(report["per_jump"], start=1):
+        frames = {"reference": reference[JUMP + k * JUMP], "no motion": reference[JUMP],
+                  "model": predicted.positions[k].astype(np.float64)}
+        for name, frame in frames.items():
+            assert row["nearest_neighbour_distance"][name] == pytest.approx(nearest(frame), rel=1e-5)
+            assert row["neighbour_count"][name] == pytest.approx(count(frame, radius), abs=0.05)
+    last = report["per_jump"][-1]
+    assert density_at_last_jump(report) == {
+        metric: {name: last[metric][name] for name in ("reference", *report["predictors"])}
+        for metric in ("neighbour_count", "nearest_neighbour_distance")}
+    markdown = (report_dir / "report.md").read_text()
+    assert "mean nearest-neighbour distance of the water at jump 5" in markdown
+    assert f"density of the water at jump 5, mean number of neighbours within {radius:g}" in markdown
 
 
 def test_win_counts_follow_the_per_jump_rows(cli_rollout):

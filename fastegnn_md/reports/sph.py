@@ -10,10 +10,11 @@ output is ``report.json``, ``report.md`` and two PNGs in one directory, each wri
   the model and the trivial predictors (and the reference's kinetic energy).
 
 Per-jump metrics (`per_jump.JumpMetric`, by name): ``mse``, ``sinkhorn``, ``kinetic_energy``
-(with the reference's as its entry ``"reference"``), ``kinetic_energy_error`` and, when the
-bounds are known, ``outside_box`` (scored particles outside the box, the reference's beside;
-the report's ``outside_box`` is each predictor's most at any jump). Only moving particles are
-scored: walls follow the reference in every predictor.
+(with the reference's as its entry ``"reference"``), ``kinetic_energy_error``,
+``nearest_neighbour_distance`` and, with ``density_radius``, ``neighbour_count`` (the local
+density, the reference's beside; `particle_metrics`) and, when the bounds are known, ``outside_box`` (scored particles outside the
+box, the reference's beside; the report's ``outside_box`` is each predictor's most at any jump).
+Only moving particles are scored: walls follow the reference in every predictor.
 """
 
 from __future__ import annotations
@@ -59,6 +60,7 @@ class SPHReportInputs:
     jump_frames : J, stored frames per jump; jump_time : J × metadata dt (T).
     start_frame : index of the start frame in the trajectory.
     bounds : [[lo, hi]] per axis (L), the plots' limits.
+    density_radius : L, the radius of the ``neighbour_count`` density (None: not computed).
     """
 
     predictions: dict[str, np.ndarray]
@@ -69,6 +71,7 @@ class SPHReportInputs:
     start_frame: int
     sinkhorn: SinkhornSettings
     bounds: Optional[Sequence[Sequence[float]]] = None
+    density_radius: Optional[float] = None
     horizons: Sequence[int] = pm.DEFAULT_HORIZONS
     notes: list[str] = field(default_factory=list)
     info: dict[str, Any] = field(default_factory=dict)
@@ -153,6 +156,39 @@ class KineticEnergyError(JumpMetric):
         return float(self.energy.per_jump[name][k - 1] - self.energy.reference[k - 1])
 
 
+class NearestNeighbourDistance(JumpMetric):
+    """Mean nearest-neighbour distance of the scored particles in the frame (L;
+    `particle_metrics.mean_nearest_neighbour_distance`), the reference's beside: lower where a
+    predictor compresses the water or scatters it out of its packing."""
+
+    name = "nearest_neighbour_distance"
+    reference_in_metric = True
+
+    def reference_value(self, k: int, reference: np.ndarray) -> float:
+        return pm.mean_nearest_neighbour_distance(reference)
+
+    def value(self, name: str, k: int, trajectory: np.ndarray, reference: np.ndarray) -> float:
+        return pm.mean_nearest_neighbour_distance(trajectory[k])
+
+
+class NeighbourCount(JumpMetric):
+    """Mean number of other scored particles within ``radius`` (L) in the frame
+    (`particle_metrics.mean_neighbour_count`), the reference's beside: the density, higher where a
+    predictor compresses the water."""
+
+    name = "neighbour_count"
+    reference_in_metric = True
+
+    def __init__(self, radius: float) -> None:
+        self.radius = radius
+
+    def reference_value(self, k: int, reference: np.ndarray) -> float:
+        return pm.mean_neighbour_count(reference, self.radius)
+
+    def value(self, name: str, k: int, trajectory: np.ndarray, reference: np.ndarray) -> float:
+        return pm.mean_neighbour_count(trajectory[k], self.radius)
+
+
 class OutsideBox(JumpMetric):
     """How many scored particles lie outside ``bounds`` ([[lo, hi]] per axis, L) in the frame:
     water through a wall (issue 16). The reference's own count is beside it."""
@@ -210,6 +246,10 @@ def compare(inputs: SPHReportInputs, progress: bool = False) -> dict[str, Any]:
         return tqdm(jumps, desc="metrics", unit="jump", disable=not progress)
 
     metrics: list[JumpMetric] = [mse, sinkhorn, energy, KineticEnergyError(energy)]
+    if int(moving.sum()) >= 2:
+        metrics.append(NearestNeighbourDistance())
+    if inputs.density_radius is not None:
+        metrics.append(NeighbourCount(inputs.density_radius))
     if inputs.bounds is not None:
         metrics.append(OutsideBox(inputs.bounds))
     per_jump = per_jump_rows(bases, list(reference[1:]), trajectories, metrics, progress=bar)
@@ -243,6 +283,7 @@ def compare(inputs: SPHReportInputs, progress: bool = False) -> dict[str, Any]:
             "cost": "squared Euclidean",
         },
         "outside_box": outside,
+        "density_radius": inputs.density_radius,
         "horizons": _horizons(per_jump, names, mse.per_jump, inputs.horizons),
         "summary": summarise(per_jump, names, "mse", SUMMARY, wins=("mse", "sinkhorn", "kinetic_energy_error")),
         "notes": notes,
@@ -256,6 +297,17 @@ def beats_all_line(summary: dict[str, Any]) -> str:
     wins = summary["model_beats_all"]
     return (f"MSE {wins['mse']}, Sinkhorn {wins['sinkhorn']}, kinetic energy {wins['kinetic_energy_error']} "
             f"of {summary['jumps']} jumps")
+
+
+def density_at_last_jump(report: dict[str, Any]) -> dict[str, dict[str, float]]:
+    """{metric: {"reference": value, predictor: value, ...}} for the density metrics the report has
+    ("neighbour_count", "nearest_neighbour_distance") at the last jump the model made."""
+    jumps = report["model_jumps"]
+    if jumps < 1:
+        return {}
+    row = report["per_jump"][jumps - 1]
+    return {metric: {name: row[metric][name] for name in ["reference", *report["predictors"]] if name in row[metric]}
+            for metric in ("neighbour_count", "nearest_neighbour_distance") if metric in row}
 
 
 def _horizons(
@@ -331,6 +383,15 @@ def render_markdown(report: dict[str, Any], plots: dict[str, str]) -> str:
             f"{result['model_lower_kinetic_energy_error']} of {result['jumps']} jumps"
         )
     doc.bullet(f"below every trivial predictor at once: {beats_all_line(summary)}")
+    density = density_at_last_jump(report)
+    if "neighbour_count" in density:
+        doc.bullet(f"density of the water at jump {report['model_jumps']}, mean number of neighbours within "
+                   f"{report['density_radius']:g} (higher = compressed): "
+                   + ", ".join(f"{name} {value:.3g}" for name, value in density["neighbour_count"].items()))
+    if "nearest_neighbour_distance" in density:
+        doc.bullet(f"mean nearest-neighbour distance of the water at jump {report['model_jumps']} (lower = "
+                   "compressed or disordered): "
+                   + ", ".join(f"{name} {value:.4g}" for name, value in density["nearest_neighbour_distance"].items()))
 
     doc.heading("Per jump").line("Kinetic energy ½Σ|v|² (unit mass, v from the jump's displacement).").line()
     header = ["jump", "frame", *(f"MSE {n}" for n in names), *(f"Sinkhorn {n}" for n in names), "E_kin ref.",

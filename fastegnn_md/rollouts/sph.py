@@ -311,6 +311,7 @@ class SPHRollout(RolloutCase):
                 max_particles=self.sinkhorn_particles,
             ),
             bounds=self.metadata.get("bounds"),
+            density_radius=float(self.metadata["default_connectivity_radius"]),
             notes=notes,
             info=info,
         )
