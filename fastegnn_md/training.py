@@ -28,8 +28,8 @@ from .checkpoint import DataSpec, load_checkpoint, save_checkpoint
 from .errors import FastEGNNError, FastEGNNWarning
 from .graph import FramePair, GraphBatch, collate, feature_dims, local_pairs
 from .io import write_atomically
-from .losses import (box_loss, gyration_loss, kinetic_energy_loss, local_distance_loss, mmd_loss, moving_subset,
-                     position_mse, radial_distance_loss)
+from .losses import (box_loss, density_loss, gyration_loss, kinetic_energy_loss, local_distance_loss, mmd_loss,
+                     moving_subset, position_mse, radial_distance_loss)
 from .models import JumpModel, build_model, model_hparams
 from .models.fastegnn import VIRTUAL_INITS
 from .models.precision import check_precision, precision_context
@@ -76,6 +76,9 @@ class TrainConfig:
     energy_weight (0 = off) adds that multiple of `kinetic_energy_loss` (the log-ratio of each
     graph's predicted to observed RMS displacement over the jump), against a jump that damps a
     splash or jitters where the data rest.
+    density_weight (0 = off) adds that multiple of `density_loss` (each predicted particle's
+    neighbour density within density_radius, length unit, default the graph's cutoff, against the
+    target frame's), so repeated jumps do not compress water into clumps.
     ema_decay (0 = off; e.g. 0.99) keeps an exponential moving average of the weights over the
     optimizer steps (`WeightAverage`, as NequIP and MACE train), validates and saves *it*: the
     small biases that one-jump MSE barely sees (a protein's Rg drift per jump) then stop
@@ -119,6 +122,8 @@ class TrainConfig:
     box_weight: float = 0.0
     box_margin: float = 0.0
     energy_weight: float = 0.0
+    density_weight: float = 0.0
+    density_radius: Optional[float] = None
     ema_decay: float = 0.0
     virtual_init: str = "centroid"
     init: Optional[str] = None
@@ -162,10 +167,15 @@ class TrainConfig:
             raise ValueError("noise_correction takes back part of the input noise: it needs input_noise > 0")
         if self.box_margin > 0 and self.box_weight == 0:
             raise ValueError("box_margin moves the box of the box term: it needs box_weight > 0")
+        if self.density_radius is not None and not (math.isfinite(self.density_radius) and self.density_radius > 0):
+            raise ValueError(f"density_radius must be a positive length, got {self.density_radius}")
+        if self.density_weight > 0 and self.density_radius is None and self.cutoff is None:
+            raise ValueError("density_weight needs a density_radius (the graph has no cutoff to default to)")
         if not (math.isfinite(self.ema_decay) and 0.0 <= self.ema_decay < 1.0):
             raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
         for name in ("lr", "weight_decay", "mmd_weight", "input_noise", "local_distance_weight",
-                     "radial_distance_weight", "gyration_weight", "box_weight", "box_margin", "energy_weight"):
+                     "radial_distance_weight", "gyration_weight", "box_weight", "box_margin", "energy_weight",
+                     "density_weight"):
             value = getattr(self, name)
             if not (math.isfinite(value) and value >= 0):
                 raise ValueError(f"{name} must be a finite number >= 0, got {value}")
@@ -563,7 +573,7 @@ class Trainer:
         order = torch.randperm(len(self.train_pairs), generator=self.shuffle_rng).tolist()
         num_batches = math.ceil(len(order) / config.batch_size)
         sums = {"loss": 0.0, "mse": 0.0, "mmd": 0.0, "local": 0.0, "radial": 0.0, "gyration": 0.0, "box": 0.0,
-                "energy": 0.0}
+                "energy": 0.0, "density": 0.0}
         bar = tqdm(
             self._training_batches(order),
             total=num_batches,
@@ -613,6 +623,10 @@ class Trainer:
                 energy = kinetic_energy_loss(out.positions, batch.target_positions, batch.positions, batch.batch,
                                              batch.num_graphs, batch.moving)
                 loss = loss + config.energy_weight * energy
+            density = torch.zeros((), dtype=mse.dtype)
+            if config.density_weight > 0:
+                density = self._density_loss(batch, out.positions)
+                loss = loss + config.density_weight * density
             if not torch.isfinite(loss):
                 # Stop before the weights are poisoned; last.pt still holds the last good epoch.
                 raise TrainingDiverged(
@@ -634,6 +648,7 @@ class Trainer:
             sums["gyration"] += gyration.item()
             sums["box"] += box.item()
             sums["energy"] += energy.item()
+            sums["density"] += density.item()
             bar.set_postfix(mse=f"{mse.item():.4g}")
         return {k: v / num_batches for k, v in sums.items()}
 
@@ -661,6 +676,20 @@ class Trainer:
         pairs = local_pairs(batch.positions.detach().cpu().numpy(), batch.graph_sizes.tolist(),
                             self.config.local_distance_cutoff, moving)
         return torch.as_tensor(pairs, device=batch.positions.device)
+
+    def _density_loss(self, batch: GraphBatch, predicted: torch.Tensor) -> torch.Tensor:
+        """`density_loss` of the batch's predicted frame against its targets, each frame's close
+        pairs found on its own (detached) positions, walls included."""
+        config = self.config
+        radius = config.density_radius if config.density_radius is not None else config.cutoff
+        sizes = batch.graph_sizes.tolist()
+
+        def pairs(frame: torch.Tensor) -> torch.Tensor:
+            found = local_pairs(frame.detach().cpu().numpy(), sizes, radius)
+            return torch.as_tensor(found, device=frame.device)
+
+        return density_loss(predicted, batch.target_positions, pairs(predicted), pairs(batch.target_positions),
+                            radius, batch.moving)
 
     def _training_batches(self, order: list[int]) -> Iterator[GraphBatch]:
         """Batches of the training pairs in ``order``: as they are, or noised and unrolled."""
@@ -717,6 +746,7 @@ class Trainer:
                     **({"train_gyration": train["gyration"]} if self.config.gyration_weight > 0 else {}),
                     **({"train_box": train["box"]} if self.config.box_weight > 0 else {}),
                     **({"train_energy": train["energy"]} if self.config.energy_weight > 0 else {}),
+                    **({"train_density": train["density"]} if self.config.density_weight > 0 else {}),
                     "valid_mse": valid_mse,
                     "best_valid_mse": self.state.best_valid_mse,
                     "seconds": time.perf_counter() - start,

@@ -251,6 +251,16 @@ def test_box_weight_trains_on_sph_data_and_is_a_one_line_error_on_data_without_a
         capsys, ["train", "--data", walls, "--jump", "3", "--box-weight", "-1", "--out", tmp_path / "neg", *TINY])
 
 
+def test_density_weight_trains_on_sph_data_with_the_graph_cutoff_as_its_default_radius(walls, tmp_path, capsys):
+    assert cli("train", "--data", walls, "--jump", "3", "--density-weight", "0.5", "--out", tmp_path / "d", *TINY) == 0
+    config = load_checkpoint(tmp_path / "d" / "best.pt").training["config"]
+    assert config["density_weight"] == 0.5 and config["density_radius"] is None and config["cutoff"] > 0
+    assert json.loads((tmp_path / "d" / "metrics.jsonl").read_text().splitlines()[0])["train_density"] >= 0
+    assert "density_radius must be a positive length" in run_error(
+        capsys, ["train", "--data", walls, "--jump", "3", "--density-weight", "1", "--density-radius", "0",
+                 "--out", tmp_path / "neg", *TINY])
+
+
 def test_starts_and_start_window_choose_the_input_frames_and_are_recorded(walls, nbody, tmp_path, capsys):
     """--starts N --start-window F: N input frames per trajectory among the first F (the authors'
     15 among 250 by default), recorded so evaluate and rollouts read the data the same way."""

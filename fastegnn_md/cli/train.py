@@ -134,6 +134,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                        help="add W x the squared log-ratio of each graph's predicted to observed RMS displacement over "
                             "the jump (its kinetic energy), against damped fast motion and jitter where the data "
                             "rest (0: off, the default)")
+    train.add_argument("--density-weight", type=float, default=0.0, metavar="W",
+                       help="add W x the squared error of each predicted particle's neighbour density (SPH's poly6 "
+                            "kernel shape, unnormalised) against the target frame's, so repeated jumps do not "
+                            "compress water into clumps (0: off, the default)")
+    train.add_argument("--density-radius", type=float, default=None, metavar="H",
+                       help="the kernel radius of --density-weight, length unit (default: the graph's cutoff)")
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--max-train", type=positive_int, default=None, help="use only the first N training examples")
     train.add_argument("--max-valid", type=positive_int, default=None, help="use only the first N validation examples")
@@ -258,6 +264,8 @@ def run(args: argparse.Namespace) -> int:
             box_weight=args.box_weight,
             box_margin=args.box_margin,
             energy_weight=args.energy_weight,
+            density_weight=args.density_weight,
+            density_radius=args.density_radius,
             ema_decay=args.ema,
             virtual_init=args.virtual_init,
             init=args.init,
