@@ -11,6 +11,11 @@ checkpoints trained with different ``--starts`` are scored on different pairs. H
 checkpoint is scored on all frames that have a pair (the checkpoint's jump and velocity
 convention; the first checkpoint's, which all must share), so the numbers compare. MSE pools
 every water coordinate (box units²), as training does; walls are inputs only.
+
+Beside the MSE, the one-jump **density error**: `losses.density_loss` of each prediction against
+its target (each water particle's neighbour density within the first checkpoint's graph cutoff,
+walls counted as neighbours), averaged over pairs: how far a single jump moves the water's local
+density from the data's, which position MSE barely sees.
 """
 
 from __future__ import annotations
@@ -19,13 +24,17 @@ import argparse
 import copy
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from fastegnn_md import spec_keys
 from fastegnn_md.datasets import open_for_checkpoint
 from fastegnn_md.errors import CheckpointError, DataError
 from fastegnn_md.evaluation import jump_scores
+from fastegnn_md.graph import local_pairs
+from fastegnn_md.losses import density_loss
 from fastegnn_md.predictor import Predictor
+from fastegnn_md.rollout import TRIVIAL_PREDICTORS, StartState
 
 #: More input frames than any trajectory has: `paper_starts` then returns all of them.
 EVERY_FRAME = 10**9
@@ -50,14 +59,32 @@ def load_predictors(checkpoints: list[str]) -> dict[str, Predictor]:
     return predictors
 
 
-def score(predictors: dict[str, Predictor], data: Path, split: str) -> tuple[dict[str, float], int]:
-    """({name: one-jump MSE (box units²)} for "no motion", "constant velocity" and each checkpoint,
-    the number of pairs)."""
+def density_error(pairs: list, predicted: list, radius: float) -> float:
+    """Mean over pairs of `losses.density_loss` (walls at their targets, water scored)."""
+    errors = []
+    for pair, guess in zip(pairs, predicted):
+        target = np.asarray(pair.target_positions, dtype=np.float64)
+        frame = np.array(guess, dtype=np.float64)
+        moving = np.ones(len(target), dtype=bool) if pair.moving is None else np.array(pair.moving, dtype=bool)
+        frame[~moving] = target[~moving]
+
+        def close(x: np.ndarray) -> torch.Tensor:
+            return torch.as_tensor(local_pairs(x, [len(x)], radius))
+
+        errors.append(float(density_loss(torch.as_tensor(frame), torch.as_tensor(target), close(frame), close(target),
+                                         radius, torch.as_tensor(moving))))
+    return float(np.mean(errors))
+
+
+def score(predictors: dict[str, Predictor], data: Path, split: str) -> tuple[dict[str, tuple[float, float]], int]:
+    """({name: (one-jump MSE (box units²), density error)} for "no motion", "constant velocity"
+    and each checkpoint, the number of pairs)."""
     spec = next(iter(predictors.values())).spec
+    radius = float(spec.cutoff)
     pairs = every_frame_pairs(data, spec, split)
     if not pairs:
         raise SystemExit(f"sph_one_jump.py: {data}: the {split} split has no pairs")
-    results: dict[str, float] = {}
+    results: dict[str, tuple[float, float]] = {}
     for name, predictor in predictors.items():
         predicted = [
             predictor.predict(pair.positions, pair.velocities, pair.node_attrs, moving=pair.moving,
@@ -66,8 +93,11 @@ def score(predictors: dict[str, Predictor], data: Path, split: str) -> tuple[dic
         ]
         scores = jump_scores(pairs, predicted, spec.dt)  # the trivial predictors come with every call
         if not results:
-            results = {"no motion": scores["no_motion"]["mse"], "constant velocity": scores["constant_velocity"]["mse"]}
-        results[name] = scores["model"]["mse"]
+            for trivial, predict in TRIVIAL_PREDICTORS.items():  # as jump_scores makes them
+                guesses = [predict(StartState(np.asarray(pair.positions, np.float64), pair.velocities), 1,
+                                   float(pair.metadata.get("dt", spec.dt)))[0] for pair in pairs]
+                results[trivial] = (scores[trivial.replace(" ", "_")]["mse"], density_error(pairs, guesses, radius))
+        results[name] = (scores["model"]["mse"], density_error(pairs, predicted, radius))
     return results, len(pairs)
 
 
@@ -83,9 +113,9 @@ def main() -> None:
         predictors = load_predictors(args.checkpoints)
         for split in args.split:
             results, count = score(predictors, args.data, split)
-            print(f"{args.data} {split}: {count} pairs (every input frame), one-jump MSE x1e-4")
-            for name, mse in results.items():
-                print(f"  {name}: {mse * 1e4:.3f}")
+            print(f"{args.data} {split}: {count} pairs (every input frame), one-jump MSE x1e-4 | density error")
+            for name, (mse, density) in results.items():
+                print(f"  {name}: {mse * 1e4:.3f} | {density:.4f}")
     except (CheckpointError, DataError) as exc:
         raise SystemExit(f"sph_one_jump.py: {exc}") from None
 
