@@ -33,7 +33,7 @@ from fastegnn_md.adapters.splishsplash import SPHSceneSettings, generate_sph_dat
 from fastegnn_md.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
 from fastegnn_md.cli import main  # noqa: E402
 from fastegnn_md.predictor import Predictor  # noqa: E402
-from fastegnn_md.reports.sph import density_at_last_jump  # noqa: E402
+from fastegnn_md.reports.sph import _errors_figure, density_at_last_jump  # noqa: E402
 from fastegnn_md.sph_rollout import rollout_sph  # noqa: E402
 from fastegnn_md.training import TrainConfig, Trainer  # noqa: E402
 
@@ -180,6 +180,11 @@ def test_density_rows_recomputed_by_brute_force(cli_rollout, reference, dataset)
     markdown = (report_dir / "report.md").read_text()
     assert "mean nearest-neighbour distance of the water at jump 5" in markdown
     assert f"density of the water at jump 5, mean number of neighbours within {radius:g}" in markdown
+    # errors.png: a fourth panel, the density, where the rows have it
+    assert len(_errors_figure(report).axes) == 4
+    rows = [{key: value for key, value in row.items() if key != "neighbour_count"} for row in report["per_jump"]]
+    without = dict(report, per_jump=rows)
+    assert len(_errors_figure(without).axes) == 3
 
 
 def test_win_counts_follow_the_per_jump_rows(cli_rollout):

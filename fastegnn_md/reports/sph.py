@@ -6,15 +6,17 @@ output is ``report.json``, ``report.md`` and two PNGs in one directory, each wri
 * ``frames.png``: a few jumps side by side, reference above the model, projected on the x–y
   plane (side view, gravity −y pointing down), particles coloured by speed (finite difference
   over the jump that led to the frame), walls grey;
-* ``errors.png``: MSE, Sinkhorn divergence and kinetic energy against the horizon (jumps), for
-  the model and the trivial predictors (and the reference's kinetic energy).
+* ``errors.png``: MSE, Sinkhorn divergence, kinetic energy and (with ``density_radius``) the
+  density against the horizon (jumps), for the model and the trivial predictors (and the
+  reference's kinetic energy and density).
 
 Per-jump metrics (`per_jump.JumpMetric`, by name): ``mse``, ``sinkhorn``, ``kinetic_energy``
 (with the reference's as its entry ``"reference"``), ``kinetic_energy_error``,
 ``nearest_neighbour_distance`` and, with ``density_radius``, ``neighbour_count`` (the local
-density, the reference's beside; `particle_metrics`) and, when the bounds are known, ``outside_box`` (scored particles outside the
-box, the reference's beside; the report's ``outside_box`` is each predictor's most at any jump).
-Only moving particles are scored: walls follow the reference in every predictor.
+density, the reference's beside; `particle_metrics`), and, when the bounds are known,
+``outside_box`` (scored particles outside the box, the reference's beside; the report's
+``outside_box`` is each predictor's most at any jump). Only moving particles are scored: walls
+follow the reference in every predictor.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from .. import particle_metrics as pm
 from .files import write_report_files
 from .markdown import MarkdownDocument, info_bullets, significant
 from .per_jump import MODEL, JumpMetric, SummaryStat, final, mean, mean_square, per_jump_rows, summarise, with_start
-from .plots import PlotSet, new_figure, plot_predictors
+from .plots import PlotSet, new_figure, plot_predictors, series
 
 #: Columns of frames.png (jumps shown side by side).
 FRAMES_SHOWN = 4
@@ -479,19 +481,24 @@ def _frames_figure(inputs: SPHReportInputs) -> Any:
 def _errors_figure(report: dict[str, Any]) -> Any:
     rows = report["per_jump"]
     names = report["predictors"]
-    fig = new_figure((15, 3.8))
-    axes = fig.subplots(1, 3)
-    for ax, metric in zip(axes, ("mse", "sinkhorn", "kinetic_energy")):
+    metrics = ["mse", "sinkhorn", "kinetic_energy"]
+    if any("neighbour_count" in row for row in rows):  # the density panel, where the report has it
+        metrics.append("neighbour_count")
+    fig = new_figure((5 * len(metrics), 3.8))
+    axes = fig.subplots(1, len(metrics))
+    for ax, metric in zip(axes, metrics):
         plot_predictors(ax, rows, "jump", metric, names)
-    axes[2].plot([r["jump"] for r in rows], [r["kinetic_energy"]["reference"] for r in rows], "k-", lw=2,
-                 label="reference")
+    for ax, metric in zip(axes[2:], metrics[2:]):  # the reference's own energy and density
+        ax.plot(*series(rows, "jump", metric, "reference"), "k-", lw=2, label="reference")
+        ax.legend(fontsize=8)
     axes[0].set_ylabel("MSE, mean |x̂ − x|²")
     axes[1].set_ylabel(f"Sinkhorn divergence (ε = {report['sinkhorn']['reg']:.2g})")
     axes[2].set_ylabel("kinetic energy ½Σ|v|²")
+    if len(axes) > 3:
+        axes[3].set_ylabel(f"density: neighbours within {report['density_radius']:g}")
     for ax in axes:
         ax.set_xlabel(f"jumps (1 jump = {report['jump_frames']} frames)")
         ax.grid(alpha=0.3, which="both")
     for ax in axes[:2]:
         ax.set_yscale("log")  # zeros (a perfect start) are masked, growth over decades stays visible
-    axes[2].legend(fontsize=8)
     return fig
