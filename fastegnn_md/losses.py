@@ -295,11 +295,11 @@ def density_loss(
     Shapes: predicted, target (N, 3); predicted_pairs, target_pairs (2, P) the pairs closer than
     ``radius`` in each frame (i < j, within one graph; walls included, so water by a wall is as
     dense as in the data); moving (N,) bool keeps the predicted nodes' densities in the mean.
-    A jump trained on position MSE alone puts an uncertain particle at its neighbours' mean
-    position, so water collapses, jump after jump, into far denser clumps than SPH water (nearly
-    incompressible) ever forms; the density of the next frame is close to certain even where the
-    positions are not, so this term can ask for it without asking for the unpredictable. Invariant
-    under E(3) and permutations; with no node it is 0.
+    A jump trained on position MSE alone puts an uncertain particle at the mean of where it may
+    go; jump after jump the shipped SPH model packed water into far denser clumps than SPH water
+    (nearly incompressible) ever forms. The density of the next frame is close to certain even
+    where the positions are not, so this term can ask for it without asking for the
+    unpredictable. Invariant under E(3) and permutations; with no node it is 0.
     """
     error = kernel_density(predicted, predicted_pairs, radius) - kernel_density(target, target_pairs, radius)
     if moving is not None:

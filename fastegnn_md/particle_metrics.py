@@ -130,9 +130,9 @@ def kinetic_energy(velocities: np.ndarray, mass: float = 1.0) -> np.ndarray:
 def mean_nearest_neighbour_distance(positions: np.ndarray) -> float:
     """Mean over particles of the distance to the nearest other particle: (N, d) L -> L.
 
-    A local density: a compressed fluid has a smaller value, a sparser one a larger. Water at
-    rest in SPH data keeps it near the sampling spacing (2 × particle radius); a learned jump
-    that compresses the settled pool lowers it. Needs N >= 2.
+    Compression and disorder lower it, spreading raises it. SPH water keeps it near its
+    sampling spacing (2 × particle radius); a jump that packs water into clumps lowers it.
+    Needs N >= 2.
     """
     x = np.asarray(positions, dtype=np.float64)
     if x.ndim != 2 or x.shape[0] < 2:
@@ -144,8 +144,9 @@ def mean_nearest_neighbour_distance(positions: np.ndarray) -> float:
 def mean_neighbour_count(positions: np.ndarray, radius: float) -> float:
     """Mean over particles of how many other particles lie within ``radius``: (N, d) L, L -> count.
 
-    A density without a kernel: near-incompressible SPH water keeps it within a few per cent
-    of its start, while a jump that compresses the water raises it (and thins a settled pool).
+    A density without a kernel. SPH water is nearly incompressible, so the count falls only
+    where water sprays into drops or thins at a free surface; a count above the reference
+    frame's is compression (a jump that packs water into clumps raises it).
     """
     x = np.asarray(positions, dtype=np.float64)
     if x.ndim != 2 or x.shape[0] < 1:
