@@ -30,11 +30,9 @@ import torch
 from fastegnn_md import spec_keys
 from fastegnn_md.datasets import open_for_checkpoint
 from fastegnn_md.errors import CheckpointError, DataError
-from fastegnn_md.evaluation import jump_scores
-from fastegnn_md.graph import local_pairs
-from fastegnn_md.losses import density_loss
+from fastegnn_md.evaluation import jump_scores, trivial_guesses
+from fastegnn_md.losses import frame_density_loss
 from fastegnn_md.predictor import Predictor
-from fastegnn_md.rollout import TRIVIAL_PREDICTORS, StartState
 
 #: More input frames than any trajectory has: `paper_starts` then returns all of them.
 EVERY_FRAME = 10**9
@@ -60,19 +58,15 @@ def load_predictors(checkpoints: list[str]) -> dict[str, Predictor]:
 
 
 def density_error(pairs: list, predicted: list, radius: float) -> float:
-    """Mean over pairs of `losses.density_loss` (walls at their targets, water scored)."""
+    """Mean over pairs of `losses.frame_density_loss` (walls at their targets, water scored)."""
     errors = []
     for pair, guess in zip(pairs, predicted):
         target = np.asarray(pair.target_positions, dtype=np.float64)
         frame = np.array(guess, dtype=np.float64)
         moving = np.ones(len(target), dtype=bool) if pair.moving is None else np.array(pair.moving, dtype=bool)
         frame[~moving] = target[~moving]
-
-        def close(x: np.ndarray) -> torch.Tensor:
-            return torch.as_tensor(local_pairs(x, [len(x)], radius))
-
-        errors.append(float(density_loss(torch.as_tensor(frame), torch.as_tensor(target), close(frame), close(target),
-                                         radius, torch.as_tensor(moving))))
+        errors.append(float(frame_density_loss(torch.as_tensor(frame), torch.as_tensor(target), [len(frame)], radius,
+                                               torch.as_tensor(moving))))
     return float(np.mean(errors))
 
 
@@ -93,10 +87,8 @@ def score(predictors: dict[str, Predictor], data: Path, split: str) -> tuple[dic
         ]
         scores = jump_scores(pairs, predicted, spec.dt)  # the trivial predictors come with every call
         if not results:
-            for trivial, predict in TRIVIAL_PREDICTORS.items():  # as jump_scores makes them
-                guesses = [predict(StartState(np.asarray(pair.positions, np.float64), pair.velocities), 1,
-                                   float(pair.metadata.get("dt", spec.dt)))[0] for pair in pairs]
-                results[trivial] = (scores[trivial.replace(" ", "_")]["mse"], density_error(pairs, guesses, radius))
+            for trivial, guesses in trivial_guesses(pairs, spec.dt).items():
+                results[trivial.replace("_", " ")] = (scores[trivial]["mse"], density_error(pairs, guesses, radius))
         results[name] = (scores["model"]["mse"], density_error(pairs, predicted, radius))
     return results, len(pairs)
 

@@ -45,6 +45,20 @@ def _scored(pair: FramePair, positions: np.ndarray) -> tuple[np.ndarray, np.ndar
     return positions, target
 
 
+def trivial_guesses(pairs: Sequence[FramePair], dt: float) -> dict[str, list[np.ndarray]]:
+    """One jump of the rollout's `TRIVIAL_PREDICTORS` from every pair's input frame:
+    ``{"no_motion" | "constant_velocity": [(N_i, 3) per pair]}``, the data's length unit. ``dt``:
+    the jump in the source's time unit, used where a pair carries no ``metadata["dt"]``."""
+    guesses = {}
+    for name, predict in TRIVIAL_PREDICTORS.items():
+        guesses[name.replace(" ", "_")] = [
+            predict(StartState(np.asarray(pair.positions, dtype=np.float64), pair.velocities), 1,
+                    float(pair.metadata.get("dt", dt)))[0]
+            for pair in pairs
+        ]
+    return guesses
+
+
 def jump_scores(pairs: Sequence[FramePair], predicted: Sequence[np.ndarray], dt: float) -> dict[str, dict[str, float]]:
     """Lab-frame and aligned MSE of ``predicted`` and of `TRIVIAL_PREDICTORS` on ``pairs``.
 
@@ -57,11 +71,7 @@ def jump_scores(pairs: Sequence[FramePair], predicted: Sequence[np.ndarray], dt:
     """
     if len(predicted) != len(pairs):
         raise ValueError(f"{len(predicted)} predictions for {len(pairs)} pairs")
-    jumps = [float(pair.metadata.get("dt", dt)) for pair in pairs]
-    guesses = {"model": list(predicted)}
-    for name, predict in TRIVIAL_PREDICTORS.items():  # one jump of the rollout's trivial predictors
-        starts = [StartState(np.asarray(pair.positions, dtype=np.float64), pair.velocities) for pair in pairs]
-        guesses[name.replace(" ", "_")] = [predict(start, 1, jump)[0] for start, jump in zip(starts, jumps)]
+    guesses = {"model": list(predicted), **trivial_guesses(pairs, dt)}
     scores = {}
     for name, positions in guesses.items():
         scored = [_scored(pair, np.asarray(guess, dtype=np.float64)) for pair, guess in zip(pairs, positions)]

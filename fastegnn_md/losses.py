@@ -6,6 +6,8 @@ from typing import Callable, Optional
 
 import torch
 
+from .graph import local_pairs
+
 
 def position_mse(
     predicted: torch.Tensor, target: torch.Tensor, moving: Optional[torch.Tensor] = None
@@ -307,3 +309,20 @@ def density_loss(
     if error.shape[0] == 0:
         return predicted.sum() * 0.0
     return (error**2).mean()
+
+
+def frame_density_loss(
+    predicted: torch.Tensor,
+    target: torch.Tensor,
+    graph_sizes: list[int],
+    radius: float,
+    moving: Optional[torch.Tensor] = None,
+) -> torch.Tensor:
+    """`density_loss` of ``predicted`` against ``target`` (both (N, 3), B graphs concatenated
+    node-wise with ``graph_sizes`` nodes each), each frame's pairs closer than ``radius`` found on
+    its own detached positions (`graph.local_pairs`, walls included); -> scalar."""
+
+    def close(frame: torch.Tensor) -> torch.Tensor:
+        return torch.as_tensor(local_pairs(frame.detach().cpu().numpy(), graph_sizes, radius), device=frame.device)
+
+    return density_loss(predicted, target, close(predicted), close(target), radius, moving)

@@ -28,8 +28,8 @@ from .checkpoint import DataSpec, load_checkpoint, save_checkpoint
 from .errors import FastEGNNError, FastEGNNWarning
 from .graph import FramePair, GraphBatch, collate, feature_dims, local_pairs
 from .io import write_atomically
-from .losses import (box_loss, density_loss, gyration_loss, kinetic_energy_loss, local_distance_loss, mmd_loss,
-                     moving_subset, position_mse, radial_distance_loss)
+from .losses import (box_loss, frame_density_loss, gyration_loss, kinetic_energy_loss, local_distance_loss,
+                     mmd_loss, moving_subset, position_mse, radial_distance_loss)
 from .models import JumpModel, build_model, model_hparams
 from .models.fastegnn import VIRTUAL_INITS
 from .models.precision import check_precision, precision_context
@@ -678,18 +678,11 @@ class Trainer:
         return torch.as_tensor(pairs, device=batch.positions.device)
 
     def _density_loss(self, batch: GraphBatch, predicted: torch.Tensor) -> torch.Tensor:
-        """`density_loss` of the batch's predicted frame against its targets, each frame's close
-        pairs found on its own (detached) positions, walls included."""
+        """`frame_density_loss` of the batch's predicted frame against its targets."""
         config = self.config
         radius = config.density_radius if config.density_radius is not None else config.cutoff
-        sizes = batch.graph_sizes.tolist()
-
-        def pairs(frame: torch.Tensor) -> torch.Tensor:
-            found = local_pairs(frame.detach().cpu().numpy(), sizes, radius)
-            return torch.as_tensor(found, device=frame.device)
-
-        return density_loss(predicted, batch.target_positions, pairs(predicted), pairs(batch.target_positions),
-                            radius, batch.moving)
+        return frame_density_loss(predicted, batch.target_positions, batch.graph_sizes.tolist(), radius,
+                                  batch.moving)
 
     def _training_batches(self, order: list[int]) -> Iterator[GraphBatch]:
         """Batches of the training pairs in ``order``: as they are, or noised and unrolled."""
