@@ -24,7 +24,10 @@ their neighbours, and the water's density at the last jump, the model's and the 
 mean number of neighbours within the connectivity radius (higher = compressed) and the mean
 nearest-neighbour distance (lower = compressed or disordered). ``--keep-in-box M`` runs the
 rollouts with the opt-in box constraint (`fastegnn_md.rollouts.box_constraint`, the same for
-every predictor) and adds the most of the model's particles it moved at one jump, and in all.
+every predictor) and adds the most of the model's particles it moved at one jump, and in all;
+``--keep-density`` runs them with the opt-in incompressibility constraint
+(`fastegnn_md.rollouts.density_constraint`, after the box constraint if both are on) and adds
+the model's densest water before the push, at most and in the median over jumps.
 """
 
 from __future__ import annotations
@@ -74,13 +77,15 @@ def one_jump(checkpoint: str, data: Path) -> dict[str, dict[str, float]]:
 
 
 def rollout(checkpoint: str, scenes: Path, split: str, index: int, jumps: int,
-            keep_in_box: Optional[float] = None) -> str:
+            keep_in_box: Optional[float] = None, keep_density: bool = False) -> str:
     """One rollout's cells: most outside (first jump with any), the jumps below both trivial
     predictors on MSE, Sinkhorn and kinetic energy (the report's ``model_beats_all``), MSE at 1/5/20,
-    where the leaving particles started; with ``keep_in_box``, what the constraint moved first."""
+    where the leaving particles started; with ``keep_in_box`` / ``keep_density``, what the
+    constraints did first."""
     with tempfile.TemporaryDirectory() as tmp:
         out = rollout_sph(scenes, checkpoint, split=split, trajectory=index, jumps=jumps, report_dir=Path(tmp) / "r",
-                          sinkhorn_particles=200, progress=False, keep_in_box=keep_in_box)
+                          sinkhorn_particles=200, progress=False, keep_in_box=keep_in_box,
+                          keep_density=keep_density)
         (predicted,) = list(read_lagrangebench(out.predicted))
     report = out.report
     bounds = np.asarray(open_sph_dataset(scenes, split)[0]["bounds"], dtype=np.float64)  # metadata only
@@ -96,6 +101,11 @@ def rollout(checkpoint: str, scenes: Path, split: str, index: int, jumps: int,
     density = density_at_last_jump(report)
     count, nearest = density["neighbour_count"], density["nearest_neighbour_distance"]
     constraint = "" if moved is None else f"box constraint moved {max(moved, default=0)} at most, {sum(moved)} in all | "
+    pushed = report["info"].get("keep_density")
+    if pushed is not None:
+        densest = pushed["densest_before"]
+        constraint += (f"model's densest water before the density push {max(densest, default=float('nan')):.3g} at most, "
+                       f"median {float(np.median(densest)) if densest else float('nan'):.3g} | ")
     return (constraint + f"{report['outside_box']['model']} of {report['scored_particles']} (first: jump {first}; "
             f"at the last jump: {last}) | "
             f"MSE wins {wins[0]} | Sinkhorn wins {wins[1]} | kinetic-energy wins {wins[2]} of {report['model_jumps']} | "
@@ -153,6 +163,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--keep-in-box", type=float, default=None, metavar="M",
                         help="roll out with the box constraint at margin M (default off: the model alone)")
+    parser.add_argument("--keep-density", action="store_true",
+                        help="roll out with the incompressibility constraint (default off: the model alone)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     warnings.filterwarnings("ignore")
@@ -169,7 +181,8 @@ def main() -> None:
         split, index = entry.split(":")
         for checkpoint in args.checkpoints:
             print(f"{args.scenes} {split} {index}, `{checkpoint}`: "
-                  f"{rollout(checkpoint, args.scenes, split, int(index), args.jumps, args.keep_in_box)}", flush=True)
+                  f"{rollout(checkpoint, args.scenes, split, int(index), args.jumps, args.keep_in_box, args.keep_density)}",
+                  flush=True)
 
 
 if __name__ == "__main__":

@@ -273,7 +273,8 @@ class SPHDatasetKind(DataKind):
     train_flags = {"--jump": "jump", "--velocity": "velocity_convention", "--gravity-axis": "gravity_axis",
                    "--starts": "num_starts", "--start-window": "start_window"}
     rollout_flags = {"--split": "split", "--trajectory": "trajectory", "--sinkhorn-particles": "sinkhorn_particles",
-                     "--keep-in-box": "keep_in_box"}
+                     "--keep-in-box": "keep_in_box", "--keep-density": "keep_density",
+                     "--particle-radius": "particle_radius"}
     flag_hints = {"--frames": "use --jump"}
 
     def recognises(self, path: Path) -> bool:

@@ -16,7 +16,8 @@ from .common import add_device_arguments, positive_int, set_torch_threads, torch
 
 #: Flags that only some kinds of data take (each kind declares its own in ``rollout_flags``).
 KIND_FLAGS = {"--topology": "topology", "--split": "split", "--trajectory": "trajectory_index",
-              "--sinkhorn-particles": "sinkhorn_particles", "--keep-in-box": "keep_in_box"}
+              "--sinkhorn-particles": "sinkhorn_particles", "--keep-in-box": "keep_in_box",
+              "--keep-density": "keep_density", "--particle-radius": "particle_radius"}
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -52,6 +53,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                          "than M (length unit, e.g. the particle radius), back to M from that face, in the model's "
                          "rollout and the trivial predictors' alike; the report counts the particles moved (default "
                          "off: the model alone)")
+    ro.add_argument("--keep-density", action="store_true", default=None,
+                    help="SPH: after every jump, push water apart until none is denser than at rest (the solver's "
+                         "cubic kernel, support 4 particle radii, walls as neighbours; position-based fluids), in the "
+                         "model's rollout and the trivial predictors' alike; the report counts the particles moved "
+                         "and the model's densest water before the push (default off)")
+    ro.add_argument("--particle-radius", type=float, default=None, metavar="R",
+                    help="SPH, with --keep-density: the solver's particle radius (length unit; default: metadata.json "
+                         "generator.settings.particle_radius, which `fastegnn-md sph generate` records)")
     add_device_arguments(ro)
     ro.add_argument("--sample", action="store_true",
                     help="draw each jump from the checkpoint's fitted spread (fastegnn-md calibrate) instead of its mean")

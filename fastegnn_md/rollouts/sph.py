@@ -23,7 +23,11 @@ domain) in one jump.
 With ``keep_in_box`` M (`--keep-in-box`; off by default) the water is put back inside the box
 after every jump, M from any face it crossed or came nearer than M to, in the model's rollout
 and the trivial predictors' alike (`fastegnn_md.rollouts.box_constraint`); the report's info
-holds M and the model's particles it moved at each jump, and a note says so.
+holds M and the model's particles it moved at each jump, and a note says so. With
+``keep_density`` (`--keep-density`; off by default) the water is then pushed apart until none of it
+is denser than at rest, again for every predictor (`fastegnn_md.rollouts.density_constraint`; the
+particle radius from ``--particle-radius`` or the metadata's generator settings); the info holds,
+per jump, the model's densest water before the push and the particles it moved.
 
 Outputs: ``out`` (default ``<report>/predicted.h5``), a LagrangeBench HDF5 file with one
 trajectory (group ``"00000"``: ``position`` (1 + K, N, 3) float32 — row 0 the start frame, row k
@@ -55,6 +59,7 @@ from ..predictor import Predictor
 from ..reports.sph import SinkhornSettings, SPHReportInputs, beats_all_line, compare, write_report
 from ..rollout import RolloutFrame, RolloutResult, StartState, StopRollout
 from .box_constraint import KeepInBox, chain
+from .density_constraint import KeepDensity, particle_radius_of
 from .pipeline import FrameSink, RolloutCase, RolloutOutputs, RolloutRequest, run_rollout
 
 PathLike = Union[str, Path]
@@ -122,13 +127,18 @@ class SPHRollout(RolloutCase):
 
     def __init__(self, dataset: PathLike, split: str = "test", trajectory: int = 0,
                  sinkhorn_particles: int = SINKHORN_MAX_PARTICLES, request: Optional[RolloutRequest] = None,
-                 keep_in_box: Optional[float] = None) -> None:
+                 keep_in_box: Optional[float] = None, keep_density: bool = False,
+                 particle_radius: Optional[float] = None) -> None:
         super().__init__(request)
         self.dataset, self.split, self.index = Path(dataset), split, trajectory
         self.sinkhorn_particles = sinkhorn_particles
         self.keep_in_box = keep_in_box
         self.box: Optional[KeepInBox] = None
         self.model_moved: list[int] = []
+        self.keep_density, self.particle_radius = bool(keep_density), particle_radius
+        self.density: Optional[KeepDensity] = None
+        self.model_pushed: list[int] = []
+        self.model_densest: list[float] = []
         self.chosen_by_user = True
 
     @classmethod
@@ -139,6 +149,8 @@ class SPHRollout(RolloutCase):
             sinkhorn_particles=args.sinkhorn_particles or SINKHORN_MAX_PARTICLES,
             request=RolloutRequest.from_cli(args),
             keep_in_box=getattr(args, "keep_in_box", None),
+            keep_density=bool(getattr(args, "keep_density", None)),
+            particle_radius=getattr(args, "particle_radius", None),
         )
 
     def select_checkpoint(self, checkpoint: Optional[PathLike]) -> Checkpoint:
@@ -165,6 +177,8 @@ class SPHRollout(RolloutCase):
             )
         if self.sinkhorn_particles < 1:
             raise DataError(f"--sinkhorn-particles {self.sinkhorn_particles}: must be >= 1")
+        if self.particle_radius is not None and not self.keep_density:
+            raise DataError(f"--particle-radius {self.particle_radius}: only applies with --keep-density")
         request = self.request
         if request.report_dir is None:
             self.report_dir = Path(f"{self.dataset.resolve().name}-{self.split}{self.index}-rollout")
@@ -229,6 +243,11 @@ class SPHRollout(RolloutCase):
         if self.keep_in_box is not None:
             self.box = KeepInBox(self.metadata.get("bounds"), self.keep_in_box, moving)
             self.constrain = chain(self.constrain, self.box)
+        if self.keep_density:  # after the box: water put back inside is then spread from the wall
+            radius = particle_radius_of(self.metadata, self.particle_radius)
+            where = "--keep-density" if self.particle_radius is None else f"--particle-radius {self.particle_radius}"
+            self.density = KeepDensity(radius, moving, self.metadata.get("bounds"), where=where)
+            self.constrain = chain(self.constrain, self.density)
 
     def _jumps_and_start(self, num_frames: int, jump_frames: int, where: str) -> tuple[int, int]:
         start = jump_frames if self.request.start is None else self.request.start
@@ -266,6 +285,9 @@ class SPHRollout(RolloutCase):
         # Called on each of the model's frames right after its constraint: the box's count is the model's.
         if self.box is not None:
             self.model_moved.append(self.box.last_moved)
+        if self.density is not None:
+            self.model_pushed.append(self.density.last_moved)
+            self.model_densest.append(self.density.last_density)
         return None
 
     def closing_notes(self) -> list[str]:
@@ -278,6 +300,14 @@ class SPHRollout(RolloutCase):
                 f"{self.box.margin:g} was moved back to {self.box.margin:g} from it, for every predictor; it moved "
                 f"at most {max(moved, default=0)} of the model's particles at one jump ({sum(moved)} moves over "
                 f"{len(moved)} jumps), so 'outside the box' counts are after the constraint, not the model's own"
+            )
+        if self.density is not None:
+            notes.append(
+                f"--keep-density: after every jump, water denser than at rest (particle radius "
+                f"{self.density.particle_radius:g}, the solver's cubic kernel) was pushed apart, for every predictor; "
+                f"before the push the model's densest water was {_densest_line(self.model_densest)} times the rest "
+                f"density, and the push moved at most {max(self.model_pushed, default=0)} of its particles at one "
+                "jump, so the density and positions scored are after the constraint, not the model's own"
             )
         return notes
 
@@ -295,6 +325,11 @@ class SPHRollout(RolloutCase):
             "predicted_trajectory": str(self.out),
             **({"keep_in_box": self.box.margin, "constrained_particles": list(self.model_moved)}
                if self.box is not None else {}),
+            **({"keep_density": {"particle_radius": self.density.particle_radius,
+                                 "tolerance": self.density.tolerance,
+                                 "densest_before": list(self.model_densest),
+                                 "pushed_particles": list(self.model_pushed)}}
+               if self.density is not None else {}),
         }
 
     def write_report(self, predictions: dict[str, np.ndarray], notes: list[str], info: dict[str, Any],
@@ -340,15 +375,26 @@ class SPHRollout(RolloutCase):
         if self.box is not None:
             lines.append(f"--keep-in-box {self.box.margin:g}: moved at most {max(self.model_moved, default=0)} of the "
                          "model's particles back into the box at one jump")
+        if self.density is not None:
+            lines.append(f"--keep-density: the model's densest water before the push {_densest_line(self.model_densest)} "
+                         f"times the rest density; moved at most {max(self.model_pushed, default=0)} particles at one jump")
         lines.append(f"jumps where the model is below both trivial predictors: {beats_all_line(report['summary'])}")
         return lines
+
+
+def _densest_line(densest: list[float]) -> str:
+    """'1.83 at most (median 1.41 over 20 jumps)' for the per-jump densest relative densities."""
+    if not densest:
+        return "not measured (no jump)"
+    return f"{max(densest):.3g} at most (median {float(np.median(densest)):.3g} over {len(densest)} jumps)"
 
 
 def rollout_sph(dataset: PathLike, checkpoint: PathLike, split: str = "test", trajectory: int = 0,
                 start: Optional[int] = None, jumps: Optional[int] = None, out: Optional[PathLike] = None,
                 report_dir: Optional[PathLike] = None, max_displacement: Optional[float] = None,
                 sinkhorn_particles: int = SINKHORN_MAX_PARTICLES, device: str = "cpu",
-                progress: bool = True, keep_in_box: Optional[float] = None) -> RolloutOutputs:
+                progress: bool = True, keep_in_box: Optional[float] = None, keep_density: bool = False,
+                particle_radius: Optional[float] = None) -> RolloutOutputs:
     """Roll ``checkpoint`` out on trajectory ``trajectory`` of ``split`` of an SPH dataset directory.
 
     start : start frame s (default J, the first with a backward start velocity).
@@ -359,8 +405,11 @@ def rollout_sph(dataset: PathLike, checkpoint: PathLike, split: str = "test", tr
     max_displacement : per-jump displacement (L) that stops the rollout (default: bounds diagonal).
     sinkhorn_particles : at most this many particles enter each Sinkhorn divergence.
     keep_in_box : M (L) of the opt-in box constraint (module docstring); None: off.
+    keep_density : the opt-in incompressibility constraint (module docstring); particle_radius
+        its r (L), default the metadata's.
     Raises DataError / CheckpointError with one-line messages.
     """
     request = RolloutRequest(start, jumps, out, report_dir, max_displacement)
-    case = SPHRollout(dataset, split, trajectory, sinkhorn_particles, request, keep_in_box=keep_in_box)
+    case = SPHRollout(dataset, split, trajectory, sinkhorn_particles, request, keep_in_box=keep_in_box,
+                      keep_density=keep_density, particle_radius=particle_radius)
     return run_rollout(case, checkpoint, device=device, progress=progress)
