@@ -22,7 +22,9 @@ to the nearest wall particle (median and largest, over every particle that is ou
 jump and was inside before it), beside the radius graph's cutoff; within it, the wall was among
 their neighbours, and the water's density at the last jump, the model's and the reference's: the
 mean number of neighbours within the connectivity radius (higher = compressed) and the mean
-nearest-neighbour distance (lower = compressed or disordered). ``--keep-in-box M`` runs the
+nearest-neighbour distance (lower = compressed or disordered), and the densest water at any jump
+relative to the rest density (the solver's kernel; SPH water stays within about 1 % of 1).
+``--keep-in-box M`` runs the
 rollouts with the opt-in box constraint (`fastegnn_md.rollouts.box_constraint`, the same for
 every predictor) and adds the most of the model's particles it moved at one jump, and in all;
 ``--keep-density`` runs them with the opt-in incompressibility constraint
@@ -116,7 +118,15 @@ def rollout(checkpoint: str, scenes: Path, split: str, index: int, jumps: int,
             f"(cutoff {load_checkpoint(checkpoint).data_spec.cutoff:g}) | "
             f"at the last jump, neighbours within {report['density_radius']:g}: model {count['model']:.2f}, "
             f"reference {count['reference']:.2f}; nearest-neighbour distance: model {nearest['model']:.4f}, "
-            f"reference {nearest['reference']:.4f}")
+            f"reference {nearest['reference']:.4f}" + _densest(report))
+
+
+def _densest(report: dict) -> str:
+    """' | densest water at any jump / rest: model a, reference b' where the report has it."""
+    densest = report.get("densest_water")
+    if densest is None:
+        return ""
+    return f" | densest water at any jump / rest: model {densest['model']:.3g}, reference {densest['reference']:.3g}"
 
 
 def _leaving_wall_distances(frames: np.ndarray, walls: np.ndarray, bounds: np.ndarray) -> str:

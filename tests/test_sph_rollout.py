@@ -149,9 +149,12 @@ def test_trivial_predictors_match_hand_computed_errors(cli_rollout, reference):
 
 
 def test_density_rows_recomputed_by_brute_force(cli_rollout, reference, dataset):
-    """The per-jump density (neighbours within the connectivity radius, nearest-neighbour distance),
-    recomputed by brute force for the reference's frame, "no motion" (the start at every jump) and
-    the model's stored frame; the report's last-jump lines."""
+    """The per-jump density (neighbours within the connectivity radius, nearest-neighbour distance,
+    densest water relative to rest with the metadata's particle radius), recomputed by brute force
+    for the reference's frame, "no motion" (the start at every jump) and the model's stored frame;
+    the report's last-jump and densest lines."""
+    from fastegnn_md.sph_kernel import cubic_kernel
+
     report_dir, _ = cli_rollout
     report = json.loads((report_dir / "report.json").read_text())
     (predicted,) = list(read_lagrangebench(report_dir / "predicted.h5"))
@@ -165,26 +168,36 @@ def test_density_rows_recomputed_by_brute_force(cli_rollout, reference, dataset)
         distances = np.linalg.norm(frame[:, None] - frame[None], axis=-1)
         return float(((distances <= radius).sum() - len(frame)) / len(frame))
 
+    def densest(frame: np.ndarray, particle_radius: float) -> float:
+        distances = np.linalg.norm(frame[:, None] - frame[None], axis=-1)
+        return float(((2 * particle_radius) ** 3 * cubic_kernel(distances, 4 * particle_radius).sum(axis=1)).max())
+
     radius = report["density_radius"]
     assert radius == json.loads((dataset / "metadata.json").read_text())["default_connectivity_radius"]
+    assert report["particle_radius"] == SETTINGS.particle_radius
     for k, row in enumerate(report["per_jump"], start=1):
         frames = {"reference": reference[JUMP + k * JUMP], "no motion": reference[JUMP],
                   "model": predicted.positions[k].astype(np.float64)}
         for name, frame in frames.items():
             assert row["nearest_neighbour_distance"][name] == pytest.approx(nearest(frame), rel=1e-5)
             assert row["neighbour_count"][name] == pytest.approx(count(frame, radius), abs=0.05)
+            assert row["densest_water"][name] == pytest.approx(densest(frame, SETTINGS.particle_radius), rel=1e-5)
+    assert row["densest_water"]["reference"] < 1.01  # the solver's water
     last = report["per_jump"][-1]
     assert density_at_last_jump(report) == {
         metric: {name: last[metric][name] for name in ("reference", *report["predictors"])}
-        for metric in ("neighbour_count", "nearest_neighbour_distance")}
+        for metric in ("neighbour_count", "nearest_neighbour_distance", "densest_water")}
+    assert report["densest_water"] == {
+        name: max(row["densest_water"][name] for row in report["per_jump"]) for name in ("reference", *report["predictors"])}
     markdown = (report_dir / "report.md").read_text()
     assert "mean nearest-neighbour distance of the water at jump 5" in markdown
     assert f"density of the water at jump 5, mean number of neighbours within {radius:g}" in markdown
-    # errors.png: a fourth panel, the density, where the rows have it
-    assert len(_errors_figure(report).axes) == 4
-    rows = [{key: value for key, value in row.items() if key != "neighbour_count"} for row in report["per_jump"]]
-    without = dict(report, per_jump=rows)
-    assert len(_errors_figure(without).axes) == 3
+    assert "densest water at any jump, relative to the rest density (particle radius 0.025" in markdown
+    # errors.png: a fourth and fifth panel, the densities, where the rows have them
+    assert len(_errors_figure(report).axes) == 5
+    for dropped, panels in (({"densest_water"}, 4), ({"neighbour_count", "densest_water"}, 3)):
+        rows = [{key: value for key, value in row.items() if key not in dropped} for row in report["per_jump"]]
+        assert len(_errors_figure(dict(report, per_jump=rows)).axes) == panels
 
 
 def test_win_counts_follow_the_per_jump_rows(cli_rollout):
@@ -329,6 +342,63 @@ def test_keep_in_box_clips_water_only_and_counts_what_it_moved():
         KeepInBox(None, 0.02, moving)
 
 
+def test_keep_density_spreads_squeezed_water_and_reports_it(dataset, checkpoint, tmp_path, monkeypatch):
+    """--keep-density: a model that squeezes the water to 0.7 of its size about its centre gets
+    every frame back to at most 1 + tolerance of rest density (the metadata's particle radius),
+    inside the box; the report holds the model's densest water before each push, and says so."""
+    from fastegnn_md.rollouts.density_constraint import DEFAULT_TOLERANCE
+    from fastegnn_md.sph_kernel import relative_density
+
+    original = Predictor.predict
+
+    def squeeze(self, *args, **kwargs):
+        jump = original(self, *args, **kwargs)
+        centre = jump.positions.mean(axis=0)
+        jump.positions[:] = centre + 0.7 * (jump.positions - centre)
+        return jump
+
+    monkeypatch.setattr(Predictor, "predict", squeeze)
+    free = rollout_sph(dataset, checkpoint, jumps=3, report_dir=tmp_path / "free", sinkhorn_particles=50,
+                       progress=False)
+    (squeezed,) = list(read_lagrangebench(free.predicted))
+    radius = SETTINGS.particle_radius
+    assert relative_density(squeezed.positions[1].astype(np.float64), radius).max() > 1.5
+
+    out = rollout_sph(dataset, checkpoint, jumps=3, report_dir=tmp_path / "r", sinkhorn_particles=50, progress=False,
+                      keep_density=True)
+    (predicted,) = list(read_lagrangebench(out.predicted))
+    for frame in predicted.positions[1:].astype(np.float64):
+        assert relative_density(frame, radius).max() <= 1 + DEFAULT_TOLERANCE + 1e-5  # float32 file
+        assert frame.min() >= radius - 1e-6 and frame.max() <= 1 - radius + 1e-6
+    info = out.report["info"]["keep_density"]
+    assert info["particle_radius"] == radius and info["tolerance"] == DEFAULT_TOLERANCE
+    assert len(info["densest_before"]) == 3 and min(info["densest_before"]) > 1.5
+    assert len(info["pushed_particles"]) == 3 and min(info["pushed_particles"]) > 0
+    assert any(note.startswith("--keep-density: after every jump") for note in out.report["notes"])
+    assert "--keep-density" in (tmp_path / "r" / "report.md").read_text()
+    # --particle-radius overrides the metadata's: a larger radius is a stricter (larger) spacing
+    wider = rollout_sph(dataset, checkpoint, jumps=1, report_dir=tmp_path / "w", sinkhorn_particles=50,
+                        progress=False, keep_density=True, particle_radius=1.2 * radius)
+    assert wider.report["info"]["keep_density"]["particle_radius"] == pytest.approx(1.2 * radius)
+    (wide,) = list(read_lagrangebench(wider.predicted))
+    assert relative_density(wide.positions[1].astype(np.float64), 1.2 * radius).max() <= 1 + DEFAULT_TOLERANCE + 1e-5
+
+
+def test_keep_density_needs_a_particle_radius(dataset, checkpoint, tmp_path, capsys):
+    """Metadata without the generator's settings: --keep-density is a one-line error naming the way out."""
+    edited = tmp_path / "no-radius"
+    shutil.copytree(dataset, edited)
+    metadata = json.loads((edited / "metadata.json").read_text())
+    metadata.pop("generator", None)
+    (edited / "metadata.json").write_text(json.dumps(metadata))
+    err = _run_error(["rollout", edited, "--checkpoint", checkpoint, "--report", tmp_path / "r", "--quiet",
+                      "--keep-density"], capsys)
+    assert "--keep-density: needs the solver's particle radius" in err and "pass --particle-radius R" in err
+    plain = rollout_sph(edited, checkpoint, jumps=1, report_dir=tmp_path / "plain", sinkhorn_particles=50,
+                        progress=False)  # without a radius: no densest-water readout, nothing else missing
+    assert plain.report["densest_water"] is None and "densest_water" not in plain.report["per_jump"][0]
+
+
 def test_non_finite_predictions_stop_the_rollout_keeping_frames(dataset, checkpoint, tmp_path, monkeypatch, capsys):
     calls = {"n": 0}
     original = Predictor.predict
@@ -429,6 +499,8 @@ def test_checkpoints_that_cannot_roll_out_sph_are_refused(dataset, checkpoint, t
         (["--out", "pred.xtc"], "LagrangeBench HDF5"),
         (["--keep-in-box", "-1"], "--keep-in-box -1.0: must be a length >= 0"),
         (["--keep-in-box", "0.6"], "--keep-in-box 0.6: leaves no room in the box"),
+        (["--particle-radius", "0"], "--particle-radius 0.0: must be a positive length"),
+        (["--keep-density", "--particle-radius", "-1"], "--particle-radius -1.0: must be a positive length"),
     ],
 )
 def test_bad_sph_arguments_are_one_line_errors(dataset, checkpoint, tmp_path, capsys, extra, message):
@@ -467,5 +539,7 @@ def test_md_refuses_sph_flags(dataset, tmp_path, capsys):
         ["rollout", tmp_path / "traj.dcd", "--split", "test"], capsys)
     assert "--keep-in-box: applies to SPH dataset directories" in _run_error(
         ["rollout", tmp_path / "traj.dcd", "--keep-in-box", "0.02"], capsys)
+    assert "--keep-density: applies to SPH dataset directories" in _run_error(
+        ["rollout", tmp_path / "traj.dcd", "--keep-density"], capsys)
     (tmp_path / "empty").mkdir()
     assert "without metadata.json" in _run_error(["rollout", tmp_path / "empty"], capsys)

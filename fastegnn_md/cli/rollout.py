@@ -59,8 +59,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                          "model's rollout and the trivial predictors' alike; the report counts the particles moved "
                          "and the model's densest water before the push (default off)")
     ro.add_argument("--particle-radius", type=float, default=None, metavar="R",
-                    help="SPH, with --keep-density: the solver's particle radius (length unit; default: metadata.json "
-                         "generator.settings.particle_radius, which `fastegnn-md sph generate` records)")
+                    help="SPH: the solver's particle radius (length unit), for --keep-density and the report's densest "
+                         "water (default: metadata.json generator.settings.particle_radius, which `fastegnn-md sph "
+                         "generate` records; without either, no densest-water readout)")
     add_device_arguments(ro)
     ro.add_argument("--sample", action="store_true",
                     help="draw each jump from the checkpoint's fitted spread (fastegnn-md calibrate) instead of its mean")

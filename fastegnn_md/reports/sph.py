@@ -7,13 +7,15 @@ output is ``report.json``, ``report.md`` and two PNGs in one directory, each wri
   plane (side view, gravity −y pointing down), particles coloured by speed (finite difference
   over the jump that led to the frame), walls grey;
 * ``errors.png``: MSE, Sinkhorn divergence, kinetic energy and (with ``density_radius``) the
-  density against the horizon (jumps), for the model and the trivial predictors (and the
-  reference's kinetic energy and density).
+  density and (with ``particle_radius``) the densest water against the horizon (jumps), for the
+  model and the trivial predictors (and the reference's kinetic energy and densities).
 
 Per-jump metrics (`per_jump.JumpMetric`, by name): ``mse``, ``sinkhorn``, ``kinetic_energy``
 (with the reference's as its entry ``"reference"``), ``kinetic_energy_error``,
 ``nearest_neighbour_distance`` and, with ``density_radius``, ``neighbour_count`` (the local
-density, the reference's beside; `particle_metrics`), and, when the bounds are known,
+density, the reference's beside; `particle_metrics`), with ``particle_radius``
+``densest_water`` (the largest relative density of any scored particle, walls counted as
+neighbours, `fastegnn_md.sph_kernel`: SPH water stays within about 1 % of 1), and, when the bounds are known,
 ``outside_box`` (scored particles outside the box, the reference's beside; the report's
 ``outside_box`` is each predictor's most at any jump). Only moving particles are scored: walls
 follow the reference in every predictor.
@@ -30,6 +32,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from .. import particle_metrics as pm
+from ..sph_kernel import relative_density
 from .files import write_report_files
 from .markdown import MarkdownDocument, info_bullets, significant
 from .per_jump import MODEL, JumpMetric, SummaryStat, final, mean, mean_square, per_jump_rows, summarise, with_start
@@ -63,6 +66,7 @@ class SPHReportInputs:
     start_frame : index of the start frame in the trajectory.
     bounds : [[lo, hi]] per axis (L), the plots' limits.
     density_radius : L, the radius of the ``neighbour_count`` density (None: not computed).
+    particle_radius : L, the solver's particle radius for ``densest_water`` (None: not computed).
     """
 
     predictions: dict[str, np.ndarray]
@@ -74,6 +78,7 @@ class SPHReportInputs:
     sinkhorn: SinkhornSettings
     bounds: Optional[Sequence[Sequence[float]]] = None
     density_radius: Optional[float] = None
+    particle_radius: Optional[float] = None
     horizons: Sequence[int] = pm.DEFAULT_HORIZONS
     notes: list[str] = field(default_factory=list)
     info: dict[str, Any] = field(default_factory=dict)
@@ -191,6 +196,30 @@ class NeighbourCount(JumpMetric):
         return pm.mean_neighbour_count(trajectory[k], self.radius)
 
 
+class DensestWater(JumpMetric):
+    """The largest density of any scored particle over the rest density
+    (`sph_kernel.relative_density`, the solver's kernel; the walls, where the reference has them,
+    count as neighbours), the reference's beside: SPH water never exceeds 1 by more than about
+    1 %; a predictor that packs water into clumps does."""
+
+    name = "densest_water"
+    reference_in_metric = True
+
+    def __init__(self, particle_radius: float, walls: np.ndarray) -> None:
+        self.particle_radius = particle_radius
+        self.walls = walls  # (K + 1, W, 3) L: the walls at every jump (they follow the reference)
+
+    def _densest(self, k: int, water: np.ndarray) -> float:
+        everything = np.concatenate([water, self.walls[k]]) if self.walls.shape[1] else water
+        return float(relative_density(everything, self.particle_radius)[: len(water)].max())
+
+    def reference_value(self, k: int, reference: np.ndarray) -> float:
+        return self._densest(k, reference)
+
+    def value(self, name: str, k: int, trajectory: np.ndarray, reference: np.ndarray) -> float:
+        return self._densest(k, trajectory[k])
+
+
 class OutsideBox(JumpMetric):
     """How many scored particles lie outside ``bounds`` ([[lo, hi]] per axis, L) in the frame:
     water through a wall (issue 16). The reference's own count is beside it."""
@@ -252,6 +281,9 @@ def compare(inputs: SPHReportInputs, progress: bool = False) -> dict[str, Any]:
         metrics.append(NearestNeighbourDistance())
     if inputs.density_radius is not None:
         metrics.append(NeighbourCount(inputs.density_radius))
+    if inputs.particle_radius is not None and moving.any():
+        walls = np.asarray(inputs.reference, dtype=np.float64)[:, ~moving]
+        metrics.append(DensestWater(inputs.particle_radius, walls))
     if inputs.bounds is not None:
         metrics.append(OutsideBox(inputs.bounds))
     per_jump = per_jump_rows(bases, list(reference[1:]), trajectories, metrics, progress=bar)
@@ -286,11 +318,20 @@ def compare(inputs: SPHReportInputs, progress: bool = False) -> dict[str, Any]:
         },
         "outside_box": outside,
         "density_radius": inputs.density_radius,
+        "particle_radius": inputs.particle_radius,
+        "densest_water": _most(per_jump, "densest_water", ["reference", *names]),
         "horizons": _horizons(per_jump, names, mse.per_jump, inputs.horizons),
         "summary": summarise(per_jump, names, "mse", SUMMARY, wins=("mse", "sinkhorn", "kinetic_energy_error")),
         "notes": notes,
         "per_jump": per_jump,
     }
+
+
+def _most(rows: list[dict[str, Any]], metric: str, names: Sequence[str]) -> Optional[dict[str, float]]:
+    """{name: its largest value of ``metric`` over the jumps} (None when the rows lack it)."""
+    if not rows or metric not in rows[0]:
+        return None
+    return {name: max(row[metric][name] for row in rows if name in row[metric]) for name in names}
 
 
 def beats_all_line(summary: dict[str, Any]) -> str:
@@ -303,13 +344,13 @@ def beats_all_line(summary: dict[str, Any]) -> str:
 
 def density_at_last_jump(report: dict[str, Any]) -> dict[str, dict[str, float]]:
     """{metric: {"reference": value, predictor: value, ...}} for the density metrics the report has
-    ("neighbour_count", "nearest_neighbour_distance") at the last jump the model made."""
+    ("neighbour_count", "nearest_neighbour_distance", "densest_water") at the last jump the model made."""
     jumps = report["model_jumps"]
     if jumps < 1:
         return {}
     row = report["per_jump"][jumps - 1]
     return {metric: {name: row[metric][name] for name in ["reference", *report["predictors"]] if name in row[metric]}
-            for metric in ("neighbour_count", "nearest_neighbour_distance") if metric in row}
+            for metric in ("neighbour_count", "nearest_neighbour_distance", "densest_water") if metric in row}
 
 
 def _horizons(
@@ -394,6 +435,10 @@ def render_markdown(report: dict[str, Any], plots: dict[str, str]) -> str:
         doc.bullet(f"mean nearest-neighbour distance of the water at jump {report['model_jumps']} (lower = "
                    "compressed or disordered): "
                    + ", ".join(f"{name} {value:.4g}" for name, value in density["nearest_neighbour_distance"].items()))
+    if report.get("densest_water") is not None:
+        doc.bullet(f"densest water at any jump, relative to the rest density (particle radius "
+                   f"{report['particle_radius']:g}, the solver's kernel; SPH water stays within about 1 % of 1): "
+                   + ", ".join(f"{name} {value:.3g}" for name, value in report["densest_water"].items()))
 
     doc.heading("Per jump").line("Kinetic energy ½Σ|v|² (unit mass, v from the jump's displacement).").line()
     header = ["jump", "frame", *(f"MSE {n}" for n in names), *(f"Sinkhorn {n}" for n in names), "E_kin ref.",
@@ -484,6 +529,8 @@ def _errors_figure(report: dict[str, Any]) -> Any:
     metrics = ["mse", "sinkhorn", "kinetic_energy"]
     if any("neighbour_count" in row for row in rows):  # the density panel, where the report has it
         metrics.append("neighbour_count")
+    if any("densest_water" in row for row in rows):
+        metrics.append("densest_water")
     fig = new_figure((5 * len(metrics), 3.8))
     axes = fig.subplots(1, len(metrics))
     for ax, metric in zip(axes, metrics):
@@ -494,8 +541,10 @@ def _errors_figure(report: dict[str, Any]) -> Any:
     axes[0].set_ylabel("MSE, mean |x̂ − x|²")
     axes[1].set_ylabel(f"Sinkhorn divergence (ε = {report['sinkhorn']['reg']:.2g})")
     axes[2].set_ylabel("kinetic energy ½Σ|v|²")
-    if len(axes) > 3:
-        axes[3].set_ylabel(f"density: neighbours within {report['density_radius']:g}")
+    labels = {"neighbour_count": f"density: neighbours within {report.get('density_radius') or 0:g}",
+              "densest_water": "densest water / rest density"}
+    for ax, metric in zip(axes[3:], metrics[3:]):
+        ax.set_ylabel(labels[metric])
     for ax in axes:
         ax.set_xlabel(f"jumps (1 jump = {report['jump_frames']} frames)")
         ax.grid(alpha=0.3, which="both")

@@ -161,7 +161,9 @@ def particle_radius_of(metadata: dict, given: Optional[float], where: str = "--k
     """The particle radius: ``given`` (--particle-radius) or the data's generator settings."""
     if given is not None:
         return float(given)
-    radius = (metadata.get("generator") or {}).get("settings", {}).get("particle_radius")
+    generator = metadata.get("generator")
+    settings = generator.get("settings") if isinstance(generator, dict) else None
+    radius = settings.get("particle_radius") if isinstance(settings, dict) else None
     if radius is None:
         raise DataError(
             f"{where}: needs the solver's particle radius, which metadata.json does not record "

@@ -27,7 +27,9 @@ holds M and the model's particles it moved at each jump, and a note says so. Wit
 ``keep_density`` (`--keep-density`; off by default) the water is then pushed apart until none of it
 is denser than at rest, again for every predictor (`fastegnn_md.rollouts.density_constraint`; the
 particle radius from ``--particle-radius`` or the metadata's generator settings); the info holds,
-per jump, the model's densest water before the push and the particles it moved.
+per jump, the model's densest water before the push and the particles it moved. With a particle
+radius (``--particle-radius``, else the metadata's) the report also gives every predictor's
+densest water relative to the rest density (`fastegnn_md.reports.sph`, ``densest_water``).
 
 Outputs: ``out`` (default ``<report>/predicted.h5``), a LagrangeBench HDF5 file with one
 trajectory (group ``"00000"``: ``position`` (1 + K, N, 3) float32 — row 0 the start frame, row k
@@ -177,8 +179,6 @@ class SPHRollout(RolloutCase):
             )
         if self.sinkhorn_particles < 1:
             raise DataError(f"--sinkhorn-particles {self.sinkhorn_particles}: must be >= 1")
-        if self.particle_radius is not None and not self.keep_density:
-            raise DataError(f"--particle-radius {self.particle_radius}: only applies with --keep-density")
         request = self.request
         if request.report_dir is None:
             self.report_dir = Path(f"{self.dataset.resolve().name}-{self.split}{self.index}-rollout")
@@ -243,11 +243,24 @@ class SPHRollout(RolloutCase):
         if self.keep_in_box is not None:
             self.box = KeepInBox(self.metadata.get("bounds"), self.keep_in_box, moving)
             self.constrain = chain(self.constrain, self.box)
+        self.solver_radius = self._solver_radius()
         if self.keep_density:  # after the box: water put back inside is then spread from the wall
-            radius = particle_radius_of(self.metadata, self.particle_radius)
             where = "--keep-density" if self.particle_radius is None else f"--particle-radius {self.particle_radius}"
-            self.density = KeepDensity(radius, moving, self.metadata.get("bounds"), where=where)
+            self.density = KeepDensity(particle_radius_of(self.metadata, self.particle_radius), moving,
+                                       self.metadata.get("bounds"), where=where)
             self.constrain = chain(self.constrain, self.density)
+
+    def _solver_radius(self) -> Optional[float]:
+        """The particle radius for the report's densest water: --particle-radius, else the
+        metadata's (None when neither gives one and --keep-density is off)."""
+        if self.particle_radius is not None and not (np.isfinite(self.particle_radius) and self.particle_radius > 0):
+            raise DataError(f"--particle-radius {self.particle_radius}: must be a positive length")
+        try:
+            return particle_radius_of(self.metadata, self.particle_radius)
+        except DataError:
+            if self.keep_density:
+                raise
+            return None
 
     def _jumps_and_start(self, num_frames: int, jump_frames: int, where: str) -> tuple[int, int]:
         start = jump_frames if self.request.start is None else self.request.start
@@ -347,6 +360,7 @@ class SPHRollout(RolloutCase):
             ),
             bounds=self.metadata.get("bounds"),
             density_radius=float(self.metadata["default_connectivity_radius"]),
+            particle_radius=self.solver_radius,
             notes=notes,
             info=info,
         )
