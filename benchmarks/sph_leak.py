@@ -29,7 +29,8 @@ rollouts with the opt-in box constraint (`fastegnn_md.rollouts.box_constraint`, 
 every predictor) and adds the most of the model's particles it moved at one jump, and in all;
 ``--keep-density`` runs them with the opt-in incompressibility constraint
 (`fastegnn_md.rollouts.density_constraint`, after the box constraint if both are on) and adds
-the model's densest water before the push, at most and in the median over jumps.
+the model's densest water before the push, at most and in the median over jumps. ``--sample SEED``
+draws each jump from the checkpoint's spread (`fastegnn-md calibrate`) instead of its mean.
 """
 
 from __future__ import annotations
@@ -79,7 +80,7 @@ def one_jump(checkpoint: str, data: Path) -> dict[str, dict[str, float]]:
 
 
 def rollout(checkpoint: str, scenes: Path, split: str, index: int, jumps: int,
-            keep_in_box: Optional[float] = None, keep_density: bool = False) -> str:
+            keep_in_box: Optional[float] = None, keep_density: bool = False, sample: Optional[int] = None) -> str:
     """One rollout's cells: most outside (first jump with any), the jumps below both trivial
     predictors on MSE, Sinkhorn and kinetic energy (the report's ``model_beats_all``), MSE at 1/5/20,
     where the leaving particles started; with ``keep_in_box`` / ``keep_density``, what the
@@ -87,7 +88,7 @@ def rollout(checkpoint: str, scenes: Path, split: str, index: int, jumps: int,
     with tempfile.TemporaryDirectory() as tmp:
         out = rollout_sph(scenes, checkpoint, split=split, trajectory=index, jumps=jumps, report_dir=Path(tmp) / "r",
                           sinkhorn_particles=200, progress=False, keep_in_box=keep_in_box,
-                          keep_density=keep_density)
+                          keep_density=keep_density, sample=sample is not None, seed=sample or 0)
         (predicted,) = list(read_lagrangebench(out.predicted))
     report = out.report
     bounds = np.asarray(open_sph_dataset(scenes, split)[0]["bounds"], dtype=np.float64)  # metadata only
@@ -175,6 +176,8 @@ def main() -> None:
                         help="roll out with the box constraint at margin M (default off: the model alone)")
     parser.add_argument("--keep-density", action="store_true",
                         help="roll out with the incompressibility constraint (default off: the model alone)")
+    parser.add_argument("--sample", type=int, default=None, metavar="SEED",
+                        help="draw each jump from the checkpoint's spread with this seed (default: mean jumps)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     warnings.filterwarnings("ignore")
@@ -191,7 +194,7 @@ def main() -> None:
         split, index = entry.split(":")
         for checkpoint in args.checkpoints:
             print(f"{args.scenes} {split} {index}, `{checkpoint}`: "
-                  f"{rollout(checkpoint, args.scenes, split, int(index), args.jumps, args.keep_in_box, args.keep_density)}",
+                  f"{rollout(checkpoint, args.scenes, split, int(index), args.jumps, args.keep_in_box, args.keep_density, args.sample)}",
                   flush=True)
 
 

@@ -399,6 +399,30 @@ def test_keep_density_needs_a_particle_radius(dataset, checkpoint, tmp_path, cap
     assert plain.report["densest_water"] is None and "densest_water" not in plain.report["per_jump"][0]
 
 
+def test_sampled_sph_rollouts_draw_from_the_fitted_spread_reproducibly(dataset, checkpoint, tmp_path):
+    """rollout_sph(sample=True): a checkpoint calibrated on the valid split's pairs rolls out
+    sampled jumps; the same seed gives the same frames, another seed others, and neither is the
+    mean rollout."""
+    from fastegnn_md.calibration import calibrate_checkpoint, save_with_spread
+
+    ckpt = load_checkpoint(checkpoint)
+    valid, _ = _pairs(dataset, "valid")
+    spread, _ = calibrate_checkpoint(ckpt, valid)
+    spread_ckpt = save_with_spread(ckpt, spread, tmp_path / "spread.pt")
+
+    def frames(name: str, **options) -> np.ndarray:
+        out = rollout_sph(dataset, spread_ckpt, jumps=2, report_dir=tmp_path / name, sinkhorn_particles=50,
+                          progress=False, **options)
+        (predicted,) = list(read_lagrangebench(out.predicted))
+        return predicted.positions
+
+    first, again, other = frames("a", sample=True, seed=1), frames("b", sample=True, seed=1), frames("c", sample=True, seed=2)
+    mean = frames("mean")
+    np.testing.assert_array_equal(first, again)
+    assert not np.allclose(first[1:], other[1:]) and not np.allclose(first[1:], mean[1:])
+    np.testing.assert_array_equal(first[0], mean[0])
+
+
 def test_non_finite_predictions_stop_the_rollout_keeping_frames(dataset, checkpoint, tmp_path, monkeypatch, capsys):
     calls = {"n": 0}
     original = Predictor.predict

@@ -408,7 +408,7 @@ def rollout_sph(dataset: PathLike, checkpoint: PathLike, split: str = "test", tr
                 report_dir: Optional[PathLike] = None, max_displacement: Optional[float] = None,
                 sinkhorn_particles: int = SINKHORN_MAX_PARTICLES, device: str = "cpu",
                 progress: bool = True, keep_in_box: Optional[float] = None, keep_density: bool = False,
-                particle_radius: Optional[float] = None) -> RolloutOutputs:
+                particle_radius: Optional[float] = None, sample: bool = False, seed: int = 0) -> RolloutOutputs:
     """Roll ``checkpoint`` out on trajectory ``trajectory`` of ``split`` of an SPH dataset directory.
 
     start : start frame s (default J, the first with a backward start velocity).
@@ -420,10 +420,11 @@ def rollout_sph(dataset: PathLike, checkpoint: PathLike, split: str = "test", tr
     sinkhorn_particles : at most this many particles enter each Sinkhorn divergence.
     keep_in_box : M (L) of the opt-in box constraint (module docstring); None: off.
     keep_density : the opt-in incompressibility constraint (module docstring); particle_radius
-        its r (L), default the metadata's.
+        its r (L) and the report's densest water's, default the metadata's.
+    sample : draw each jump from the checkpoint's spread (`fastegnn-md calibrate`), seeded by ``seed``.
     Raises DataError / CheckpointError with one-line messages.
     """
     request = RolloutRequest(start, jumps, out, report_dir, max_displacement)
     case = SPHRollout(dataset, split, trajectory, sinkhorn_particles, request, keep_in_box=keep_in_box,
                       keep_density=keep_density, particle_radius=particle_radius)
-    return run_rollout(case, checkpoint, device=device, progress=progress)
+    return run_rollout(case, checkpoint, device=device, progress=progress, sample=sample, seed=seed)
