@@ -2,10 +2,11 @@
 
 The solver behind this project's SPH data (DFSPH, `fastegnn_md.adapters.splishsplash`) computes
 each particle's density with the cubic spline kernel of support h = 4 r (r the particle radius)
-and holds it at or below the rest density. Measured on every fifth frame of four stored
-trajectories (benchmarks/RESULTS.md, fifteenth session), no water particle is ever more than
-1.1 % denser than at rest, and at most 0.3 % in a typical frame: incompressibility is the one
-property every frame of SPH water has, whatever the flow does.
+and holds it at or below the rest density. Measured on every fifth frame of the 62 stored
+trajectories of this project's four SPH datasets (`benchmarks/sph_density.py`, 6,280 frames;
+benchmarks/RESULTS.md), no water particle is ever more than 1.2 % denser than at rest, and in
+99 % of frames none is more than 0.33 %: incompressibility is the one property every frame of
+SPH water has, whatever the flow does.
 
     rho_i / rho_0 = (2 r)^3 * sum_j W(|x_i - x_j|, h),  h = 4 r,
 

@@ -374,8 +374,23 @@ def test_keep_density_spreads_squeezed_water_and_reports_it(dataset, checkpoint,
     assert info["particle_radius"] == radius and info["tolerance"] == DEFAULT_TOLERANCE
     assert len(info["densest_before"]) == 3 and min(info["densest_before"]) > 1.5
     assert len(info["pushed_particles"]) == 3 and min(info["pushed_particles"]) > 0
+    assert len(info["densest_after"]) == 3 and max(info["densest_after"]) <= 1 + DEFAULT_TOLERANCE
+    assert not any("stopped after" in note for note in out.report["notes"])
     assert any(note.startswith("--keep-density: after every jump") for note in out.report["notes"])
     assert "--keep-density" in (tmp_path / "r" / "report.md").read_text()
+    # a push cut short (one sweep) is said so, with the density it left
+    import functools
+
+    from fastegnn_md.rollouts import sph as sph_case
+    monkeypatch.setattr(sph_case, "KeepDensity", functools.partial(sph_case.KeepDensity, iterations=1))
+    short = rollout_sph(dataset, checkpoint, jumps=1, report_dir=tmp_path / "short", sinkhorn_particles=50,
+                        progress=False, keep_density=True)
+    (after,) = short.report["info"]["keep_density"]["densest_after"]
+    assert after > 1 + DEFAULT_TOLERANCE
+    assert any(note.startswith("--keep-density: at 1 of 1 jumps the push stopped after 1 sweeps") and f"{after:.3g}" in note
+               for note in short.report["notes"])
+    monkeypatch.undo()
+    monkeypatch.setattr(Predictor, "predict", squeeze)
     # --particle-radius overrides the metadata's: a larger radius is a stricter (larger) spacing
     wider = rollout_sph(dataset, checkpoint, jumps=1, report_dir=tmp_path / "w", sinkhorn_particles=50,
                         progress=False, keep_density=True, particle_radius=1.2 * radius)

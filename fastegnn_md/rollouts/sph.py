@@ -141,6 +141,7 @@ class SPHRollout(RolloutCase):
         self.density: Optional[KeepDensity] = None
         self.model_pushed: list[int] = []
         self.model_densest: list[float] = []
+        self.model_after: list[float] = []
         self.chosen_by_user = True
 
     @classmethod
@@ -301,6 +302,7 @@ class SPHRollout(RolloutCase):
         if self.density is not None:
             self.model_pushed.append(self.density.last_moved)
             self.model_densest.append(self.density.last_density)
+            self.model_after.append(self.density.last_after)
         return None
 
     def closing_notes(self) -> list[str]:
@@ -322,6 +324,13 @@ class SPHRollout(RolloutCase):
                 f"density, and the push moved at most {max(self.model_pushed, default=0)} of its particles at one "
                 "jump, so the density and positions scored are after the constraint, not the model's own"
             )
+            limit = 1.0 + self.density.tolerance
+            short = [after for after in self.model_after if after > limit]
+            if short:
+                notes.append(
+                    f"--keep-density: at {len(short)} of {len(self.model_after)} jumps the push stopped after "
+                    f"{self.density.iterations} sweeps above {limit:g} times the rest density (at most {max(short):.3g})"
+                )
         return notes
 
     def info(self, sink: HDF5Sink) -> dict[str, Any]:
@@ -341,6 +350,7 @@ class SPHRollout(RolloutCase):
             **({"keep_density": {"particle_radius": self.density.particle_radius,
                                  "tolerance": self.density.tolerance,
                                  "densest_before": list(self.model_densest),
+                                 "densest_after": list(self.model_after),
                                  "pushed_particles": list(self.model_pushed)}}
                if self.density is not None else {}),
         }
