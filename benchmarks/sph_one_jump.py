@@ -15,7 +15,12 @@ every water coordinate (box units²), as training does; walls are inputs only.
 Beside the MSE, the one-jump **density error**: `losses.density_loss` of each prediction against
 its target (each water particle's neighbour density within the first checkpoint's graph cutoff,
 walls counted as neighbours), averaged over pairs: how far a single jump moves the water's local
-density from the data's, which position MSE barely sees.
+density from the data's, which position MSE barely sees. And the **displacement energy ratio**
+Σ|x̂ − x|² / Σ|y − x|² over every water particle of every pair (x the input, y the target, x̂ the
+prediction): the share of the data's squared jump the prediction carries, 1 for a jump as
+energetic as the data's. A conditional-mean jump carries less: where it is unbiased,
+E|x̂ − x|² = E|y − x|² − E|y − x̂|², so its ratio is about 1 − MSE / E|y − x|², and a rollout of
+such jumps loses kinetic energy jump after jump (benchmarks/RESULTS.md, fifteenth session).
 """
 
 from __future__ import annotations
@@ -70,15 +75,26 @@ def density_error(pairs: list, predicted: list, radius: float) -> float:
     return float(np.mean(errors))
 
 
-def score(predictors: dict[str, Predictor], data: Path, split: str) -> tuple[dict[str, tuple[float, float]], int]:
-    """({name: (one-jump MSE (box units²), density error)} for "no motion", "constant velocity"
-    and each checkpoint, the number of pairs)."""
+def energy_ratio(pairs: list, predicted: list) -> float:
+    """Σ|x̂ − x|² / Σ|y − x|² over the water of every pair (module docstring)."""
+    carried = total = 0.0
+    for pair, guess in zip(pairs, predicted):
+        x = np.asarray(pair.positions, dtype=np.float64)
+        moving = np.ones(len(x), dtype=bool) if pair.moving is None else np.asarray(pair.moving, dtype=bool)
+        carried += float(((np.asarray(guess, dtype=np.float64) - x)[moving] ** 2).sum())
+        total += float(((np.asarray(pair.target_positions, dtype=np.float64) - x)[moving] ** 2).sum())
+    return carried / total
+
+
+def score(predictors: dict[str, Predictor], data: Path, split: str) -> tuple[dict[str, tuple[float, float, float]], int]:
+    """({name: (one-jump MSE (box units²), density error, displacement energy ratio)} for "no
+    motion", "constant velocity" and each checkpoint, the number of pairs)."""
     spec = next(iter(predictors.values())).spec
     radius = float(spec.cutoff)
     pairs = every_frame_pairs(data, spec, split)
     if not pairs:
         raise SystemExit(f"sph_one_jump.py: {data}: the {split} split has no pairs")
-    results: dict[str, tuple[float, float]] = {}
+    results: dict[str, tuple[float, float, float]] = {}
     for name, predictor in predictors.items():
         predicted = [
             predictor.predict(pair.positions, pair.velocities, pair.node_attrs, moving=pair.moving,
@@ -88,8 +104,9 @@ def score(predictors: dict[str, Predictor], data: Path, split: str) -> tuple[dic
         scores = jump_scores(pairs, predicted, spec.dt)  # the trivial predictors come with every call
         if not results:
             for trivial, guesses in trivial_guesses(pairs, spec.dt).items():
-                results[trivial.replace("_", " ")] = (scores[trivial]["mse"], density_error(pairs, guesses, radius))
-        results[name] = (scores["model"]["mse"], density_error(pairs, predicted, radius))
+                results[trivial.replace("_", " ")] = (scores[trivial]["mse"], density_error(pairs, guesses, radius),
+                                                      energy_ratio(pairs, guesses))
+        results[name] = (scores["model"]["mse"], density_error(pairs, predicted, radius), energy_ratio(pairs, predicted))
     return results, len(pairs)
 
 
@@ -105,9 +122,10 @@ def main() -> None:
         predictors = load_predictors(args.checkpoints)
         for split in args.split:
             results, count = score(predictors, args.data, split)
-            print(f"{args.data} {split}: {count} pairs (every input frame), one-jump MSE x1e-4 | density error")
-            for name, (mse, density) in results.items():
-                print(f"  {name}: {mse * 1e4:.3f} | {density:.4f}")
+            print(f"{args.data} {split}: {count} pairs (every input frame), one-jump MSE x1e-4 | density error | "
+                  "displacement energy ratio")
+            for name, (mse, density, ratio) in results.items():
+                print(f"  {name}: {mse * 1e4:.3f} | {density:.4f} | {ratio:.3f}")
     except (CheckpointError, DataError) as exc:
         raise SystemExit(f"sph_one_jump.py: {exc}") from None
 
