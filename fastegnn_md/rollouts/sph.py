@@ -247,13 +247,12 @@ class SPHRollout(RolloutCase):
         self.solver_radius = self._solver_radius()
         if self.keep_density:  # after the box: water put back inside is then spread from the wall
             where = "--keep-density" if self.particle_radius is None else f"--particle-radius {self.particle_radius}"
-            self.density = KeepDensity(particle_radius_of(self.metadata, self.particle_radius), moving,
-                                       self.metadata.get("bounds"), where=where)
+            self.density = KeepDensity(self.solver_radius, moving, self.metadata.get("bounds"), where=where)
             self.constrain = chain(self.constrain, self.density)
 
     def _solver_radius(self) -> Optional[float]:
         """The particle radius for the report's densest water: --particle-radius, else the
-        metadata's (None when neither gives one and --keep-density is off)."""
+        metadata's (None when neither gives one; with --keep-density that is a DataError)."""
         if self.particle_radius is not None and not (np.isfinite(self.particle_radius) and self.particle_radius > 0):
             raise DataError(f"--particle-radius {self.particle_radius}: must be a positive length")
         try:
