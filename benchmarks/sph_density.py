@@ -23,6 +23,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from fastegnn_md.adapters.sph import DEEPMIND_KINEMATIC, open_sph_dataset
+from fastegnn_md.errors import DataError
 from fastegnn_md.rollouts.density_constraint import particle_radius_of
 from fastegnn_md.sph_kernel import relative_density
 
@@ -42,7 +43,7 @@ def main() -> None:
         for split in args.splits:
             try:
                 metadata, trajectories = open_sph_dataset(dataset, split)
-            except Exception as exc:  # a dataset without this split
+            except DataError as exc:  # a dataset without this split
                 print(f"| {dataset} | {split} | – | – | {exc} | | |")
                 continue
             radius = particle_radius_of(metadata, args.particle_radius)

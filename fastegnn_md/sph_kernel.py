@@ -72,9 +72,15 @@ def relative_density(positions: np.ndarray, particle_radius: float) -> np.ndarra
         raise ValueError(f"positions must be (N, 3), got {x.shape}")
     if not particle_radius > 0:
         raise ValueError(f"particle_radius must be positive, got {particle_radius}")
+    pairs = close_pairs(x, SUPPORT_IN_RADII * particle_radius)
+    distance = np.linalg.norm(x[pairs[:, 0]] - x[pairs[:, 1]], axis=1)
+    return pair_density(pairs, distance, len(x), particle_radius)
+
+
+def pair_density(pairs: np.ndarray, distance: np.ndarray, size: int, particle_radius: float) -> np.ndarray:
+    """`relative_density` of ``size`` particles from their close pairs: pairs (P, 2) i < j holding
+    every pair within the support (more weigh 0), distance (P,) L -> (size,)."""
     support = SUPPORT_IN_RADII * particle_radius
-    pairs = close_pairs(x, support)
-    weight = cubic_kernel(np.linalg.norm(x[pairs[:, 0]] - x[pairs[:, 1]], axis=1), support)
-    total = np.full(len(x), float(cubic_kernel(np.zeros(1), support)[0]))
-    total += np.bincount(pairs[:, 0], weight, len(x)) + np.bincount(pairs[:, 1], weight, len(x))
-    return particle_volume(particle_radius) * total
+    weight = cubic_kernel(distance, support)
+    total = float(cubic_kernel(np.zeros(1), support)[0]) + np.bincount(pairs[:, 0], weight, size)
+    return particle_volume(particle_radius) * (total + np.bincount(pairs[:, 1], weight, size))

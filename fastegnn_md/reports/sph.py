@@ -541,10 +541,9 @@ def _errors_figure(report: dict[str, Any]) -> Any:
     axes[0].set_ylabel("MSE, mean |x̂ − x|²")
     axes[1].set_ylabel(f"Sinkhorn divergence (ε = {report['sinkhorn']['reg']:.2g})")
     axes[2].set_ylabel("kinetic energy ½Σ|v|²")
-    labels = {"neighbour_count": f"density: neighbours within {report.get('density_radius') or 0:g}",
-              "densest_water": "densest water / rest density"}
     for ax, metric in zip(axes[3:], metrics[3:]):
-        ax.set_ylabel(labels[metric])
+        ax.set_ylabel(f"density: neighbours within {report['density_radius']:g}" if metric == "neighbour_count"
+                      else "densest water / rest density")
     for ax in axes:
         ax.set_xlabel(f"jumps (1 jump = {report['jump_frames']} frames)")
         ax.grid(alpha=0.3, which="both")

@@ -36,7 +36,7 @@ import numpy as np
 
 from ..errors import DataError
 from ..geometry import box_array, shrunk_box
-from ..sph_kernel import SUPPORT_IN_RADII, close_pairs, cubic_kernel, cubic_kernel_slope, particle_volume
+from ..sph_kernel import SUPPORT_IN_RADII, close_pairs, cubic_kernel_slope, pair_density, particle_volume
 
 #: Jacobi iterations at most per jump, and the density excess (relative) at which they stop.
 DEFAULT_ITERATIONS = 100
@@ -48,9 +48,12 @@ RELAXATION = 1e-3
 MAX_STEP_IN_RADII = 0.25
 
 
-def _sum_rows(index: np.ndarray, values: np.ndarray, size: int) -> np.ndarray:
-    """Sum of ``values`` (P, 3) rows into ``size`` rows by ``index`` (P,): (size, 3)."""
-    return np.stack([np.bincount(index, values[:, c], size) for c in range(values.shape[1])], axis=1)
+def _pair_sum(i: np.ndarray, j: np.ndarray, values: np.ndarray, size: int) -> np.ndarray:
+    """(size, 3): row p = sum of ``values`` (P, 3) over pairs with i = p minus over pairs with
+    j = p, the sum of an antisymmetric pair quantity (a gradient) over each particle's pairs."""
+    index = np.concatenate([i, j])
+    signed = np.concatenate([values, -values])
+    return np.stack([np.bincount(index, signed[:, c], size) for c in range(values.shape[1])], axis=1)
 
 
 class KeepDensity:
@@ -83,7 +86,6 @@ class KeepDensity:
         self.particle_radius = float(particle_radius)
         self.support = SUPPORT_IN_RADII * self.particle_radius
         self.volume = particle_volume(self.particle_radius)
-        self.self_density = self.volume * float(cubic_kernel(np.zeros(1), self.support)[0])
         self.moving = np.asarray(moving, dtype=bool)
         self.iterations, self.tolerance = int(iterations), float(tolerance)
         self.max_step = MAX_STEP_IN_RADII * self.particle_radius
@@ -111,7 +113,7 @@ class KeepDensity:
             i, j = pairs[:, 0], pairs[:, 1]
             diff = x[i] - x[j]
             distance = np.linalg.norm(diff, axis=1)
-            density = self._density(i, j, distance, len(x))
+            density = pair_density(pairs, distance, len(x), self.particle_radius)
             excess = np.where(self.moving, density - 1.0, -np.inf)
             worst = float(excess.max()) if self.moving.any() else -np.inf
             if sweep == 0:
@@ -136,25 +138,20 @@ class KeepDensity:
         pairs = close_pairs(x, self.support)
         return pairs[self.moving[pairs[:, 0]] | self.moving[pairs[:, 1]]]
 
-    def _density(self, i: np.ndarray, j: np.ndarray, distance: np.ndarray, size: int) -> np.ndarray:
-        weight = self.volume * cubic_kernel(distance, self.support)
-        return self.self_density + np.bincount(i, weight, size) + np.bincount(j, weight, size)
-
     def _push(self, i: np.ndarray, j: np.ndarray, diff: np.ndarray, distance: np.ndarray,
               excess: np.ndarray, size: int) -> np.ndarray:
         """One Jacobi sweep's displacement (size, 3) for the constraints with positive excess."""
         with np.errstate(invalid="ignore", divide="ignore"):
             unit = np.where(distance[:, None] > 0, diff / distance[:, None], 0.0)
         grad = (self.volume * cubic_kernel_slope(distance, self.support))[:, None] * unit  # grad_i (V W_ij)
-        own = _sum_rows(i, grad, size) - _sum_rows(j, grad, size)  # grad_p C_p
+        own = _pair_sum(i, j, grad, size)  # grad_p C_p
         squared = (grad**2).sum(axis=1)
         moving = self.moving
         norm = (np.where(moving, (own**2).sum(axis=1), 0.0)
                 + np.bincount(i, squared * moving[j], size) + np.bincount(j, squared * moving[i], size))
         active = moving & (excess > 0)
-        lam = np.where(active, -np.where(active, excess, 0.0) / (norm + self.epsilon), 0.0)
-        share = (lam[i] + lam[j])[:, None] * grad
-        return _sum_rows(i, share, size) - _sum_rows(j, share, size)
+        lam = -np.where(active, excess, 0.0) / (norm + self.epsilon)
+        return _pair_sum(i, j, (lam[i] + lam[j])[:, None] * grad, size)
 
 
 def particle_radius_of(metadata: dict, given: Optional[float], where: str = "--keep-density") -> float:

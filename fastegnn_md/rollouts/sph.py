@@ -27,7 +27,7 @@ holds M and the model's particles it moved at each jump, and a note says so. Wit
 ``keep_density`` (`--keep-density`; off by default) the water is then pushed apart until none of it
 is denser than at rest, again for every predictor (`fastegnn_md.rollouts.density_constraint`; the
 particle radius from ``--particle-radius`` or the metadata's generator settings); the info holds,
-per jump, the model's densest water before the push and the particles it moved. With a particle
+per jump, the model's densest water before and after the push and the particles it moved. With a particle
 radius (``--particle-radius``, else the metadata's) the report also gives every predictor's
 densest water relative to the rest density (`fastegnn_md.reports.sph`, ``densest_water``).
 
