@@ -148,6 +148,28 @@ def test_trivial_predictors_match_hand_computed_errors(cli_rollout, reference):
     assert report["horizons"]["mse_n"]["5"]["no motion"] == pytest.approx(np.mean(mse))
 
 
+def test_horizon_table_reads_the_kinetic_energy_error_and_the_wins_at_each_horizon(cli_rollout):
+    """Item 4's horizon reading: |KE error| at jump n per predictor, and whether the model is below
+    both trivial predictors there on MSE, Sinkhorn and kinetic energy, from the per-jump rows;
+    None past the model's last jump (5 of 20 here)."""
+    report_dir, _ = cli_rollout
+    report = json.loads((report_dir / "report.json").read_text())
+    horizons = report["horizons"]
+    for n in ("1", "5"):
+        row = report["per_jump"][int(n) - 1]
+        for name, error in row["kinetic_energy_error"].items():
+            assert horizons["kinetic_energy_error_at"][n][name] == pytest.approx(abs(error), rel=1e-12)
+        for metric in ("mse", "sinkhorn", "kinetic_energy_error"):
+            model = abs(row[metric]["model"])
+            expected = all(model < abs(row[metric][other]) for other in ("no motion", "constant velocity"))
+            assert horizons["model_beats_all"][n][metric] is expected
+    assert horizons["kinetic_energy_error_at"]["20"]["model"] is None
+    assert set(horizons["model_beats_all"]["20"].values()) == {None}
+    markdown = (report_dir / "report.md").read_text()
+    assert "|KE error| at 5" in markdown and "below every trivial predictor at jump n" in markdown
+    assert "20: – · – · –" in markdown
+
+
 def test_density_rows_recomputed_by_brute_force(cli_rollout, reference, dataset):
     """The per-jump density (neighbours within the connectivity radius, nearest-neighbour distance,
     densest water relative to rest with the metadata's particle radius), recomputed by brute force

@@ -35,7 +35,8 @@ from .. import particle_metrics as pm
 from ..sph_kernel import relative_density
 from .files import write_report_files
 from .markdown import MarkdownDocument, info_bullets, significant
-from .per_jump import MODEL, JumpMetric, SummaryStat, final, mean, mean_square, per_jump_rows, summarise, with_start
+from .per_jump import (MODEL, JumpMetric, SummaryStat, beats_all, final, mean, mean_square, per_jump_rows, summarise,
+                       with_start)
 from .plots import PlotSet, new_figure, plot_predictors, series
 
 #: Columns of frames.png (jumps shown side by side).
@@ -353,17 +354,31 @@ def density_at_last_jump(report: dict[str, Any]) -> dict[str, dict[str, float]]:
             for metric in ("neighbour_count", "nearest_neighbour_distance", "densest_water") if metric in row}
 
 
+def _yes_no(won: Optional[bool]) -> str:
+    return "–" if won is None else ("yes" if won else "no")
+
+
 def _horizons(
     per_jump: list[dict[str, Any]], names: list[str], mse: dict[str, np.ndarray], horizons: Sequence[int]
 ) -> dict[str, Any]:
-    """MSE at jump n, MSE_n (mean over jumps 1..n) and Sinkhorn at jump n, per predictor; None
-    where the predictor has no frame n. Keys are str(n) (JSON)."""
-    result: dict[str, Any] = {"mse_at": {}, "mse_n": {}, "sinkhorn_at": {}}
+    """MSE at jump n, MSE_n (mean over jumps 1..n), Sinkhorn at jump n and the kinetic-energy
+    error's magnitude at jump n, per predictor; None where the predictor has no frame n. And
+    ``model_beats_all[n][metric]`` for metric in mse, sinkhorn, kinetic_energy_error: whether the
+    model is below every trivial predictor at jump n (None where the model has no frame n), the
+    horizon reading of "below both trivial predictors at every horizon". Keys are str(n) (JSON)."""
+    metrics = ("mse", "sinkhorn", "kinetic_energy_error")
+    result: dict[str, Any] = {"mse_at": {}, "mse_n": {}, "sinkhorn_at": {}, "kinetic_energy_error_at": {},
+                              "model_beats_all": {}}
     for n in horizons:
         row = per_jump[n - 1] if 1 <= n <= len(per_jump) else None
         result["mse_at"][str(n)] = {name: pm.mse_at(mse[name], [n])[n] for name in names}
         result["mse_n"][str(n)] = {name: pm.mse_n(mse[name], [n])[n] for name in names}
         result["sinkhorn_at"][str(n)] = {name: (row["sinkhorn"].get(name) if row else None) for name in names}
+        errors = row["kinetic_energy_error"] if row else {}
+        result["kinetic_energy_error_at"][str(n)] = {
+            name: (abs(errors[name]) if errors.get(name) is not None else None) for name in names}
+        scored = row is not None and row["mse"].get(MODEL) is not None
+        result["model_beats_all"][str(n)] = {metric: (beats_all(row[metric]) if scored else None) for metric in metrics}
     return result
 
 
@@ -408,8 +423,13 @@ def render_markdown(report: dict[str, Any], plots: dict[str, str]) -> str:
     columns = [(f"MSE at {n}", "mse_at", n) for n in horizons["mse_at"]]
     columns += [(f"MSE_{n}", "mse_n", n) for n in horizons["mse_n"]]
     columns += [(f"Sinkhorn at {n}", "sinkhorn_at", n) for n in horizons["sinkhorn_at"]]
+    columns += [(f"|KE error| at {n}", "kinetic_energy_error_at", n) for n in horizons.get("kinetic_energy_error_at", {})]
     doc.table(["predictor", *(c[0] for c in columns)],
               ([name, *(significant(horizons[key][n][name]) for _, key, n in columns)] for name in names))
+    if horizons.get("model_beats_all"):
+        doc.line().line("The model below every trivial predictor at jump n (MSE · Sinkhorn · kinetic-energy error): "
+                        + "; ".join(f"{n}: " + " · ".join(_yes_no(won) for won in beats.values())
+                                    for n, beats in horizons["model_beats_all"].items()) + ".")
 
     summary = report["summary"]
     doc.heading("Over the rollout").line(f"Means over the {summary['jumps']} jumps the model made.").line()
