@@ -132,6 +132,15 @@ def machine_rates(threads: int, repeats: int = 30, dtype=None) -> tuple[float, f
     return 2 * 16384 * 64 * 64 / gemm, silu / y.numel()
 
 
+def machine_rates_in_child(threads: int, dtype: str = "float32") -> tuple[float, float]:
+    """`machine_rates` measured in a process of its own. Measured in this process, the
+    benchmark's OpenMP workers would stay behind: under OMP_WAIT_POLICY=ACTIVE (set in `main`)
+    libgomp's idle workers spin for good, so this process would hold a core busy for every case
+    timed after it (seen: the parent at 68 % of a core, every case 3-5x slower)."""
+    result = run_child([sys.executable, __file__, "--machine-rates", dtype, "--threads", str(threads)])
+    return float(result["gemm"]), float(result["silu"])
+
+
 def synchronizer(device: str) -> Callable[[], None]:
     """What brackets a timed call: ``torch.cuda.synchronize`` on CUDA (kernels run asynchronously,
     so the clock must wait for them), nothing on the CPU."""
@@ -441,7 +450,7 @@ def main_against_reference(args: argparse.Namespace, cases: list[int]) -> None:
           f"OMP_WAIT_POLICY={os.environ['OMP_WAIT_POLICY']}")
     if "bf16-mixed" in args.precision and not on_cuda:
         # Whether this CPU's bfloat16 matmuls are faster than its float32 ones at all.
-        rates = {name: machine_rates(args.threads, dtype=getattr(torch, name))[0] for name in ("float32", "bfloat16")}
+        rates = {name: machine_rates_in_child(args.threads, name)[0] for name in ("float32", "bfloat16")}
         print("GEMM rate on a (16384, 64) x (64, 64) layer: " + ", ".join(
             f"{name} {rate / 1e9:.0f} GFLOP/s" for name, rate in rates.items()))
     print()
@@ -564,12 +573,19 @@ def main() -> None:
                              "(Inductor, static shapes; compiled during the warm-up, its seconds reported)")
     parser.add_argument("--case", type=int, help=argparse.SUPPRESS)  # internal: run one case
     parser.add_argument("--model", help=argparse.SUPPRESS)
+    parser.add_argument("--machine-rates", choices=("float32", "bfloat16"), help=argparse.SUPPRESS)  # internal
     args = parser.parse_args()
     cases = list(range(len(CASES))) if args.cases is None else args.cases
     check_device(parser, args.device)
     if args.compile and not args.against_reference:
         parser.error("--compile times the compiled model against the reference: give --against-reference too")
 
+    if args.machine_rates is not None:
+        import torch
+
+        gemm, silu = machine_rates(args.threads, dtype=getattr(torch, args.machine_rates))
+        print(json.dumps({"gemm": gemm, "silu": silu}))
+        return
     if args.case is not None:
         if args.against_reference:
             print(json.dumps(run_reference_case(args.case, args.threads, args.repeats, not args.no_tune, args.device,
@@ -597,7 +613,7 @@ def main() -> None:
         # Rates and cases are measured again in every run, so a run's floor and times share the
         # machine's state; the table gives medians over runs. The floors are CPU figures.
         if not on_cuda:
-            gemm_rate, silu_time = machine_rates(args.threads)
+            gemm_rate, silu_time = machine_rates_in_child(args.threads)
             gemm_rates.append(gemm_rate)
             silu_times.append(silu_time)
             print(f"run {round_index + 1}: GEMM {gemm_rate / 1e9:.0f} GFLOP/s on (16384,64)x(64,64), "
