@@ -166,7 +166,7 @@ def test_horizon_table_reads_the_kinetic_energy_error_and_the_wins_at_each_horiz
     assert horizons["kinetic_energy_error_at"]["20"]["model"] is None
     assert set(horizons["model_beats_all"]["20"].values()) == {None}
     markdown = (report_dir / "report.md").read_text()
-    assert "|KE error| at 5" in markdown and "below every trivial predictor at jump n" in markdown
+    assert "| abs. KE error at 5 |" in markdown and "below every trivial predictor at jump n" in markdown
     assert "20: – · – · –" in markdown
 
 
