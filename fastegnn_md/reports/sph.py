@@ -424,7 +424,8 @@ def render_markdown(report: dict[str, Any], plots: dict[str, str]) -> str:
     columns = [(f"MSE at {n}", "mse_at", n) for n in horizons["mse_at"]]
     columns += [(f"MSE_{n}", "mse_n", n) for n in horizons["mse_n"]]
     columns += [(f"Sinkhorn at {n}", "sinkhorn_at", n) for n in horizons["sinkhorn_at"]]
-    columns += [(f"abs. KE error at {n}", "kinetic_energy_error_at", n) for n in horizons.get("kinetic_energy_error_at", {})]
+    columns += [(f"abs. KE error at {n}", "kinetic_energy_error_at", n)
+                for n in horizons.get("kinetic_energy_error_at", {})]  # absent from reports written before it
     doc.table(["predictor", *(c[0] for c in columns)],
               ([name, *(significant(horizons[key][n][name]) for _, key, n in columns)] for name in names))
     if horizons.get("model_beats_all"):
