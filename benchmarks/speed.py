@@ -429,12 +429,13 @@ def run_reference_case(index: int, threads: int, repeats: int, tune: bool, devic
 
 
 def run_child(cmd: list[str]) -> dict:
-    """Run one case in its own process and return its JSON line; if it fails, stop with the end of
-    its stderr (a device run is often one shot, so the reason must be in the log)."""
+    """Run one child of this script (a case, or the machine rates) in its own process and return its
+    JSON line; if it fails, stop with the end of its stderr (a device run is often one shot, so the
+    reason must be in the log)."""
     done = subprocess.run(cmd, capture_output=True, text=True)
     if done.returncode != 0:
         tail = "\n".join(done.stderr.strip().splitlines()[-15:])
-        raise SystemExit(f"speed.py: case process failed (exit {done.returncode}): {' '.join(cmd[2:])}\n{tail}")
+        raise SystemExit(f"speed.py: child process failed (exit {done.returncode}): {' '.join(cmd[2:])}\n{tail}")
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
