@@ -28,8 +28,8 @@ from .checkpoint import DataSpec, load_checkpoint, save_checkpoint
 from .errors import FastEGNNError, FastEGNNWarning
 from .graph import FramePair, GraphBatch, collate, feature_dims, local_pairs
 from .io import write_atomically
-from .losses import (box_loss, frame_density_loss, gyration_loss, kinetic_energy_loss, local_distance_loss,
-                     mmd_loss, moving_subset, position_mse, radial_distance_loss)
+from .losses import (box_loss, energy_score, frame_density_loss, gyration_loss, kinetic_energy_loss,
+                     local_distance_loss, mmd_loss, moving_subset, position_mse, radial_distance_loss)
 from .models import JumpModel, build_model, model_hparams
 from .models.fastegnn import VIRTUAL_INITS
 from .models.precision import check_precision, precision_context
@@ -40,6 +40,8 @@ DTYPES = {"float32": torch.float32, "float64": torch.float64}
 #: `TrainConfig.time_scale` value meaning "the data's jump Δt".
 JUMP_TIME_SCALE = "jump"
 BEST, LAST, METRICS = "best.pt", "last.pt", "metrics.jsonl"
+#: `TrainConfig.position_loss` choices: the paper's MSE, or the energy score of a sampled jump.
+POSITION_LOSSES = ("mse", "energy-score")
 EXTENDABLE = ("epochs", "patience")  # settings a resumed run may change
 
 
@@ -92,6 +94,11 @@ class TrainConfig:
     "bf16-mixed": the training forward passes' matmuls in bfloat16, `fastegnn_md.models.precision`;
     float32 only) is how the training steps compute; validation, and so the choice of best.pt,
     runs in full precision, and the weights are float32 either way.
+    noise_channels (0 = the paper's deterministic jump; FastEGNN only) makes the model's jump a
+    sample (`FastEGNN`'s noise channels); position_loss ("mse", or "energy-score" for a sampled
+    jump: `energy_score` of two samples per example, which trains the spread as well as the
+    centre) is the position term of the loss. The validation MSE (and so best.pt) of a sampled
+    jump is that of one sample: its spread adds to it.
     """
 
     model: str = "fastegnn"
@@ -126,6 +133,8 @@ class TrainConfig:
     density_radius: Optional[float] = None
     ema_decay: float = 0.0
     virtual_init: str = "centroid"
+    noise_channels: int = 0
+    position_loss: str = "mse"
     init: Optional[str] = None
     seed: int = 0
     dtype: str = "float32"
@@ -138,6 +147,12 @@ class TrainConfig:
         if self.dtype not in DTYPES:
             raise ValueError(f"dtype must be one of {list(DTYPES)}, got {self.dtype!r}")
         check_precision(self.precision)
+        if self.position_loss not in POSITION_LOSSES:
+            raise ValueError(f"position_loss must be one of {list(POSITION_LOSSES)}, got {self.position_loss!r}")
+        if self.noise_channels < 0:
+            raise ValueError(f"noise_channels must be >= 0, got {self.noise_channels}")
+        if self.position_loss == "energy-score" and self.noise_channels == 0:
+            raise ValueError("position_loss energy-score scores sampled jumps: it needs noise_channels > 0")
         if self.precision != "full" and self.dtype != "float32":
             raise ValueError(f"precision {self.precision} needs dtype float32, got {self.dtype}")
         if not 0.0 <= self.drop_rate <= 1.0:
@@ -210,6 +225,10 @@ def make_model(config: TrainConfig, num_node_attrs: int, dt: float = 1.0) -> tup
         hparams["gravity_axis"] = list(config.gravity_axis)
     if config.virtual_init != "centroid":  # likewise: no key = the paper's start; kept by models that take it
         hparams.update(model_hparams(config.model, virtual_init=config.virtual_init))
+    if config.noise_channels > 0:  # likewise: no key = a deterministic jump
+        if not model_hparams(config.model, noise_channels=1):
+            raise ValueError(f"noise_channels: model {config.model} has no sampled jump (fastegnn and global_nodes do)")
+        hparams["noise_channels"] = config.noise_channels
     torch.manual_seed(config.seed)
     return build_model(config.model, **hparams), hparams
 
@@ -233,7 +252,10 @@ def init_weights(model: JumpModel, model_name: str, hparams: dict[str, Any], spe
     if ckpt.model_name != model_name:
         raise FastEGNNError(f"{where}: is a {ckpt.model_name} model, this run trains {model_name}")
     changed = sorted(k for k in set(hparams) | set(ckpt.hparams) if hparams.get(k) != ckpt.hparams.get(k))
-    if changed:
+    # A deterministic start for a sampled jump: its noise heads start at zero (`FastEGNNLayer`),
+    # so the new model begins as exactly the start.
+    adds_noise = changed == ["noise_channels"] and not ckpt.hparams.get("noise_channels")
+    if changed and not adds_noise:
         shown = ", ".join(f"{k} {ckpt.hparams.get(k)!r} there, {hparams.get(k)!r} here" for k in changed)
         raise FastEGNNError(f"{where}: model settings differ ({shown}); train with the checkpoint's settings")
     theirs = ckpt.data_spec
@@ -243,7 +265,13 @@ def init_weights(model: JumpModel, model_name: str, hparams: dict[str, Any], spe
                 f"{where}: was trained on data with {name} {getattr(theirs, name)!r}, this data has "
                 f"{getattr(spec, name)!r}"
             )
-    model.load_state_dict(ckpt.state_dict)
+    if adds_noise:
+        missing, unexpected = model.load_state_dict(ckpt.state_dict, strict=False)
+        if unexpected or any(".noise_head." not in key for key in missing):
+            raise FastEGNNError(f"{where}: its weights do not fit this model ({len(missing)} missing, "
+                                f"{len(unexpected)} unexpected)")
+    else:
+        model.load_state_dict(ckpt.state_dict)
     seen = theirs.train_frames_by_file()
     if not seen:
         return spec
@@ -573,7 +601,7 @@ class Trainer:
         order = torch.randperm(len(self.train_pairs), generator=self.shuffle_rng).tolist()
         num_batches = math.ceil(len(order) / config.batch_size)
         sums = {"loss": 0.0, "mse": 0.0, "mmd": 0.0, "local": 0.0, "radial": 0.0, "gyration": 0.0, "box": 0.0,
-                "energy": 0.0, "density": 0.0}
+                "energy": 0.0, "density": 0.0, "score": 0.0}
         bar = tqdm(
             self._training_batches(order),
             total=num_batches,
@@ -587,6 +615,13 @@ class Trainer:
                 out = self.model(batch)
             mse = position_mse(out.positions, batch.target_positions, batch.moving)
             loss = mse
+            if config.position_loss == "energy-score":
+                with precision_context(config.precision, config.device, self.dtype):
+                    other = self.model(batch).positions  # a second, independent sample
+                score = energy_score(out.positions, other, batch.target_positions, batch.moving)
+                loss = score
+            else:
+                score = torch.zeros((), dtype=mse.dtype)
             mmd = torch.zeros((), dtype=mse.dtype)
             if self.uses_mmd and out.virtual_positions is not None:
                 # Eq. 11's X_GT: the targets of the predicted (moving) nodes only.
@@ -599,7 +634,7 @@ class Trainer:
                     config.mmd_samples,
                     generator=self.mmd_rng,
                 )
-                loss = mse + config.mmd_weight * mmd
+                loss = loss + config.mmd_weight * mmd
             local = torch.zeros((), dtype=mse.dtype)
             if config.local_distance_weight > 0:
                 local = local_distance_loss(out.positions, batch.target_positions, self._local_pairs(batch))
@@ -649,6 +684,7 @@ class Trainer:
             sums["box"] += box.item()
             sums["energy"] += energy.item()
             sums["density"] += density.item()
+            sums["score"] += score.item()
             bar.set_postfix(mse=f"{mse.item():.4g}")
         return {k: v / num_batches for k, v in sums.items()}
 
@@ -738,6 +774,7 @@ class Trainer:
                     **({"train_radial_distance": train["radial"]} if self.config.radial_distance_weight > 0 else {}),
                     **({"train_gyration": train["gyration"]} if self.config.gyration_weight > 0 else {}),
                     **({"train_box": train["box"]} if self.config.box_weight > 0 else {}),
+                    **({"train_energy_score": train["score"]} if self.config.position_loss == "energy-score" else {}),
                     **({"train_energy": train["energy"]} if self.config.energy_weight > 0 else {}),
                     **({"train_density": train["density"]} if self.config.density_weight > 0 else {}),
                     "valid_mse": valid_mse,

@@ -301,3 +301,44 @@ def test_evaluate_refuses_data_of_another_kind(walls, nbody, tmp_path, capsys):
     with pytest.raises(DataError, match="is an SPH dataset"):
         ckpt.data_spec.extra = {"dataset_format": "fastegnn-md nbody"}
         open_for_checkpoint(walls, ckpt.data_spec)
+
+
+def test_a_sampled_jump_trains_with_the_energy_score_from_a_deterministic_start(walls, tmp_path, capsys):
+    """--noise-channels K --position-loss energy-score, fine-tuned (--init) from a deterministic run:
+    the noise heads start at zero (the start's jump exactly) and training moves them, so the jump
+    becomes a sample; without noise channels the energy score is a one-line error."""
+    tiny = ["--hidden", "8", "--layers", "1", "--threads", "1", "--quiet", "--jump", "3", "--seed", "0"]
+    assert cli("train", "--data", walls, "--epochs", "1", "--out", tmp_path / "plain", *tiny) == 0
+    start = str(tmp_path / "plain" / "last.pt")
+    assert cli("train", "--data", walls, "--epochs", "3", "--lr", "1e-2", "--init", start, "--noise-channels", "2",
+               "--position-loss", "energy-score", "--out", tmp_path / "sampled", *tiny) == 0
+    ckpt = load_checkpoint(tmp_path / "sampled" / "last.pt")
+    mmd_weight = ckpt.training["config"]["mmd_weight"]
+    assert mmd_weight > 0
+    for line in (tmp_path / "sampled" / "metrics.jsonl").read_text().splitlines():
+        record = json.loads(line)  # the loss is the energy score plus the MMD term, not the MSE
+        assert record["train_loss"] == pytest.approx(record["train_energy_score"] + mmd_weight * record["train_mmd"],
+                                                     rel=1e-6)
+    assert ckpt.hparams["noise_channels"] == 2 and ckpt.training["config"]["position_loss"] == "energy-score"
+    heads = [v for k, v in ckpt.state_dict.items() if ".noise_head.second." in k]
+    assert heads and max(float(v.abs().max()) for v in heads) > 0
+    predictor = Predictor.from_checkpoint(tmp_path / "sampled" / "last.pt")
+    pair = open_for_checkpoint(walls, ckpt.data_spec).load("test")[0]
+    first = predictor.predict(pair.positions, pair.velocities, pair.node_attrs).positions
+    second = predictor.predict(pair.positions, pair.velocities, pair.node_attrs).positions
+    assert np.abs(first - second).max() > 0
+    # A rollout of a sampled jump is seeded: the same seed repeats it, another draws another.
+    from fastegnn_md.adapters.sph import read_lagrangebench
+    from fastegnn_md.rollouts.sph import rollout_sph
+
+    def rolled(seed: int, name: str) -> tuple[np.ndarray, str]:
+        out = rollout_sph(walls, tmp_path / "sampled" / "last.pt", split="test", jumps=3, progress=False,
+                          report_dir=tmp_path / name, seed=seed)
+        (frames,) = list(read_lagrangebench(out.predicted))
+        return frames.positions, out.report["info"]["jumps"]
+
+    (a, described), (b, _), (c, _) = rolled(1, "r1"), rolled(1, "r1b"), rolled(2, "r2")
+    np.testing.assert_array_equal(a, b)
+    assert np.abs(a - c).max() > 0 and "a sample of the model (2 noise channels, seed 1)" in described
+    assert "energy-score scores sampled jumps: it needs noise_channels > 0" in run_error(
+        capsys, ["train", "--data", walls, "--position-loss", "energy-score", "--out", tmp_path / "e", *TINY])

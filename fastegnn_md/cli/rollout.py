@@ -65,7 +65,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     add_device_arguments(ro)
     ro.add_argument("--sample", action="store_true",
                     help="draw each jump from the checkpoint's fitted spread (fastegnn-md calibrate) instead of its mean")
-    ro.add_argument("--seed", type=int, default=0, help="seed of sampled jumps (default 0)")
+    ro.add_argument("--seed", type=int, default=0,
+                    help="seed of sampled jumps: --sample's, or those of a model that samples (train --noise-channels) "
+                         "(default 0)")
     ro.add_argument("--hold-geometry", action="store_true",
                     help="MD: after each mean jump, give atoms closer than 2.6 Å at its start (bonds and bond angles "
                          "of heavy atoms) and each peptide plane their start distances back, as bond constraints "

@@ -110,6 +110,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     train.add_argument("--virtual-init", choices=("centroid", "weighted"), default="centroid",
                        help="where FastEGNN's virtual nodes start: every one at the centre of mass (the paper; "
                             "default) or each at its own learned weighted centre, so the MMD term can spread them")
+    train.add_argument("--noise-channels", type=int, default=0, metavar="K",
+                       help="FastEGNN: make the jump a sample, driven by K random vectors per node (0: the "
+                            "paper's deterministic jump, the default); train it with --position-loss energy-score")
+    # training.POSITION_LOSSES, spelled out so the parser does not import torch
+    train.add_argument("--position-loss", choices=("mse", "energy-score"), default="mse",
+                       help="the loss's position term: MSE (the paper; default) or the energy score of two "
+                            "samples, which trains a sampled jump's spread (needs --noise-channels)")
     train.add_argument("--init", metavar="CKPT", default=None,
                        help="start from this checkpoint's weights (path or shipped name) instead of a random "
                             "start: fine-tuning, e.g. rollout training (--unroll, --input-noise) of a model "
@@ -268,6 +275,8 @@ def run(args: argparse.Namespace) -> int:
             density_radius=args.density_radius,
             ema_decay=args.ema,
             virtual_init=args.virtual_init,
+            noise_channels=args.noise_channels,
+            position_loss=args.position_loss,
             init=args.init,
             length_scale=args.length_scale if args.length_scale is not None else defaults.length_scale,
             time_scale=_time_scale(args.time_scale) if args.time_scale is not None else defaults.time_scale,

@@ -66,7 +66,8 @@ class VirtualMessage(nn.Module):
 
 
 class FastEGNNLayer(nn.Module):
-    def __init__(self, hidden: int, edge_features: int, virtual_nodes: int, ordered: bool = True) -> None:
+    def __init__(self, hidden: int, edge_features: int, virtual_nodes: int, ordered: bool = True,
+                 noise_channels: int = 0) -> None:
         super().__init__()
         self.ordered = ordered
         self.edges = EdgeBlock(hidden, edge_features)  # phi_1 and phi_x^r
@@ -76,6 +77,13 @@ class FastEGNNLayer(nn.Module):
         virtual_width = virtual_nodes * hidden if ordered else hidden
         self.node_update = NodeUpdate(hidden, virtual_width)  # phi_h
         self.virtual_update = MLP(2 * hidden, hidden, hidden)  # phi_S
+        # Sampled jumps (`FastEGNN.noise_channels`): per-node invariant weights of the noise vectors.
+        # The output layer starts at zero, so a model fine-tuned from a deterministic checkpoint
+        # starts as exactly that checkpoint.
+        self.noise_head = MLP(hidden, hidden, noise_channels) if noise_channels > 0 else None
+        if self.noise_head is not None:
+            nn.init.zeros_(self.noise_head.second.weight)
+            nn.init.zeros_(self.noise_head.second.bias)
 
     def channel_geometry(self, z: torch.Tensor, xbar: torch.Tensor) -> torch.Tensor:
         """Eq. 4: Gram matrix of centred virtual coordinates -> per-channel invariants (B, C, *)."""
@@ -97,10 +105,12 @@ class FastEGNNLayer(nn.Module):
         ctx: EdgeContext,
         pool: GraphPool,
         final: bool = False,
+        noise: Optional[torch.Tensor] = None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """One layer; with ``final`` the feature updates nobody reads (h, s) are skipped.
 
-        Shapes: h (N, H), x and v (N, 3), e (E, F_edge), z (B, C, 3), s (B, C, H).
+        Shapes: h (N, H), x and v (N, 3), e (E, F_edge), z (B, C, 3), s (B, C, H); ``noise``
+        (N, K, 3) standard-normal vectors when the model samples (K noise channels), else None.
         """
         hidden = h.shape[1]
         num_graphs, num_channels = z.shape[0], z.shape[1]
@@ -110,6 +120,10 @@ class FastEGNNLayer(nn.Module):
 
         # Real-real messages (Eq. 3 and the edge term of Eq. 6).
         x_new = x + self.velocity_head(h) * v
+        if noise is not None:
+            # sum_k a_k(h_i) eps_ik: invariant weights of isotropic noise, so the law of the sample
+            # is equivariant; the later layers' messages see the moved nodes and can correlate it.
+            x_new = x_new + (self.noise_head(h).to(x.dtype).unsqueeze(-1) * noise).sum(dim=1)
         m_agg = None
         if ctx.has_edges:
             dx, m_agg = self.edges(h, x, e, ctx, need_messages=not final)
@@ -148,7 +162,11 @@ class FastEGNN(JumpModel):
 
     Hyperparameters: node_features, edge_features (input widths), hidden=64, layers=4,
     virtual_nodes=3 (C), gravity_axis=None (`JumpModel.add_gravity`, context: the hidden state
-    the last layer reads), virtual_init="centroid" (the paper) or "weighted" (`virtual_start`).
+    the last layer reads), virtual_init="centroid" (the paper) or "weighted" (`virtual_start`),
+    noise_channels=0 (the paper: a deterministic jump). With K > 0 noise channels the jump is a
+    sample: every call draws K standard-normal vectors per node (`draw_noise`) and every layer
+    adds sum_k a_k(h_i) eps_ik to the coordinates, a_k an MLP of the invariant h_i (Eq. 6 with one
+    more term, like the velocity term); trained with an energy score (`losses.energy_score`).
     Output virtual_positions has shape (B, C, 3).
     """
 
@@ -164,8 +182,12 @@ class FastEGNN(JumpModel):
         virtual_nodes: int = 3,
         gravity_axis: Optional[Sequence[float]] = None,
         virtual_init: str = "centroid",
+        noise_channels: int = 0,
     ) -> None:
         super().__init__()
+        if noise_channels < 0:
+            raise ValueError(f"noise_channels must be >= 0, got {noise_channels}")
+        self.noise_channels = noise_channels
         if virtual_nodes < 1:
             raise ValueError(f"virtual_nodes must be >= 1, got {virtual_nodes}")
         if virtual_init not in VIRTUAL_INITS:
@@ -182,7 +204,8 @@ class FastEGNN(JumpModel):
         # S: per-channel learnable features (ordered) or one feature shared by all (global nodes).
         self.virtual_features = nn.Parameter(torch.randn(virtual_nodes if self.ordered else 1, hidden))
         self.layers = nn.ModuleList(
-            FastEGNNLayer(hidden, edge_features, virtual_nodes, self.ordered) for _ in range(layers)
+            FastEGNNLayer(hidden, edge_features, virtual_nodes, self.ordered, noise_channels)
+            for _ in range(layers)
         )
         self._init_gravity(gravity_axis, hidden, hidden)
 
@@ -195,10 +218,16 @@ class FastEGNN(JumpModel):
         h = self.embedding(batch.node_features).to(x.dtype)
         z = self.virtual_start(x, h, batch.batch, pool)
         s = self.virtual_features.to(x.dtype).expand(pool.num_graphs, self.virtual_nodes, -1)
+        noise = self.draw_noise(x) if self.noise_channels > 0 else None
         last = len(self.layers) - 1
         for index, layer in enumerate(self.layers):
-            h, x, z, s = layer(h, x, v, e, z, s, ctx, pool, final=index == last)
+            h, x, z, s = layer(h, x, v, e, z, s, ctx, pool, final=index == last, noise=noise)
         return ModelOutput(positions=self.add_gravity(x, batch, h), virtual_positions=z)
+
+    def draw_noise(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, K, 3) standard-normal vectors for one sampled jump (model length units), from
+        torch's global generator: seed it (``torch.manual_seed``) for a reproducible rollout."""
+        return torch.randn((x.shape[0], self.noise_channels, 3), dtype=x.dtype, device=x.device)
 
     def virtual_start(self, x: torch.Tensor, h: torch.Tensor, batch_index: torch.Tensor, pool: GraphPool) -> torch.Tensor:
         """Z^(0), (B, C, 3), from real positions x (N, 3) and embedded features h (N, hidden).

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any, ClassVar, Optional, Union
 
 import numpy as np
+import torch
 
 from ..checkpoint import Checkpoint
 from ..conventions import UNPHYSICAL
@@ -229,6 +230,9 @@ def run_rollout(
     if sample:  # refuse a checkpoint without a spread before reading the data
         predictor.require_spread()
     case.prepare(predictor, progress)
+    drawn_by_model = model_samples(predictor)
+    if drawn_by_model:  # the model draws its own noise (torch's generator): seeded, so a rerun repeats it
+        torch.manual_seed(0 if seed is None else seed)
     if jump is None and sample:
         jump = SampledJump(predictor, case.held_pairs)
     elif jump is None and hold_geometry:
@@ -254,8 +258,18 @@ def run_rollout(
         finally:
             sink.close()
         sink.finish(result)
-        outputs = _report(case, ckpt, predictor, sink, result, progress, describe_jump(jump, seed))
+        described = describe_jump(jump, seed)
+        if drawn_by_model:
+            drawn = f"{drawn_by_model} noise channels, seed {seed}"
+            described = (f"each a sample of the model ({drawn})" if described == "the model's mean"
+                         else f"{described}, around samples of the model ({drawn})")
+        outputs = _report(case, ckpt, predictor, sink, result, progress, described)
     return outputs
+
+
+def model_samples(predictor: Predictor) -> int:
+    """The noise channels of a model whose jump is a sample (`FastEGNN`'s ``noise_channels``), else 0."""
+    return int(getattr(predictor.model, "noise_channels", 0) or 0)
 
 
 def output_locks(case: "RolloutCase") -> list[tuple[Path, bool]]:

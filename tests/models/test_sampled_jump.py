@@ -1,0 +1,121 @@
+"""FastEGNN's sampled jump (``noise_channels``), and the energy score that trains it, in float64.
+
+With the noise drawn, the jump is an ordinary function of (inputs, noise): rotating, reflecting
+and translating the inputs and rotating the noise with them transforms the output the same way,
+and permuting nodes permutes the noise's effect; isotropic noise then makes the *law* of the
+sample equivariant.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from fastegnn_md import FramePair
+from fastegnn_md.geometry import random_orthogonal
+from fastegnn_md.losses import energy_score
+from fastegnn_md.models import build_model
+from symmetry_helpers import close, make_pairs, perturbed_model, run, transformed  # tests/models/
+
+CHANNELS = 2
+
+
+def sampling_model(name: str = "fastegnn") -> torch.nn.Module:
+    """A float64 sampled-jump model whose noise heads are not at their zero start."""
+    model = perturbed_model(name, noise_channels=CHANNELS)
+    with torch.no_grad():
+        for layer in model.layers:
+            layer.noise_head.second.weight.normal_(std=0.3)
+    return model
+
+
+def with_noise(model: torch.nn.Module, noise: np.ndarray) -> None:
+    """Make every jump of ``model`` use this (N, K, 3) noise instead of a fresh draw."""
+    fixed = torch.as_tensor(noise, dtype=torch.float64)
+    model.draw_noise = lambda x: fixed.to(x.device)
+
+
+@pytest.mark.parametrize("name", ["fastegnn", "global_nodes"])
+@pytest.mark.parametrize("reflect", [False, True], ids=["rotation", "reflection"])
+def test_a_drawn_jump_is_equivariant_when_the_noise_turns_with_the_input(name: str, reflect: bool) -> None:
+    rng = np.random.default_rng(4)
+    model = sampling_model(name)
+    pairs = make_pairs(rng)
+    n = sum(p.num_nodes for p in pairs)
+    noise = rng.normal(size=(n, CHANNELS, 3))
+    q, t = random_orthogonal(rng, reflect), rng.normal(size=3) * 5.0
+    with torch.no_grad():
+        with_noise(model, noise)
+        x, z = run(model, pairs)
+        with_noise(model, noise @ q)
+        x_g, z_g = run(model, transformed(pairs, q, t))
+        with_noise(model, np.zeros_like(noise))
+        x_0, _ = run(model, pairs)
+    assert np.abs(x - x_0).max() > 1e-2, "the noise barely moves the jump: the test would not see an error"
+    close(x_g, x @ q + t)
+    close(z_g, z @ q + t)
+
+
+def test_a_drawn_jump_permutes_with_its_nodes_and_their_noise() -> None:
+    rng = np.random.default_rng(5)
+    model = sampling_model()
+    pairs = make_pairs(rng, sizes=(9, 6))
+    perms = [rng.permutation(p.num_nodes) for p in pairs]
+    permuted = [FramePair(p.positions[s], p.velocities[s], p.target_positions[s], p.node_attrs[s])
+                for p, s in zip(pairs, perms)]
+    order = np.concatenate([perms[0], perms[1] + pairs[0].num_nodes])
+    noise = rng.normal(size=(len(order), CHANNELS, 3))
+    with torch.no_grad():
+        with_noise(model, noise)
+        x, z = run(model, pairs)
+        with_noise(model, noise[order])
+        x_p, z_p = run(model, permuted)
+    close(x_p, x[order])
+    close(z_p, z)
+
+
+def test_each_call_draws_and_a_seed_repeats_the_draw() -> None:
+    model = sampling_model()
+    pairs = make_pairs(np.random.default_rng(6))
+    with torch.no_grad():
+        torch.manual_seed(3)
+        a, _ = run(model, pairs)
+        b, _ = run(model, pairs)
+        torch.manual_seed(3)
+        c, _ = run(model, pairs)
+    assert np.abs(a - b).max() > 1e-3
+    np.testing.assert_array_equal(a, c)
+
+
+def test_noise_heads_start_at_zero_and_a_deterministic_model_has_none() -> None:
+    torch.manual_seed(0)
+    plain = build_model("fastegnn", node_features=2, edge_features=2, hidden=16, layers=2, virtual_nodes=3)
+    assert not any("noise_head" in key for key in plain.state_dict())
+    sampled = build_model("fastegnn", node_features=2, edge_features=2, hidden=16, layers=2, virtual_nodes=3,
+                          noise_channels=CHANNELS).double()
+    missing, unexpected = sampled.load_state_dict(plain.state_dict(), strict=False)
+    assert not unexpected and missing and all(".noise_head." in key for key in missing)
+    pairs = make_pairs(np.random.default_rng(7))
+    with torch.no_grad():
+        x_sampled, _ = run(sampled, pairs)
+        x_plain, _ = run(plain.double(), pairs)
+    close(x_sampled, x_plain)
+    with pytest.raises(ValueError, match="noise_channels"):
+        build_model("fastegnn", node_features=2, edge_features=2, noise_channels=-1)
+
+
+def test_energy_score_of_a_point_is_its_distance_and_the_true_law_scores_lower() -> None:
+    target = torch.tensor([[0.0, 0.0, 0.0], [1.0, 2.0, 2.0]], dtype=torch.float64)
+    point = torch.zeros_like(target)
+    # Two equal samples: the score is the mean distance to the target (0 and 3).
+    assert float(energy_score(point, point, target)) == pytest.approx(1.5, abs=1e-9)
+    moving = torch.tensor([False, True])
+    assert float(energy_score(point, point, target, moving)) == pytest.approx(3.0, abs=1e-9)
+    # y ~ N(0, I3) per node: samples from that law score about 1.13, the mean (a point) about 1.60.
+    gen = torch.Generator().manual_seed(0)
+    y, a, b = (torch.randn(20000, 3, generator=gen, dtype=torch.float64) for _ in range(3))
+    at_mean = float(energy_score(torch.zeros_like(y), torch.zeros_like(y), y))
+    from_law = float(energy_score(a, b, y))
+    assert at_mean == pytest.approx(1.596, abs=0.02)
+    assert from_law == pytest.approx(1.128, abs=0.02)
