@@ -153,6 +153,8 @@ class TrainConfig:
             raise ValueError(f"noise_channels must be >= 0, got {self.noise_channels}")
         if self.position_loss == "energy-score" and self.noise_channels == 0:
             raise ValueError("position_loss energy-score scores sampled jumps: it needs noise_channels > 0")
+        if self.noise_channels > 0 and not model_hparams(self.model, noise_channels=1):
+            raise ValueError(f"noise_channels: model {self.model} has no sampled jump (fastegnn and global_nodes do)")
         if self.precision != "full" and self.dtype != "float32":
             raise ValueError(f"precision {self.precision} needs dtype float32, got {self.dtype}")
         if not 0.0 <= self.drop_rate <= 1.0:
@@ -226,8 +228,6 @@ def make_model(config: TrainConfig, num_node_attrs: int, dt: float = 1.0) -> tup
     if config.virtual_init != "centroid":  # likewise: no key = the paper's start; kept by models that take it
         hparams.update(model_hparams(config.model, virtual_init=config.virtual_init))
     if config.noise_channels > 0:  # likewise: no key = a deterministic jump
-        if not model_hparams(config.model, noise_channels=1):
-            raise ValueError(f"noise_channels: model {config.model} has no sampled jump (fastegnn and global_nodes do)")
         hparams["noise_channels"] = config.noise_channels
     torch.manual_seed(config.seed)
     return build_model(config.model, **hparams), hparams

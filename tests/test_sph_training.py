@@ -342,3 +342,5 @@ def test_a_sampled_jump_trains_with_the_energy_score_from_a_deterministic_start(
     assert np.abs(a - c).max() > 0 and "a sample of the model (2 noise channels, seed 1)" in described
     assert "energy-score scores sampled jumps: it needs noise_channels > 0" in run_error(
         capsys, ["train", "--data", walls, "--position-loss", "energy-score", "--out", tmp_path / "e", *TINY])
+    assert "noise_channels: model egnn has no sampled jump" in run_error(
+        capsys, ["train", "--data", walls, "--model", "egnn", "--noise-channels", "2", "--out", tmp_path / "g", *TINY])
