@@ -31,7 +31,7 @@ from .io import write_atomically
 from .losses import (box_loss, energy_score, frame_density_loss, gyration_loss, kinetic_energy_loss,
                      local_distance_loss, mmd_loss, moving_subset, position_mse, radial_distance_loss)
 from .models import JumpModel, build_model, model_hparams
-from .models.fastegnn import VIRTUAL_INITS
+from .models.fastegnn import NOISE_INPUTS, VIRTUAL_INITS
 from .models.precision import check_precision, precision_context
 from .rollout_training import RolloutTraining
 from .geometry import box_array, shrunk_box, unit_gravity_axis
@@ -95,7 +95,8 @@ class TrainConfig:
     float32 only) is how the training steps compute; validation, and so the choice of best.pt,
     runs in full precision, and the weights are float32 either way.
     noise_channels (0 = the paper's deterministic jump; FastEGNN only) makes the model's jump a
-    sample (`FastEGNN`'s noise channels); position_loss ("mse", or "energy-score" for a sampled
+    sample (`FastEGNN`'s noise channels, entering as ``noise_into`` says: "coordinates" or
+    "features"); position_loss ("mse", or "energy-score" for a sampled
     jump: `energy_score` of two samples per example, which trains the spread as well as the
     centre) is the position term of the loss. The validation MSE (and so best.pt) of a sampled
     jump is that of one sample: its spread adds to it.
@@ -134,6 +135,7 @@ class TrainConfig:
     ema_decay: float = 0.0
     virtual_init: str = "centroid"
     noise_channels: int = 0
+    noise_into: str = "coordinates"
     position_loss: str = "mse"
     init: Optional[str] = None
     seed: int = 0
@@ -153,6 +155,8 @@ class TrainConfig:
             raise ValueError(f"noise_channels must be >= 0, got {self.noise_channels}")
         if self.position_loss == "energy-score" and self.noise_channels == 0:
             raise ValueError("position_loss energy-score scores sampled jumps: it needs noise_channels > 0")
+        if self.noise_into not in NOISE_INPUTS:
+            raise ValueError(f"noise_into must be one of {list(NOISE_INPUTS)}, got {self.noise_into!r}")
         if self.noise_channels > 0 and not model_hparams(self.model, noise_channels=1):
             raise ValueError(f"noise_channels: model {self.model} has no sampled jump (fastegnn and global_nodes do)")
         if self.precision != "full" and self.dtype != "float32":
@@ -229,6 +233,8 @@ def make_model(config: TrainConfig, num_node_attrs: int, dt: float = 1.0) -> tup
         hparams.update(model_hparams(config.model, virtual_init=config.virtual_init))
     if config.noise_channels > 0:  # likewise: no key = a deterministic jump
         hparams["noise_channels"] = config.noise_channels
+        if config.noise_into != "coordinates":
+            hparams["noise_into"] = config.noise_into
     torch.manual_seed(config.seed)
     return build_model(config.model, **hparams), hparams
 
@@ -254,7 +260,8 @@ def init_weights(model: JumpModel, model_name: str, hparams: dict[str, Any], spe
     changed = sorted(k for k in set(hparams) | set(ckpt.hparams) if hparams.get(k) != ckpt.hparams.get(k))
     # A deterministic start for a sampled jump: its noise heads start at zero (`FastEGNNLayer`),
     # so the new model begins as exactly the start.
-    adds_noise = changed == ["noise_channels"] and not ckpt.hparams.get("noise_channels")
+    adds_noise = (bool(changed) and set(changed) <= {"noise_channels", "noise_into"}
+                  and not ckpt.hparams.get("noise_channels"))
     if changed and not adds_noise:
         shown = ", ".join(f"{k} {ckpt.hparams.get(k)!r} there, {hparams.get(k)!r} here" for k in changed)
         raise FastEGNNError(f"{where}: model settings differ ({shown}); train with the checkpoint's settings")
@@ -267,7 +274,7 @@ def init_weights(model: JumpModel, model_name: str, hparams: dict[str, Any], spe
             )
     if adds_noise:
         missing, unexpected = model.load_state_dict(ckpt.state_dict, strict=False)
-        if unexpected or any(".noise_head." not in key for key in missing):
+        if unexpected or any(".noise_head." not in key and key != "noise_embedding.weight" for key in missing):
             raise FastEGNNError(f"{where}: its weights do not fit this model ({len(missing)} missing, "
                                 f"{len(unexpected)} unexpected)")
     else:

@@ -340,6 +340,13 @@ def test_a_sampled_jump_trains_with_the_energy_score_from_a_deterministic_start(
     (a, described), (b, _), (c, _) = rolled(1, "r1"), rolled(1, "r1b"), rolled(2, "r2")
     np.testing.assert_array_equal(a, b)
     assert np.abs(a - c).max() > 0 and "a sample of the model (2 noise channels, seed 1)" in described
+    # Noise into the node features instead: the same fine-tune, its embedding leaves zero.
+    assert cli("train", "--data", walls, "--epochs", "1", "--lr", "1e-2", "--init", start, "--noise-channels", "2",
+               "--noise-into", "features", "--position-loss", "energy-score", "--out", tmp_path / "f", *tiny) == 0
+    features = load_checkpoint(tmp_path / "f" / "last.pt")
+    assert features.hparams["noise_into"] == "features"
+    assert float(features.state_dict["noise_embedding.weight"].abs().max()) > 0
+    assert not any(".noise_head." in key for key in features.state_dict)
     assert "energy-score scores sampled jumps: it needs noise_channels > 0" in run_error(
         capsys, ["train", "--data", walls, "--position-loss", "energy-score", "--out", tmp_path / "e", *TINY])
     assert "noise_channels: model egnn has no sampled jump" in run_error(

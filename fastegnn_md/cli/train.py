@@ -113,6 +113,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     train.add_argument("--noise-channels", type=int, default=0, metavar="K",
                        help="FastEGNN: make the jump a sample, driven by K random vectors per node (0: the "
                             "paper's deterministic jump, the default); train it with --position-loss energy-score")
+    # models.fastegnn.NOISE_INPUTS, spelled out so the parser does not import torch
+    train.add_argument("--noise-into", choices=("coordinates", "features"), default="coordinates",
+                       help="where --noise-channels enter: random vectors weighted into every layer's coordinate "
+                            "update (default), or random scalars added to the node features")
     # training.POSITION_LOSSES, spelled out so the parser does not import torch
     train.add_argument("--position-loss", choices=("mse", "energy-score"), default="mse",
                        help="the loss's position term: MSE (the paper; default) or the energy score of two "
@@ -276,6 +280,7 @@ def run(args: argparse.Namespace) -> int:
             ema_decay=args.ema,
             virtual_init=args.virtual_init,
             noise_channels=args.noise_channels,
+            noise_into=args.noise_into,
             position_loss=args.position_loss,
             init=args.init,
             length_scale=args.length_scale if args.length_scale is not None else defaults.length_scale,

@@ -31,6 +31,9 @@ from .blocks import MLP, EdgeBlock, NodeUpdate, ScalarHeads, act, linear_act
 from .contract import JumpModel, ModelOutput
 from .kernels import EdgeContext, GraphPool
 
+#: Where a sampled jump's noise enters (`FastEGNN.noise_into`): isotropic vectors weighted into every
+#: layer's coordinate update, or invariant scalars added to the embedded node features.
+NOISE_INPUTS = ("coordinates", "features")
 #: How the virtual coordinates start (`FastEGNN.virtual_start`): the paper's centre of mass, or
 #: a learned weighted centre per channel.
 VIRTUAL_INITS = ("centroid", "weighted")
@@ -164,9 +167,14 @@ class FastEGNN(JumpModel):
     virtual_nodes=3 (C), gravity_axis=None (`JumpModel.add_gravity`, context: the hidden state
     the last layer reads), virtual_init="centroid" (the paper) or "weighted" (`virtual_start`),
     noise_channels=0 (the paper: a deterministic jump). With K > 0 noise channels the jump is a
-    sample: every call draws K standard-normal vectors per node (`draw_noise`) and every layer
-    adds sum_k a_k(h_i) eps_ik to the coordinates, a_k an MLP of the invariant h_i (Eq. 6 with one
-    more term, like the velocity term); trained with an energy score (`losses.energy_score`).
+    sample, trained with an energy score (`losses.energy_score`); ``noise_into`` says how the
+    noise enters. "coordinates": every call draws K standard-normal vectors per node
+    (`draw_noise`, (N, K, 3)) and every layer adds sum_k a_k(h_i) eps_ik to the coordinates, a_k an
+    MLP of the invariant h_i (Eq. 6 with one more term, like the velocity term). "features": K
+    standard-normal scalars per node ((N, K)) go through a linear map into the embedded h, so
+    every message sees them and the displacements they cause are built from the relative
+    positions of the neighbours and virtual nodes (Eqs. 6, 8), as the deterministic ones are.
+    Either way the new weights start at zero: the model starts as its deterministic self.
     Output virtual_positions has shape (B, C, 3).
     """
 
@@ -183,11 +191,19 @@ class FastEGNN(JumpModel):
         gravity_axis: Optional[Sequence[float]] = None,
         virtual_init: str = "centroid",
         noise_channels: int = 0,
+        noise_into: str = "coordinates",
     ) -> None:
         super().__init__()
         if noise_channels < 0:
             raise ValueError(f"noise_channels must be >= 0, got {noise_channels}")
+        if noise_into not in NOISE_INPUTS:
+            raise ValueError(f"noise_into must be one of {', '.join(NOISE_INPUTS)}, got {noise_into!r}")
         self.noise_channels = noise_channels
+        self.noise_into = noise_into
+        if noise_channels > 0 and noise_into == "features":
+            self.noise_embedding = nn.Linear(noise_channels, hidden, bias=False)
+            nn.init.zeros_(self.noise_embedding.weight)
+        layer_noise = noise_channels if noise_into == "coordinates" else 0
         if virtual_nodes < 1:
             raise ValueError(f"virtual_nodes must be >= 1, got {virtual_nodes}")
         if virtual_init not in VIRTUAL_INITS:
@@ -204,7 +220,7 @@ class FastEGNN(JumpModel):
         # S: per-channel learnable features (ordered) or one feature shared by all (global nodes).
         self.virtual_features = nn.Parameter(torch.randn(virtual_nodes if self.ordered else 1, hidden))
         self.layers = nn.ModuleList(
-            FastEGNNLayer(hidden, edge_features, virtual_nodes, self.ordered, noise_channels)
+            FastEGNNLayer(hidden, edge_features, virtual_nodes, self.ordered, layer_noise)
             for _ in range(layers)
         )
         self._init_gravity(gravity_axis, hidden, hidden)
@@ -219,15 +235,20 @@ class FastEGNN(JumpModel):
         z = self.virtual_start(x, h, batch.batch, pool)
         s = self.virtual_features.to(x.dtype).expand(pool.num_graphs, self.virtual_nodes, -1)
         noise = self.draw_noise(x) if self.noise_channels > 0 else None
+        if noise is not None and self.noise_into == "features":
+            h = h + self.noise_embedding(noise).to(x.dtype)
+            noise = None  # the layers see it through h only
         last = len(self.layers) - 1
         for index, layer in enumerate(self.layers):
             h, x, z, s = layer(h, x, v, e, z, s, ctx, pool, final=index == last, noise=noise)
         return ModelOutput(positions=self.add_gravity(x, batch, h), virtual_positions=z)
 
     def draw_noise(self, x: torch.Tensor) -> torch.Tensor:
-        """(N, K, 3) standard-normal vectors for one sampled jump (model length units), from
-        torch's global generator: seed it (``torch.manual_seed``) for a reproducible rollout."""
-        return torch.randn((x.shape[0], self.noise_channels, 3), dtype=x.dtype, device=x.device)
+        """The noise of one sampled jump, standard normal: (N, K, 3) vectors (model length units)
+        for ``noise_into="coordinates"``, (N, K) scalars for "features". From torch's global
+        generator: seed it (``torch.manual_seed``) for a reproducible rollout."""
+        shape = (x.shape[0], self.noise_channels) + ((3,) if self.noise_into == "coordinates" else ())
+        return torch.randn(shape, dtype=x.dtype, device=x.device)
 
     def virtual_start(self, x: torch.Tensor, h: torch.Tensor, batch_index: torch.Tensor, pool: GraphPool) -> torch.Tensor:
         """Z^(0), (B, C, 3), from real positions x (N, 3) and embedded features h (N, hidden).

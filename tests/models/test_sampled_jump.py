@@ -21,12 +21,15 @@ from symmetry_helpers import close, make_pairs, perturbed_model, run, transforme
 CHANNELS = 2
 
 
-def sampling_model(name: str = "fastegnn") -> torch.nn.Module:
-    """A float64 sampled-jump model whose noise heads are not at their zero start."""
-    model = perturbed_model(name, noise_channels=CHANNELS)
+def sampling_model(name: str = "fastegnn", noise_into: str = "coordinates") -> torch.nn.Module:
+    """A float64 sampled-jump model whose noise weights are not at their zero start."""
+    model = perturbed_model(name, noise_channels=CHANNELS, noise_into=noise_into)
     with torch.no_grad():
+        if noise_into == "features":
+            model.noise_embedding.weight.normal_(std=1.0)
         for layer in model.layers:
-            layer.noise_head.second.weight.normal_(std=0.3)
+            if layer.noise_head is not None:
+                layer.noise_head.second.weight.normal_(std=0.3)
     return model
 
 
@@ -38,17 +41,20 @@ def with_noise(model: torch.nn.Module, noise: np.ndarray) -> None:
 
 @pytest.mark.parametrize("name", ["fastegnn", "global_nodes"])
 @pytest.mark.parametrize("reflect", [False, True], ids=["rotation", "reflection"])
-def test_a_drawn_jump_is_equivariant_when_the_noise_turns_with_the_input(name: str, reflect: bool) -> None:
+@pytest.mark.parametrize("noise_into", ["coordinates", "features"])
+def test_a_drawn_jump_is_equivariant_when_the_noise_turns_with_the_input(name: str, reflect: bool,
+                                                                         noise_into: str) -> None:
     rng = np.random.default_rng(4)
-    model = sampling_model(name)
+    model = sampling_model(name, noise_into)
     pairs = make_pairs(rng)
     n = sum(p.num_nodes for p in pairs)
-    noise = rng.normal(size=(n, CHANNELS, 3))
+    vectors = noise_into == "coordinates"
+    noise = rng.normal(size=(n, CHANNELS, 3) if vectors else (n, CHANNELS))
     q, t = random_orthogonal(rng, reflect), rng.normal(size=3) * 5.0
     with torch.no_grad():
         with_noise(model, noise)
         x, z = run(model, pairs)
-        with_noise(model, noise @ q)
+        with_noise(model, noise @ q if vectors else noise)  # scalars are invariant
         x_g, z_g = run(model, transformed(pairs, q, t))
         with_noise(model, np.zeros_like(noise))
         x_0, _ = run(model, pairs)
@@ -57,15 +63,16 @@ def test_a_drawn_jump_is_equivariant_when_the_noise_turns_with_the_input(name: s
     close(z_g, z @ q + t)
 
 
-def test_a_drawn_jump_permutes_with_its_nodes_and_their_noise() -> None:
+@pytest.mark.parametrize("noise_into", ["coordinates", "features"])
+def test_a_drawn_jump_permutes_with_its_nodes_and_their_noise(noise_into: str) -> None:
     rng = np.random.default_rng(5)
-    model = sampling_model()
+    model = sampling_model(noise_into=noise_into)
     pairs = make_pairs(rng, sizes=(9, 6))
     perms = [rng.permutation(p.num_nodes) for p in pairs]
     permuted = [FramePair(p.positions[s], p.velocities[s], p.target_positions[s], p.node_attrs[s])
                 for p, s in zip(pairs, perms)]
     order = np.concatenate([perms[0], perms[1] + pairs[0].num_nodes])
-    noise = rng.normal(size=(len(order), CHANNELS, 3))
+    noise = rng.normal(size=(len(order), CHANNELS, 3) if noise_into == "coordinates" else (len(order), CHANNELS))
     with torch.no_grad():
         with_noise(model, noise)
         x, z = run(model, pairs)
@@ -75,8 +82,9 @@ def test_a_drawn_jump_permutes_with_its_nodes_and_their_noise() -> None:
     close(z_p, z)
 
 
-def test_each_call_draws_and_a_seed_repeats_the_draw() -> None:
-    model = sampling_model()
+@pytest.mark.parametrize("noise_into", ["coordinates", "features"])
+def test_each_call_draws_and_a_seed_repeats_the_draw(noise_into: str) -> None:
+    model = sampling_model(noise_into=noise_into)
     pairs = make_pairs(np.random.default_rng(6))
     with torch.no_grad():
         torch.manual_seed(3)
@@ -88,14 +96,15 @@ def test_each_call_draws_and_a_seed_repeats_the_draw() -> None:
     np.testing.assert_array_equal(a, c)
 
 
-def test_noise_heads_start_at_zero_and_a_deterministic_model_has_none() -> None:
+@pytest.mark.parametrize("noise_into", ["coordinates", "features"])
+def test_noise_weights_start_at_zero_and_a_deterministic_model_has_none(noise_into: str) -> None:
     torch.manual_seed(0)
     plain = build_model("fastegnn", node_features=2, edge_features=2, hidden=16, layers=2, virtual_nodes=3)
-    assert not any("noise_head" in key for key in plain.state_dict())
+    assert not any("noise" in key for key in plain.state_dict())
     sampled = build_model("fastegnn", node_features=2, edge_features=2, hidden=16, layers=2, virtual_nodes=3,
-                          noise_channels=CHANNELS).double()
+                          noise_channels=CHANNELS, noise_into=noise_into).double()
     missing, unexpected = sampled.load_state_dict(plain.state_dict(), strict=False)
-    assert not unexpected and missing and all(".noise_head." in key for key in missing)
+    assert not unexpected and missing and all("noise" in key for key in missing)
     pairs = make_pairs(np.random.default_rng(7))
     with torch.no_grad():
         x_sampled, _ = run(sampled, pairs)
@@ -103,6 +112,8 @@ def test_noise_heads_start_at_zero_and_a_deterministic_model_has_none() -> None:
     close(x_sampled, x_plain)
     with pytest.raises(ValueError, match="noise_channels"):
         build_model("fastegnn", node_features=2, edge_features=2, noise_channels=-1)
+    with pytest.raises(ValueError, match="noise_into"):
+        build_model("fastegnn", node_features=2, edge_features=2, noise_channels=1, noise_into="velocities")
 
 
 def test_energy_score_of_a_point_is_its_distance_and_the_true_law_scores_lower() -> None:
