@@ -194,20 +194,16 @@ class FastEGNN(JumpModel):
         noise_into: str = "coordinates",
     ) -> None:
         super().__init__()
-        if noise_channels < 0:
-            raise ValueError(f"noise_channels must be >= 0, got {noise_channels}")
-        if noise_into not in NOISE_INPUTS:
-            raise ValueError(f"noise_into must be one of {', '.join(NOISE_INPUTS)}, got {noise_into!r}")
+        _check_at_least("noise_channels", noise_channels, 0)
+        _check_one_of("noise_into", noise_into, NOISE_INPUTS)
+        _check_at_least("virtual_nodes", virtual_nodes, 1)
+        _check_one_of("virtual_init", virtual_init, VIRTUAL_INITS)
         self.noise_channels = noise_channels
         self.noise_into = noise_into
         if noise_channels > 0 and noise_into == "features":
             self.noise_embedding = nn.Linear(noise_channels, hidden, bias=False)
             nn.init.zeros_(self.noise_embedding.weight)
         layer_noise = noise_channels if noise_into == "coordinates" else 0
-        if virtual_nodes < 1:
-            raise ValueError(f"virtual_nodes must be >= 1, got {virtual_nodes}")
-        if virtual_init not in VIRTUAL_INITS:
-            raise ValueError(f"virtual_init must be one of {', '.join(VIRTUAL_INITS)}, got {virtual_init!r}")
         self.virtual_nodes = virtual_nodes
         self.virtual_init = virtual_init
         self.embedding = nn.Linear(node_features, hidden)
@@ -273,6 +269,16 @@ class FastEGNN(JumpModel):
         weighted = (weights.unsqueeze(-1) * x.unsqueeze(1)).flatten(1)  # (N, C' * 3)
         z = pool.sum_into(x.new_zeros((pool.num_graphs, width * 3)), weighted).view(pool.num_graphs, width, 3)
         return z.expand(pool.num_graphs, self.virtual_nodes, 3) if width == 1 else z
+
+
+def _check_at_least(name: str, value: int, least: int) -> None:
+    if value < least:
+        raise ValueError(f"{name} must be >= {least}, got {value}")
+
+
+def _check_one_of(name: str, value: str, choices: Sequence[str]) -> None:
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {', '.join(choices)}, got {value!r}")
 
 
 class GlobalNodesFastEGNN(FastEGNN):
