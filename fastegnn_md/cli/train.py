@@ -111,8 +111,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                        help="where FastEGNN's virtual nodes start: every one at the centre of mass (the paper; "
                             "default) or each at its own learned weighted centre, so the MMD term can spread them")
     train.add_argument("--noise-channels", type=int, default=0, metavar="K",
-                       help="FastEGNN: make the jump a sample, driven by K random vectors per node (0: the "
-                            "paper's deterministic jump, the default); train it with --position-loss energy-score")
+                       help="FastEGNN: make the jump a sample, driven by K random inputs per node (see "
+                            "--noise-into; 0: the paper's deterministic jump, the default); train it with "
+                            "--position-loss energy-score")
     # models.fastegnn.NOISE_INPUTS, spelled out so the parser does not import torch
     train.add_argument("--noise-into", choices=("coordinates", "features"), default="coordinates",
                        help="where --noise-channels enter: random vectors weighted into every layer's coordinate "
