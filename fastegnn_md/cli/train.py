@@ -114,11 +114,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                        help="FastEGNN: make the jump a sample, driven by K random inputs per node (see "
                             "--noise-into; 0: the paper's deterministic jump, the default); train it with "
                             "--position-loss energy-score")
-    # models.fastegnn.NOISE_INPUTS, spelled out so the parser does not import torch
+    # models.fastegnn.NOISE_INPUTS, spelled out so the parser does not import torch (a test keeps them equal)
     train.add_argument("--noise-into", choices=("coordinates", "features"), default="coordinates",
                        help="where --noise-channels enter: random vectors weighted into every layer's coordinate "
                             "update (default), or random scalars added to the node features")
-    # training.POSITION_LOSSES, spelled out so the parser does not import torch
+    # training.POSITION_LOSSES, likewise
     train.add_argument("--position-loss", choices=("mse", "energy-score"), default="mse",
                        help="the loss's position term: MSE (the paper; default) or the energy score of two "
                             "samples, which trains a sampled jump's spread (needs --noise-channels)")

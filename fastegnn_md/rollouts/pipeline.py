@@ -258,12 +258,7 @@ def run_rollout(
         finally:
             sink.close()
         sink.finish(result)
-        described = describe_jump(jump, seed)
-        if drawn_by_model:
-            drawn = f"{drawn_by_model} noise channels, seed {seed}"
-            described = (f"each a sample of the model ({drawn})" if described == "the model's mean"
-                         else f"{described}, around samples of the model ({drawn})")
-        outputs = _report(case, ckpt, predictor, sink, result, progress, described)
+        outputs = _report(case, ckpt, predictor, sink, result, progress, describe_jump(jump, seed, drawn_by_model))
     return outputs
 
 
@@ -283,15 +278,22 @@ def output_locks(case: "RolloutCase") -> list[tuple[Path, bool]]:
     return locks
 
 
-def describe_jump(jump: Optional[JumpFunction], seed: Optional[int]) -> str:
-    """How the rollout's jumps were made, for its report: the mean, or samples and their seed."""
-    if jump is None or (isinstance(jump, MeanJump) and jump.held_geometry is None):
-        return "the model's mean"
-    if isinstance(jump, MeanJump):
-        return "the model's mean, with each start's bonds, bond angles and peptide planes held"
-    if isinstance(jump, SampledJump):
-        return f"sampled from the checkpoint's spread, seed {seed}"
-    return type(jump).__name__
+def describe_jump(jump: Optional[JumpFunction], seed: Optional[int], noise_channels: int = 0) -> str:
+    """How the rollout's jumps were made, for its report: the mean, or samples and their seed;
+    ``noise_channels`` > 0 when the model itself samples (`model_samples`)."""
+    plain = jump is None or (isinstance(jump, MeanJump) and jump.held_geometry is None)
+    if plain:
+        text = "the model's mean"
+    elif isinstance(jump, MeanJump):
+        text = "the model's mean, with each start's bonds, bond angles and peptide planes held"
+    elif isinstance(jump, SampledJump):
+        text = f"sampled from the checkpoint's spread, seed {seed}"
+    else:
+        text = type(jump).__name__
+    if not noise_channels:
+        return text
+    drawn = f"{noise_channels} noise channels, seed {seed}"
+    return f"each a sample of the model ({drawn})" if plain else f"{text}, around samples of the model ({drawn})"
 
 
 def _report(case: "RolloutCase", ckpt: Checkpoint, predictor: Predictor, sink: FrameSink, result: RolloutResult,

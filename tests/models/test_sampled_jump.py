@@ -130,3 +130,18 @@ def test_energy_score_of_a_point_is_its_distance_and_the_true_law_scores_lower()
     from_law = float(energy_score(a, b, y))
     assert at_mean == pytest.approx(1.596, abs=0.02)
     assert from_law == pytest.approx(1.128, abs=0.02)
+
+
+def test_the_train_command_offers_every_noise_input_and_position_loss() -> None:
+    import argparse
+
+    from fastegnn_md.cli import train as train_cli
+    from fastegnn_md.models.fastegnn import NOISE_INPUTS
+    from fastegnn_md.training import POSITION_LOSSES
+
+    sub = argparse.ArgumentParser().add_subparsers()
+    train_cli.add_parser(sub)
+    parser = sub.choices["train"]
+    choices = {flag: tuple(action.choices or ()) for action in parser._actions for flag in action.option_strings}
+    assert choices["--noise-into"] == NOISE_INPUTS
+    assert choices["--position-loss"] == POSITION_LOSSES
