@@ -1,7 +1,8 @@
 """Training and evaluation: epochs, early stopping, checkpoints, resume, metrics log.
 
 A run directory holds
-    best.pt        checkpoint with the lowest validation MSE so far
+    best.pt        checkpoint with the lowest validation MSE so far (for a run trained by the
+                   energy score: the lowest validation energy score)
     last.pt        checkpoint after the last finished epoch, with the trainer state to resume
     metrics.jsonl  one JSON object per finished epoch
 An interrupted run started again with the same directory continues after the last finished
@@ -51,7 +52,7 @@ class TrainConfig:
 
     sigma is in the data's length unit; mmd_weight is lambda of Eq. 11 (0 disables MMD, the
     paper's "w/o MMD" ablation); patience is the number of epochs without a better validation
-    MSE before early stopping; grad_clip, if set, caps the global gradient norm of every step
+    MSE (energy score, for a run trained by it) before early stopping; grad_clip, if set, caps the global gradient norm of every step
     (off by default, as in the paper; it guards against the early divergence FastEGNN<1,0> showed
     in benchmarks/RESULTS.md). gravity_axis (a 3-vector, stored normalised; None = no term)
     switches on the models' learned gravity term (`fastegnn_md.models.contract.JumpModel`); the
@@ -98,8 +99,11 @@ class TrainConfig:
     sample (`FastEGNN`'s noise channels, entering as ``noise_into`` says: "coordinates" or
     "features"); position_loss ("mse", or "energy-score" for a sampled
     jump: `energy_score` of two samples per example, which trains the spread as well as the
-    centre) is the position term of the loss. The validation MSE (and so best.pt) of a sampled
-    jump is that of one sample: its spread adds to it.
+    centre) is the position term of the loss. A sampled jump is validated on noise drawn from a
+    generator seeded with ``seed`` (the same draws every epoch, and training's draws untouched);
+    its validation MSE is that of one sample, which its spread adds to, so a run trained by the
+    energy score keeps as best.pt the epoch with the lowest validation energy score
+    (`evaluate_energy_score`), and its ``best_valid_mse`` is that epoch's MSE.
     """
 
     model: str = "fastegnn"
@@ -325,6 +329,45 @@ def batches(
         yield collate(chunk, cutoff=cutoff, drop_rate=drop_rate, dtype=dtype)
 
 
+@contextmanager
+def seeded_noise(model: JumpModel, seed: int, device: str) -> Iterator[None]:
+    """For a sampled jump (``noise_channels`` > 0), torch's global generators are seeded with
+    ``seed`` inside the block and restored after it: the noise a validation draws is the same
+    every epoch, and the training's own draws continue as if no validation had run. A
+    deterministic model draws nothing, and the block does nothing."""
+    if not getattr(model, "noise_channels", 0):
+        yield
+        return
+    devices = [torch.device(device)] if torch.device(device).type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        yield
+
+
+@torch.no_grad()
+def evaluate_energy_score(
+    model: JumpModel,
+    pairs: Sequence[FramePair],
+    cutoff: Optional[float],
+    drop_rate: float,
+    batch_size: int = 50,
+    dtype: torch.dtype = torch.float32,
+    device: str = "cpu",
+) -> float:
+    """`energy_score` of two samples of a sampled jump per pair, pooled over every moving node of
+    ``pairs`` as `evaluate_mse` pools its squares (length unit; lower is better). The samples come
+    from torch's global generator: seed it (`seeded_noise`) for a reproducible figure."""
+    model.eval()
+    total, count = 0.0, 0
+    for batch in batches(pairs, batch_size, cutoff, drop_rate, dtype):
+        batch = batch.to(device)
+        sample, other = model(batch).positions, model(batch).positions
+        nodes = batch.num_nodes if batch.moving is None else int(batch.moving.sum())
+        total += float(energy_score(sample, other, batch.target_positions, batch.moving)) * nodes
+        count += nodes
+    return total / max(count, 1)
+
+
 @torch.no_grad()
 def evaluate_mse(
     model: JumpModel,
@@ -395,6 +438,8 @@ class TrainingDiverged(FastEGNNError):
 class TrainState:
     epoch: int = 0  # epochs finished
     best_valid_mse: float = math.inf
+    #: lowest validation energy score so far (runs trained by the energy score choose best.pt by it)
+    best_valid_score: float = math.inf
     best_epoch: int = -1
     epochs_since_best: int = 0
     history: list[dict[str, Any]] = field(default_factory=list)
@@ -481,6 +526,7 @@ class Trainer:
         self.mmd_rng = torch.Generator(device=config.device).manual_seed(config.seed + 1)
         self.state = TrainState()
         self.uses_mmd = config.mmd_weight > 0
+        self.scored = config.position_loss == "energy-score"  # best.pt by validation energy score
         self.box_bounds = self._box_bounds(dataset_name) if config.box_weight > 0 else None
         try:
             self.rollout_training = RolloutTraining(train_pairs, config.input_noise, config.unroll, config.seed + 2,
@@ -497,6 +543,7 @@ class Trainer:
             "epochs": self.state.epoch,
             "best_epoch": self.state.best_epoch,
             "best_valid_mse": self.state.best_valid_mse,
+            **({"best_valid_energy_score": self.state.best_valid_score} if self.scored else {}),
             "config": asdict(self.config),
         }
 
@@ -513,8 +560,11 @@ class Trainer:
             "shuffle_rng": self.shuffle_rng.get_state(),
             "mmd_rng": self.mmd_rng.get_state(),
             "rollout_rng": self.rollout_training.state(),
+            # A sampled jump draws its noise from torch's global generator (`draw_noise`).
+            **({"torch_rng": torch.get_rng_state()} if self.config.noise_channels > 0 else {}),
             "epoch": self.state.epoch,
             "best_valid_mse": self.state.best_valid_mse,
+            "best_valid_score": self.state.best_valid_score,
             "best_epoch": self.state.best_epoch,
             "epochs_since_best": self.state.epochs_since_best,
             "config": asdict(self.config),
@@ -563,9 +613,12 @@ class Trainer:
         self.mmd_rng.set_state(ckpt.resume["mmd_rng"])
         if "rollout_rng" in ckpt.resume:
             self.rollout_training.set_state(ckpt.resume["rollout_rng"])
+        if "torch_rng" in ckpt.resume:
+            torch.set_rng_state(ckpt.resume["torch_rng"])
         self.state = TrainState(
             epoch=int(ckpt.resume["epoch"]),
             best_valid_mse=float(ckpt.resume["best_valid_mse"]),
+            best_valid_score=float(ckpt.resume.get("best_valid_score", math.inf)),
             best_epoch=int(ckpt.resume["best_epoch"]),
             epochs_since_best=int(ckpt.resume["epochs_since_best"]),
         )
@@ -761,13 +814,23 @@ class Trainer:
                 break
             start = time.perf_counter()
             train = self._train_epoch(epoch)
+            valid = (self.valid_pairs, config.cutoff, config.drop_rate, config.batch_size, self.dtype, config.device)
             with self._inference_weights():  # the weights that will be saved are the ones validated
-                valid_mse = evaluate_mse(self.model, self.valid_pairs, config.cutoff, config.drop_rate,
-                                         config.batch_size, self.dtype, config.device)
-            improved = valid_mse < self.state.best_valid_mse
+                with seeded_noise(self.model, config.seed, config.device):
+                    valid_mse = evaluate_mse(self.model, *valid)
+                valid_score = math.nan
+                if self.scored:
+                    with seeded_noise(self.model, config.seed, config.device):
+                        valid_score = evaluate_energy_score(self.model, *valid)
+            if self.scored:
+                improved = valid_score < self.state.best_valid_score
+            else:
+                improved = valid_mse < self.state.best_valid_mse
             self.state.epoch = epoch + 1
             if improved:
                 self.state.best_valid_mse, self.state.best_epoch = valid_mse, epoch + 1
+                if self.scored:
+                    self.state.best_valid_score = valid_score
                 self.state.epochs_since_best = 0
             else:
                 self.state.epochs_since_best += 1
@@ -785,6 +848,7 @@ class Trainer:
                     **({"train_energy": train["energy"]} if self.config.energy_weight > 0 else {}),
                     **({"train_density": train["density"]} if self.config.density_weight > 0 else {}),
                     "valid_mse": valid_mse,
+                    **({"valid_energy_score": valid_score} if self.scored else {}),
                     "best_valid_mse": self.state.best_valid_mse,
                     "seconds": time.perf_counter() - start,
                 }

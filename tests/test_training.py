@@ -151,6 +151,41 @@ def test_resume_matches_uninterrupted_run(nbody, tmp_path, monkeypatch, interrup
     assert load_checkpoint(tmp_path / "b" / BEST).training["best_valid_mse"] == summary["best_valid_mse"]
 
 
+def test_a_sampled_run_resumes_its_noise_and_keeps_the_epoch_of_the_lowest_validation_score(nbody, tmp_path,
+                                                                                          monkeypatch):
+    """A sampled jump trained by the energy score: its noise comes from torch's global generator,
+    which last.pt carries, so an interrupted run resumes bitwise as well; validation draws the same
+    seeded noise every epoch without touching training's, and best.pt is the epoch of the lowest
+    validation energy score, its best_valid_mse that epoch's MSE."""
+    sampled = dict(epochs=4, noise_channels=2, position_loss="energy-score", lr=1e-2)
+    run_a = trainer(nbody, tmp_path / "a", **sampled)
+    summary_a = run_a.fit()
+    interrupt_mid_epoch(monkeypatch)
+    with pytest.raises(KeyboardInterrupt):
+        trainer(nbody, tmp_path / "b", **sampled).fit()
+    monkeypatch.undo()
+    trainer(nbody, tmp_path / "b", **sampled).fit(resume=True)
+    log_a, log_b = read_log(tmp_path / "a"), read_log(tmp_path / "b")
+    assert without_seconds(log_b) == without_seconds(log_a)
+    assert_same_weights(load_checkpoint(tmp_path / "a" / LAST).state_dict,
+                        load_checkpoint(tmp_path / "b" / LAST).state_dict)
+    scores = [r["valid_energy_score"] for r in log_a]
+    assert len(set(scores)) == len(scores)  # the weights moved, so the scores differ
+    best = min(range(len(scores)), key=scores.__getitem__)
+    assert summary_a["best_epoch"] == best + 1 and summary_a["best_valid_energy_score"] == scores[best]
+    assert summary_a["best_valid_mse"] == log_a[best]["valid_mse"]
+    # The validation's noise is seeded: scoring best.pt again gives its logged figures.
+    from fastegnn_md.training import evaluate_energy_score, seeded_noise
+    run_a.model.load_state_dict(load_checkpoint(tmp_path / "a" / BEST).state_dict)
+    train, valid, _ = nbody
+    for _ in range(2):
+        with seeded_noise(run_a.model, 0, "cpu"):
+            again = evaluate_energy_score(run_a.model, valid, None, 0.0, 4)
+        with seeded_noise(run_a.model, 0, "cpu"):
+            mse = evaluate_mse(run_a.model, valid, None, 0.0, 4)
+        assert again == pytest.approx(scores[best], rel=1e-12) and mse == pytest.approx(log_a[best]["valid_mse"], rel=1e-12)
+
+
 def test_resume_refuses_different_settings(nbody, tmp_path):
     trainer(nbody, tmp_path, epochs=1).fit()
     with pytest.raises(FastEGNNError, match="different settings.*lr"):

@@ -300,9 +300,11 @@ def run(args: argparse.Namespace) -> int:
         config, train_pairs, valid_pairs, args.out, dataset.spec_fields, str(args.data), progress=not args.quiet
     )
     summary = trainer.fit(resume=not args.no_resume)
+    best = f"best valid MSE {summary['best_valid_mse']:.6g}"
+    if "best_valid_energy_score" in summary:  # chosen by the score; the MSE is that epoch's
+        best = f"best valid energy score {summary['best_valid_energy_score']:.6g} (MSE {summary['best_valid_mse']:.6g})"
     print(
-        f"trained {config.model} for {summary['epochs']} epochs; best valid MSE "
-        f"{summary['best_valid_mse']:.6g} at epoch {summary['best_epoch']}; "
+        f"trained {config.model} for {summary['epochs']} epochs; {best} at epoch {summary['best_epoch']}; "
         f"checkpoint {args.out / 'best.pt'}"
     )
     return 0
