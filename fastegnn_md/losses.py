@@ -266,7 +266,7 @@ def box_loss(
 
 
 def local_distance_loss(
-    predicted: torch.Tensor, target: torch.Tensor, pairs: torch.Tensor
+    predicted: torch.Tensor, target: torch.Tensor, pairs: torch.Tensor, other: Optional[torch.Tensor] = None
 ) -> torch.Tensor:
     """Mean squared error of the distances of close pairs; (N, 3), (N, 3), (2, P) -> scalar.
 
@@ -276,11 +276,19 @@ def local_distance_loss(
     of a fluctuating bond is shorter than the bond: applied jump after jump, the structure
     shrinks (bonds, angles, CA–CA). This term asks the predicted frame to keep the target's
     local distances. It is invariant under E(3) and permutations. With no pair it is 0.
+
+    ``other`` (N, 3), a second independent sample of a sampled jump, makes x̂'s distance the two
+    samples' mean, ``1/2 (|x̂_i - x̂_j| + |x̂'_i - x̂'_j|)``: the variogram score of order 1
+    (Scheuerer & Hamill 2015) on the pair distances. Besides the distances' mean it penalises half
+    their variance over samples, so noise that moves neighbours independently costs and noise
+    that moves them together does not: the per-node energy score cannot see that correlation.
     """
     if pairs.shape[1] == 0:
         return predicted.sum() * 0.0
     i, j = pairs
     predicted_length = (predicted[i] - predicted[j]).norm(dim=1)
+    if other is not None:
+        predicted_length = 0.5 * (predicted_length + (other[i] - other[j]).norm(dim=1))
     target_length = (target[i] - target[j]).norm(dim=1)
     return ((predicted_length - target_length) ** 2).mean()
 

@@ -66,7 +66,9 @@ class TrainConfig:
     model is taught to take back (the target follows the input by 1 − γ of it).
     local_distance_weight (0 = off) adds that multiple of `local_distance_loss` over the pairs
     closer than local_distance_cutoff (length unit) in the input frame, so repeated jumps keep
-    bonds and angles instead of shrinking them toward the mean structure. radial_distance_weight
+    bonds and angles instead of shrinking them toward the mean structure (in a run trained by the
+    energy score, over the two samples: the pair distances' variogram score, which trains how the
+    noise of neighbours is correlated). radial_distance_weight
     (0 = off) adds that multiple of `radial_distance_loss` (each node's distance to its graph's
     centroid), so repeated jumps keep the envelope (radius of gyration) as well; gyration_weight
     (0 = off) adds that multiple of `gyration_loss` (each graph's radius of gyration), which sees
@@ -675,6 +677,7 @@ class Trainer:
                 out = self.model(batch)
             mse = position_mse(out.positions, batch.target_positions, batch.moving)
             loss = mse
+            other = None
             if config.position_loss == "energy-score":
                 with precision_context(config.precision, config.device, self.dtype):
                     other = self.model(batch).positions  # a second, independent sample
@@ -697,7 +700,7 @@ class Trainer:
                 loss = loss + config.mmd_weight * mmd
             local = torch.zeros((), dtype=mse.dtype)
             if config.local_distance_weight > 0:
-                local = local_distance_loss(out.positions, batch.target_positions, self._local_pairs(batch))
+                local = local_distance_loss(out.positions, batch.target_positions, self._local_pairs(batch), other)
                 loss = loss + config.local_distance_weight * local
             radial = torch.zeros((), dtype=mse.dtype)
             if config.radial_distance_weight > 0:

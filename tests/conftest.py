@@ -53,7 +53,7 @@ def adk_dcd_checkpoint(tmp_path_factory):
 
 def train_on_random_walk(directory, seed: int, **config) -> dict:
     """One float64 epoch of a tiny EGNN on a 6-atom random walk (30 frames, 1 ps, backward
-    velocities); ``config`` adds `TrainConfig` fields. Returns the last record of metrics.jsonl."""
+    velocities); ``config`` adds or overrides `TrainConfig` fields. Returns the last record of metrics.jsonl."""
     import json
     from pathlib import Path
 
@@ -67,7 +67,8 @@ def train_on_random_walk(directory, seed: int, **config) -> dict:
     positions = np.cumsum(rng.normal(scale=0.3, size=(frames, atoms, 3)), axis=0) + rng.normal(size=(atoms, 3)) * 2
     pairs = frame_pairs(positions, None, np.ones((atoms, 1)), None, 1.0, 1, "backward", source="walk")
     spec = {"dt": 1.0, "velocity_convention": "backward", "units": {"length": "Å", "time": "ps"}}
-    settings = TrainConfig(model="egnn", hidden=8, layers=1, epochs=1, batch_size=4, dtype="float64", **config)
+    settings = TrainConfig(**{"model": "egnn", "hidden": 8, "layers": 1, "epochs": 1, "batch_size": 4,
+                              "dtype": "float64", **config})
     Trainer(settings, pairs[:20], pairs[20:], directory, spec, progress=False).fit(resume=False)
     return json.loads((Path(directory) / "metrics.jsonl").read_text().splitlines()[-1])
 

@@ -31,6 +31,25 @@ def test_loss_is_the_mean_squared_change_of_each_pair_distance():
     assert float(empty.detach()) == 0.0 and empty.requires_grad
 
 
+def test_with_a_second_sample_it_is_the_variogram_score_of_the_pair_distances():
+    """(d_y - (d_x + d_x')/2)^2 per pair: two samples that move a pair together score like one,
+    two that move it apart score their distances' mean (and so half their spread) against d_y."""
+    rng = np.random.default_rng(3)
+    y = rng.normal(size=(6, 3))
+    pairs = np.array([[0, 1, 2], [3, 4, 5]])
+    x, x2 = y + rng.normal(size=(6, 3)) * 0.3, y + rng.normal(size=(6, 3)) * 0.3
+
+    def d(a, i, j):
+        return np.linalg.norm(a[i] - a[j])
+
+    expected = np.mean([(d(y, i, j) - 0.5 * (d(x, i, j) + d(x2, i, j))) ** 2 for i, j in pairs.T])
+    got = float(local_distance_loss(t64(x), t64(y), torch.as_tensor(pairs), t64(x2)))
+    assert abs(got - expected) < TOL and abs(got - float(local_distance_loss(t64(x), t64(y), torch.as_tensor(pairs)))) > 1e-3
+    shift = rng.normal(size=3)  # a second sample that is the first one moved rigidly: the same distances
+    assert abs(float(local_distance_loss(t64(x), t64(y), torch.as_tensor(pairs), t64(x + shift)))
+               - float(local_distance_loss(t64(x), t64(y), torch.as_tensor(pairs)))) < TOL
+
+
 @pytest.mark.parametrize("reflect", [False, True], ids=["rotation", "reflection"])
 def test_loss_is_e3_and_permutation_invariant_and_zero_for_a_rigid_copy(reflect):
     rng = np.random.default_rng(1)
@@ -80,3 +99,28 @@ def test_training_with_the_local_term_records_it_and_checks_its_settings(tmp_pat
         TrainConfig(local_distance_weight=-1.0)
     with pytest.raises(ValueError, match="local_distance_cutoff"):
         TrainConfig(local_distance_cutoff=0.0)
+
+
+def test_a_run_trained_by_the_energy_score_takes_the_local_term_over_both_samples(tmp_path, random_walk_training,
+                                                                                monkeypatch):
+    """With --position-loss energy-score the local term gets the second sample (its variogram
+    score); with MSE it gets none."""
+    import fastegnn_md.training as training
+
+    seen = []
+    real = training.local_distance_loss
+
+    def recording(predicted, target, pairs, other=None):
+        # (other, a sample that differs from predicted): equal at the first step, where the noise starts at zero
+        seen.append((other is not None, other is not None and not torch.equal(other, predicted)))
+        return real(predicted, target, pairs, other)
+
+    monkeypatch.setattr(training, "local_distance_loss", recording)
+    sampled = dict(model="fastegnn", noise_channels=2, position_loss="energy-score", local_distance_weight=5.0,
+                   local_distance_cutoff=3.0)
+    record = random_walk_training(tmp_path / "sampled", seed=3, **sampled)
+    assert seen and all(given for given, _ in seen) and any(differs for _, differs in seen)
+    assert record["train_local_distance"] > 0
+    seen.clear()
+    random_walk_training(tmp_path / "mse", seed=3, local_distance_weight=5.0, local_distance_cutoff=3.0)
+    assert seen and not any(given for given, _ in seen)

@@ -101,8 +101,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                             "backward velocities: 3, else 1)")
     train.add_argument("--local-distance-weight", type=float, default=None, metavar="W",
                        help="add W x the squared error of the distances between atoms closer than "
-                            "--local-distance-cutoff, so repeated jumps keep bonds and angles "
-                            "(0: off; default MD: 10, else 0)")
+                            "--local-distance-cutoff, so repeated jumps keep bonds and angles; with "
+                            "--position-loss energy-score, of the two samples' mean distance (a variogram "
+                            "score, which trains neighbours' noise to move together) (0: off; default MD: 10, "
+                            "else 0)")
     train.add_argument("--local-distance-cutoff", type=float, default=None, metavar="R",
                        help="pairs of the local-distance term: closer than R (length unit) in the input frame "
                             "(default 2.6: a protein backbone's bonds and bond angles)")
