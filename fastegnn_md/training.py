@@ -32,7 +32,7 @@ from .io import write_atomically
 from .losses import (box_loss, energy_score, frame_density_loss, gyration_loss, kinetic_energy_loss,
                      local_distance_loss, mmd_loss, moving_subset, position_mse, radial_distance_loss)
 from .models import JumpModel, build_model, model_hparams
-from .models.fastegnn import NOISE_INPUTS, VIRTUAL_INITS
+from .models.fastegnn import NOISE_GATES, NOISE_INPUTS, VIRTUAL_INITS
 from .models.precision import check_precision, precision_context
 from .rollout_training import RolloutTraining
 from .geometry import box_array, shrunk_box, unit_gravity_axis
@@ -99,7 +99,7 @@ class TrainConfig:
     runs in full precision, and the weights are float32 either way.
     noise_channels (0 = the paper's deterministic jump; FastEGNN only) makes the model's jump a
     sample (`FastEGNN`'s noise channels, entering as ``noise_into`` says: "coordinates" or
-    "features"); position_loss ("mse", or "energy-score" for a sampled
+    "features", and multiplied by each node's speed if ``noise_gate`` is "speed"); position_loss ("mse", or "energy-score" for a sampled
     jump: `energy_score` of two samples per example, which trains the spread as well as the
     centre) is the position term of the loss. A sampled jump is validated on noise drawn from a
     generator seeded with ``seed`` (the same draws every epoch, and training's draws untouched);
@@ -142,6 +142,7 @@ class TrainConfig:
     virtual_init: str = "centroid"
     noise_channels: int = 0
     noise_into: str = "coordinates"
+    noise_gate: str = "none"
     position_loss: str = "mse"
     init: Optional[str] = None
     seed: int = 0
@@ -163,6 +164,10 @@ class TrainConfig:
             raise ValueError("position_loss energy-score scores sampled jumps: it needs noise_channels > 0")
         if self.noise_into not in NOISE_INPUTS:
             raise ValueError(f"noise_into must be one of {list(NOISE_INPUTS)}, got {self.noise_into!r}")
+        if self.noise_gate not in NOISE_GATES:
+            raise ValueError(f"noise_gate must be one of {list(NOISE_GATES)}, got {self.noise_gate!r}")
+        if self.noise_gate != "none" and self.noise_channels == 0:
+            raise ValueError(f"noise_gate {self.noise_gate} gates a sampled jump's noise: it needs noise_channels > 0")
         if self.noise_channels > 0 and not model_hparams(self.model, noise_channels=1):
             raise ValueError(f"noise_channels: model {self.model} has no sampled jump (fastegnn and global_nodes do)")
         if self.precision != "full" and self.dtype != "float32":
@@ -241,6 +246,8 @@ def make_model(config: TrainConfig, num_node_attrs: int, dt: float = 1.0) -> tup
         hparams["noise_channels"] = config.noise_channels
         if config.noise_into != "coordinates":
             hparams["noise_into"] = config.noise_into
+        if config.noise_gate != "none":
+            hparams["noise_gate"] = config.noise_gate
     torch.manual_seed(config.seed)
     return build_model(config.model, **hparams), hparams
 
@@ -266,7 +273,7 @@ def init_weights(model: JumpModel, model_name: str, hparams: dict[str, Any], spe
     changed = sorted(k for k in set(hparams) | set(ckpt.hparams) if hparams.get(k) != ckpt.hparams.get(k))
     # A deterministic start for a sampled jump: its noise heads start at zero (`FastEGNNLayer`),
     # so the new model begins as exactly the start.
-    adds_noise = (bool(changed) and set(changed) <= {"noise_channels", "noise_into"}
+    adds_noise = (bool(changed) and set(changed) <= {"noise_channels", "noise_into", "noise_gate"}
                   and not ckpt.hparams.get("noise_channels"))
     if changed and not adds_noise:
         shown = ", ".join(f"{k} {ckpt.hparams.get(k)!r} there, {hparams.get(k)!r} here" for k in changed)

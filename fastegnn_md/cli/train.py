@@ -120,6 +120,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     train.add_argument("--noise-into", choices=("coordinates", "features"), default="coordinates",
                        help="where --noise-channels enter: random vectors weighted into every layer's coordinate "
                             "update (default), or random scalars added to the node features")
+    # models.fastegnn.NOISE_GATES, likewise
+    train.add_argument("--noise-gate", choices=("none", "speed"), default="none",
+                       help="what --noise-channels are multiplied by per node: nothing (default), or the "
+                            "node's speed, so that particles at rest get no noise")
     # training.POSITION_LOSSES, likewise
     train.add_argument("--position-loss", choices=("mse", "energy-score"), default="mse",
                        help="the loss's position term: MSE (the paper; default) or the energy score of two "
@@ -284,6 +288,7 @@ def run(args: argparse.Namespace) -> int:
             virtual_init=args.virtual_init,
             noise_channels=args.noise_channels,
             noise_into=args.noise_into,
+            noise_gate=args.noise_gate,
             position_loss=args.position_loss,
             init=args.init,
             length_scale=args.length_scale if args.length_scale is not None else defaults.length_scale,

@@ -34,6 +34,9 @@ from .kernels import EdgeContext, GraphPool
 #: Where a sampled jump's noise enters (`FastEGNN.noise_into`): isotropic vectors weighted into every
 #: layer's coordinate update, or invariant scalars added to the embedded node features.
 NOISE_INPUTS = ("coordinates", "features")
+#: What a sampled jump's noise is multiplied by, per node (`FastEGNN.noise_gate`): nothing, or the
+#: node's speed (the constant-velocity displacement over the model's time scale).
+NOISE_GATES = ("none", "speed")
 #: How the virtual coordinates start (`FastEGNN.virtual_start`): the paper's centre of mass, or
 #: a learned weighted centre per channel.
 VIRTUAL_INITS = ("centroid", "weighted")
@@ -175,7 +178,10 @@ class FastEGNN(JumpModel):
     every message sees them and the displacements they cause are built from the relative
     positions of the neighbours and virtual nodes (Eqs. 6, 8), as the deterministic ones are.
     Either way the new weights start at zero: the model starts as its deterministic self.
-    Output virtual_positions has shape (B, C, 3).
+    ``noise_gate`` "speed" multiplies each node's noise by its speed |v_i| (as the model sees it:
+    the displacement over its time scale, `JumpModel.set_time_scale`), so a node at rest gets no
+    noise: still water stays still, whatever the noise does where the flow moves ("none": the
+    noise as drawn). Output virtual_positions has shape (B, C, 3).
     """
 
     name = "fastegnn"
@@ -192,14 +198,17 @@ class FastEGNN(JumpModel):
         virtual_init: str = "centroid",
         noise_channels: int = 0,
         noise_into: str = "coordinates",
+        noise_gate: str = "none",
     ) -> None:
         super().__init__()
         _check_at_least("noise_channels", noise_channels, 0)
         _check_one_of("noise_into", noise_into, NOISE_INPUTS)
+        _check_one_of("noise_gate", noise_gate, NOISE_GATES)
         _check_at_least("virtual_nodes", virtual_nodes, 1)
         _check_one_of("virtual_init", virtual_init, VIRTUAL_INITS)
         self.noise_channels = noise_channels
         self.noise_into = noise_into
+        self.noise_gate = noise_gate
         if noise_channels > 0 and noise_into == "features":
             self.noise_embedding = nn.Linear(noise_channels, hidden, bias=False)
             nn.init.zeros_(self.noise_embedding.weight)
@@ -231,6 +240,9 @@ class FastEGNN(JumpModel):
         z = self.virtual_start(x, h, batch.batch, pool)
         s = self.virtual_features.to(x.dtype).expand(pool.num_graphs, self.virtual_nodes, -1)
         noise = self.draw_noise(x) if self.noise_channels > 0 else None
+        if noise is not None and self.noise_gate == "speed":
+            speed = v.norm(dim=1)  # (N,) invariant: the law of the sample stays equivariant
+            noise = noise * speed.view(-1, *([1] * (noise.dim() - 1)))
         if noise is not None and self.noise_into == "features":
             h = h + self.noise_embedding(noise).to(x.dtype)
             noise = None  # the layers see it through h only

@@ -21,9 +21,9 @@ from symmetry_helpers import close, make_pairs, perturbed_model, run, transforme
 CHANNELS = 2
 
 
-def sampling_model(name: str = "fastegnn", noise_into: str = "coordinates") -> torch.nn.Module:
+def sampling_model(name: str = "fastegnn", noise_into: str = "coordinates", noise_gate: str = "none") -> torch.nn.Module:
     """A float64 sampled-jump model whose noise weights are not at their zero start."""
-    model = perturbed_model(name, noise_channels=CHANNELS, noise_into=noise_into)
+    model = perturbed_model(name, noise_channels=CHANNELS, noise_into=noise_into, noise_gate=noise_gate)
     with torch.no_grad():
         if noise_into == "features":
             model.noise_embedding.weight.normal_(std=1.0)
@@ -41,11 +41,12 @@ def with_noise(model: torch.nn.Module, noise: np.ndarray) -> None:
 
 @pytest.mark.parametrize("name", ["fastegnn", "global_nodes"])
 @pytest.mark.parametrize("reflect", [False, True], ids=["rotation", "reflection"])
-@pytest.mark.parametrize("noise_into", ["coordinates", "features"])
+@pytest.mark.parametrize("noise_into, noise_gate", [("coordinates", "none"), ("features", "none"),
+                                                    ("coordinates", "speed"), ("features", "speed")])
 def test_a_drawn_jump_is_equivariant_when_the_noise_turns_with_the_input(name: str, reflect: bool,
-                                                                         noise_into: str) -> None:
+                                                                         noise_into: str, noise_gate: str) -> None:
     rng = np.random.default_rng(4)
-    model = sampling_model(name, noise_into)
+    model = sampling_model(name, noise_into, noise_gate)
     pairs = make_pairs(rng)
     n = sum(p.num_nodes for p in pairs)
     vectors = noise_into == "coordinates"
@@ -116,6 +117,40 @@ def test_noise_weights_start_at_zero_and_a_deterministic_model_has_none(noise_in
         build_model("fastegnn", node_features=2, edge_features=2, noise_channels=1, noise_into="velocities")
 
 
+@pytest.mark.parametrize("noise_into", ["coordinates", "features"])
+def test_a_speed_gated_jump_draws_nothing_for_nodes_at_rest(noise_into: str) -> None:
+    """noise_gate "speed": each node's noise times its speed. With every node at rest the sample
+    is the deterministic jump; one moving node makes it a sample again, scaled by its speed."""
+    model = sampling_model(noise_into=noise_into, noise_gate="speed")
+    rng = np.random.default_rng(8)
+    pairs = [FramePair(p.positions, np.zeros_like(p.velocities), p.target_positions, p.node_attrs)
+             for p in make_pairs(rng)]
+    n = sum(p.num_nodes for p in pairs)
+    noise = rng.normal(size=(n, CHANNELS, 3) if noise_into == "coordinates" else (n, CHANNELS))
+    with torch.no_grad():
+        with_noise(model, noise)
+        drawn, _ = run(model, pairs)
+        with_noise(model, np.zeros_like(noise))
+        still, _ = run(model, pairs)
+        close(drawn, still)
+        pairs[0].velocities[0] = [0.3, 0.0, 0.4]
+        with_noise(model, noise)
+        moving, _ = run(model, pairs)
+        scaled = noise.copy()
+        scaled[0] *= 0.5  # the gate is |v| = 0.5: the same jump as half this node's noise ungated
+        ungated = sampling_model(noise_into=noise_into)
+        with_noise(ungated, np.where(np.arange(n).reshape((-1,) + (1,) * (noise.ndim - 1)) == 0, scaled, 0.0))
+        expected, _ = run(ungated, pairs)
+    assert np.abs(moving - still).max() > 1e-3
+    close(moving, expected)
+    with pytest.raises(ValueError, match="noise_gate"):
+        build_model("fastegnn", node_features=2, edge_features=2, noise_channels=1, noise_gate="temperature")
+    from fastegnn_md.training import TrainConfig
+
+    with pytest.raises(ValueError, match="noise_gate speed gates a sampled jump's noise: it needs noise_channels"):
+        TrainConfig(noise_gate="speed")
+
+
 def test_energy_score_of_a_point_is_its_distance_and_the_true_law_scores_lower() -> None:
     target = torch.tensor([[0.0, 0.0, 0.0], [1.0, 2.0, 2.0]], dtype=torch.float64)
     point = torch.zeros_like(target)
@@ -136,7 +171,7 @@ def test_the_train_command_offers_every_noise_input_and_position_loss() -> None:
     import argparse
 
     from fastegnn_md.cli import train as train_cli
-    from fastegnn_md.models.fastegnn import NOISE_INPUTS
+    from fastegnn_md.models.fastegnn import NOISE_GATES, NOISE_INPUTS
     from fastegnn_md.training import POSITION_LOSSES
 
     sub = argparse.ArgumentParser().add_subparsers()
@@ -144,4 +179,5 @@ def test_the_train_command_offers_every_noise_input_and_position_loss() -> None:
     parser = sub.choices["train"]
     choices = {flag: tuple(action.choices or ()) for action in parser._actions for flag in action.option_strings}
     assert choices["--noise-into"] == NOISE_INPUTS
+    assert choices["--noise-gate"] == NOISE_GATES
     assert choices["--position-loss"] == POSITION_LOSSES
