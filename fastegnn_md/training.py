@@ -18,7 +18,7 @@ import warnings
 from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Optional, Sequence, Union
+from typing import Any, Iterable, Iterator, Optional, Sequence, Union
 
 import numpy as np
 import torch
@@ -354,21 +354,14 @@ def seeded_noise(model: JumpModel, seed: int, device: str) -> Iterator[None]:
 
 
 @torch.no_grad()
-def evaluate_energy_score(
-    model: JumpModel,
-    pairs: Sequence[FramePair],
-    cutoff: Optional[float],
-    drop_rate: float,
-    batch_size: int = 50,
-    dtype: torch.dtype = torch.float32,
-    device: str = "cpu",
-) -> float:
-    """`energy_score` of two samples of a sampled jump per pair, pooled over every moving node of
-    ``pairs`` as `evaluate_mse` pools its squares (length unit; lower is better). The samples come
-    from torch's global generator: seed it (`seeded_noise`) for a reproducible figure."""
+def evaluate_energy_score(model: JumpModel, graphs: Iterable[GraphBatch], device: str = "cpu") -> float:
+    """`energy_score` of two samples of a sampled jump per example, pooled over every moving node
+    of ``graphs`` (e.g. `batches` of the validation pairs) as `evaluate_mse` pools its squares
+    (length unit; lower is better). The samples come from torch's global generator: seed it
+    (`seeded_noise`) for a reproducible figure."""
     model.eval()
     total, count = 0.0, 0
-    for batch in batches(pairs, batch_size, cutoff, drop_rate, dtype):
+    for batch in graphs:
         batch = batch.to(device)
         sample, other = model(batch).positions, model(batch).positions
         nodes = batch.num_nodes if batch.moving is None else int(batch.moving.sum())
@@ -824,14 +817,16 @@ class Trainer:
                 break
             start = time.perf_counter()
             train = self._train_epoch(epoch)
-            valid = (self.valid_pairs, config.cutoff, config.drop_rate, config.batch_size, self.dtype, config.device)
+            batching = (config.batch_size, config.cutoff, config.drop_rate, self.dtype)
             with self._inference_weights():  # the weights that will be saved are the ones validated
                 with seeded_noise(self.model, config.seed, config.device):
-                    valid_mse = evaluate_mse(self.model, *valid)
+                    valid_mse = evaluate_mse(self.model, self.valid_pairs, config.cutoff, config.drop_rate,
+                                             config.batch_size, self.dtype, config.device)
                 valid_score = math.nan
                 if self.scored:
                     with seeded_noise(self.model, config.seed, config.device):
-                        valid_score = evaluate_energy_score(self.model, *valid)
+                        valid_score = evaluate_energy_score(self.model, batches(self.valid_pairs, *batching),
+                                                            config.device)
             if self.scored:
                 improved = valid_score < self.state.best_valid_score
             else:

@@ -175,12 +175,12 @@ def test_a_sampled_run_resumes_its_noise_and_keeps_the_epoch_of_the_lowest_valid
     assert summary_a["best_epoch"] == best + 1 and summary_a["best_valid_energy_score"] == scores[best]
     assert summary_a["best_valid_mse"] == log_a[best]["valid_mse"]
     # The validation's noise is seeded: scoring best.pt again gives its logged figures.
-    from fastegnn_md.training import evaluate_energy_score, seeded_noise
+    from fastegnn_md.training import batches, evaluate_energy_score, seeded_noise
     run_a.model.load_state_dict(load_checkpoint(tmp_path / "a" / BEST).state_dict)
     train, valid, _ = nbody
     for _ in range(2):
         with seeded_noise(run_a.model, 0, "cpu"):
-            again = evaluate_energy_score(run_a.model, valid, None, 0.0, 4)
+            again = evaluate_energy_score(run_a.model, batches(valid, 4, None, 0.0, torch.float32))
         with seeded_noise(run_a.model, 0, "cpu"):
             mse = evaluate_mse(run_a.model, valid, None, 0.0, 4)
         assert again == pytest.approx(scores[best], rel=1e-12) and mse == pytest.approx(log_a[best]["valid_mse"], rel=1e-12)
