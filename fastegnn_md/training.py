@@ -99,7 +99,8 @@ class TrainConfig:
     runs in full precision, and the weights are float32 either way.
     noise_channels (0 = the paper's deterministic jump; FastEGNN only) makes the model's jump a
     sample (`FastEGNN`'s noise channels, entering as ``noise_into`` says: "coordinates" or
-    "features", and multiplied by each node's speed if ``noise_gate`` is "speed"); position_loss ("mse", or "energy-score" for a sampled
+    "features", multiplied by each node's speed if ``noise_gate`` is "speed", summed over graph
+    neighbours ``noise_smoothing`` times); position_loss ("mse", or "energy-score" for a sampled
     jump: `energy_score` of two samples per example, which trains the spread as well as the
     centre) is the position term of the loss. A sampled jump is validated on noise drawn from a
     generator seeded with ``seed`` (the same draws every epoch, and training's draws untouched);
@@ -143,6 +144,7 @@ class TrainConfig:
     noise_channels: int = 0
     noise_into: str = "coordinates"
     noise_gate: str = "none"
+    noise_smoothing: int = 0
     position_loss: str = "mse"
     init: Optional[str] = None
     seed: int = 0
@@ -166,6 +168,10 @@ class TrainConfig:
             raise ValueError(f"noise_into must be one of {list(NOISE_INPUTS)}, got {self.noise_into!r}")
         if self.noise_gate not in NOISE_GATES:
             raise ValueError(f"noise_gate must be one of {list(NOISE_GATES)}, got {self.noise_gate!r}")
+        if self.noise_smoothing < 0:
+            raise ValueError(f"noise_smoothing must be >= 0, got {self.noise_smoothing}")
+        if self.noise_smoothing > 0 and self.noise_channels == 0:
+            raise ValueError("noise_smoothing smooths a sampled jump's noise: it needs noise_channels > 0")
         if self.noise_gate != "none" and self.noise_channels == 0:
             raise ValueError(f"noise_gate {self.noise_gate} gates a sampled jump's noise: it needs noise_channels > 0")
         if self.noise_channels > 0 and not model_hparams(self.model, noise_channels=1):
@@ -248,6 +254,8 @@ def make_model(config: TrainConfig, num_node_attrs: int, dt: float = 1.0) -> tup
             hparams["noise_into"] = config.noise_into
         if config.noise_gate != "none":
             hparams["noise_gate"] = config.noise_gate
+        if config.noise_smoothing > 0:
+            hparams["noise_smoothing"] = config.noise_smoothing
     torch.manual_seed(config.seed)
     return build_model(config.model, **hparams), hparams
 
@@ -273,7 +281,7 @@ def init_weights(model: JumpModel, model_name: str, hparams: dict[str, Any], spe
     changed = sorted(k for k in set(hparams) | set(ckpt.hparams) if hparams.get(k) != ckpt.hparams.get(k))
     # A deterministic start for a sampled jump: its noise heads start at zero (`FastEGNNLayer`),
     # so the new model begins as exactly the start.
-    adds_noise = (bool(changed) and set(changed) <= {"noise_channels", "noise_into", "noise_gate"}
+    adds_noise = (bool(changed) and set(changed) <= {"noise_channels", "noise_into", "noise_gate", "noise_smoothing"}
                   and not ckpt.hparams.get("noise_channels"))
     if changed and not adds_noise:
         shown = ", ".join(f"{k} {ckpt.hparams.get(k)!r} there, {hparams.get(k)!r} here" for k in changed)

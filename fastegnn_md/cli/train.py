@@ -124,6 +124,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     train.add_argument("--noise-gate", choices=("none", "speed"), default="none",
                        help="what --noise-channels are multiplied by per node: nothing (default), or the "
                             "node's speed, so that particles at rest get no noise")
+    train.add_argument("--noise-smoothing", type=int, default=0, metavar="S",
+                       help="sum each node's --noise-channels with its graph neighbours' S times, so that "
+                            "neighbours move together (default 0: independent per node)")
     # training.POSITION_LOSSES, likewise
     train.add_argument("--position-loss", choices=("mse", "energy-score"), default="mse",
                        help="the loss's position term: MSE (the paper; default) or the energy score of two "
@@ -289,6 +292,7 @@ def run(args: argparse.Namespace) -> int:
             noise_channels=args.noise_channels,
             noise_into=args.noise_into,
             noise_gate=args.noise_gate,
+            noise_smoothing=args.noise_smoothing,
             position_loss=args.position_loss,
             init=args.init,
             length_scale=args.length_scale if args.length_scale is not None else defaults.length_scale,

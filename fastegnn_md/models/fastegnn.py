@@ -163,6 +163,27 @@ class FastEGNNLayer(nn.Module):
         return torch.cat(h_parts), x_new, z_new, s_new
 
 
+def smooth_noise(noise: torch.Tensor, ctx: EdgeContext, passes: int) -> torch.Tensor:
+    """Noise (N, K, 3) or (N, K) made spatially correlated: ``passes`` times, each node's noise
+    becomes the sum of its own and its graph neighbours', over sqrt(1 + degree) so that i.i.d.
+    standard-normal input keeps unit variance per node after one pass.
+
+    Why: noise drawn independently per node moves neighbours apart, which packs and leaks SPH
+    water; summed over a neighbourhood, nearby nodes share most of their noise and move together.
+    Vectors are summed as vectors, so the law stays E(3)- and permutation-equivariant.
+    """
+    if not ctx.has_edges:
+        return noise
+    flat = noise.reshape(noise.shape[0], -1)
+    ones = flat.new_ones((ctx.num_edges, 1))
+    degree = ctx.mean_over_neighbours(ones) / ctx.inv_degree.to(flat.dtype)  # 0 for isolated nodes
+    scale = torch.rsqrt(1.0 + degree)
+    for _ in range(passes):
+        neighbours = ctx.mean_over_neighbours(flat.index_select(0, ctx.senders)) / ctx.inv_degree.to(flat.dtype)
+        flat = (flat + neighbours) * scale
+    return flat.reshape(noise.shape)
+
+
 class FastEGNN(JumpModel):
     """FastEGNN with C ordered virtual nodes.
 
@@ -181,7 +202,9 @@ class FastEGNN(JumpModel):
     ``noise_gate`` "speed" multiplies each node's noise by its speed |v_i| (as the model sees it:
     the displacement over its time scale, `JumpModel.set_time_scale`), so a node at rest gets no
     noise: still water stays still, whatever the noise does where the flow moves ("none": the
-    noise as drawn). Output virtual_positions has shape (B, C, 3).
+    noise as drawn). ``noise_smoothing`` S > 0 passes the drawn noise S times over the radius graph
+    before it enters (`smooth_noise`), so neighbours' noise is correlated over about S cutoffs
+    (0: independent per node). Output virtual_positions has shape (B, C, 3).
     """
 
     name = "fastegnn"
@@ -199,16 +222,19 @@ class FastEGNN(JumpModel):
         noise_channels: int = 0,
         noise_into: str = "coordinates",
         noise_gate: str = "none",
+        noise_smoothing: int = 0,
     ) -> None:
         super().__init__()
         _check_at_least("noise_channels", noise_channels, 0)
         _check_one_of("noise_into", noise_into, NOISE_INPUTS)
         _check_one_of("noise_gate", noise_gate, NOISE_GATES)
+        _check_at_least("noise_smoothing", noise_smoothing, 0)
         _check_at_least("virtual_nodes", virtual_nodes, 1)
         _check_one_of("virtual_init", virtual_init, VIRTUAL_INITS)
         self.noise_channels = noise_channels
         self.noise_into = noise_into
         self.noise_gate = noise_gate
+        self.noise_smoothing = noise_smoothing
         if noise_channels > 0 and noise_into == "features":
             self.noise_embedding = nn.Linear(noise_channels, hidden, bias=False)
             nn.init.zeros_(self.noise_embedding.weight)
@@ -240,6 +266,8 @@ class FastEGNN(JumpModel):
         z = self.virtual_start(x, h, batch.batch, pool)
         s = self.virtual_features.to(x.dtype).expand(pool.num_graphs, self.virtual_nodes, -1)
         noise = self.draw_noise(x) if self.noise_channels > 0 else None
+        if noise is not None and self.noise_smoothing > 0:
+            noise = smooth_noise(noise, ctx, self.noise_smoothing)
         if noise is not None and self.noise_gate == "speed":
             speed = v.norm(dim=1)  # (N,) invariant: the law of the sample stays equivariant
             noise = noise * speed.view(-1, *([1] * (noise.dim() - 1)))

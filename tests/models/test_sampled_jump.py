@@ -8,6 +8,8 @@ sample equivariant.
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 import torch
@@ -21,9 +23,11 @@ from symmetry_helpers import close, make_pairs, perturbed_model, run, transforme
 CHANNELS = 2
 
 
-def sampling_model(name: str = "fastegnn", noise_into: str = "coordinates", noise_gate: str = "none") -> torch.nn.Module:
+def sampling_model(name: str = "fastegnn", noise_into: str = "coordinates", noise_gate: str = "none",
+                   noise_smoothing: int = 0) -> torch.nn.Module:
     """A float64 sampled-jump model whose noise weights are not at their zero start."""
-    model = perturbed_model(name, noise_channels=CHANNELS, noise_into=noise_into, noise_gate=noise_gate)
+    model = perturbed_model(name, noise_channels=CHANNELS, noise_into=noise_into, noise_gate=noise_gate,
+                            noise_smoothing=noise_smoothing)
     with torch.no_grad():
         if noise_into == "features":
             model.noise_embedding.weight.normal_(std=1.0)
@@ -41,12 +45,12 @@ def with_noise(model: torch.nn.Module, noise: np.ndarray) -> None:
 
 @pytest.mark.parametrize("name", ["fastegnn", "global_nodes"])
 @pytest.mark.parametrize("reflect", [False, True], ids=["rotation", "reflection"])
-@pytest.mark.parametrize("noise_into, noise_gate", [("coordinates", "none"), ("features", "none"),
-                                                    ("coordinates", "speed"), ("features", "speed")])
-def test_a_drawn_jump_is_equivariant_when_the_noise_turns_with_the_input(name: str, reflect: bool,
-                                                                         noise_into: str, noise_gate: str) -> None:
+@pytest.mark.parametrize("noise_into, noise_gate, smoothing", [
+    ("coordinates", "none", 0), ("features", "none", 0), ("coordinates", "speed", 2), ("features", "speed", 2)])
+def test_a_drawn_jump_is_equivariant_when_the_noise_turns_with_the_input(name: str, reflect: bool, noise_into: str,
+                                                                         noise_gate: str, smoothing: int) -> None:
     rng = np.random.default_rng(4)
-    model = sampling_model(name, noise_into, noise_gate)
+    model = sampling_model(name, noise_into, noise_gate, smoothing)
     pairs = make_pairs(rng)
     n = sum(p.num_nodes for p in pairs)
     vectors = noise_into == "coordinates"
@@ -64,10 +68,10 @@ def test_a_drawn_jump_is_equivariant_when_the_noise_turns_with_the_input(name: s
     close(z_g, z @ q + t)
 
 
-@pytest.mark.parametrize("noise_into", ["coordinates", "features"])
-def test_a_drawn_jump_permutes_with_its_nodes_and_their_noise(noise_into: str) -> None:
+@pytest.mark.parametrize("noise_into, smoothing", [("coordinates", 0), ("features", 0), ("coordinates", 2)])
+def test_a_drawn_jump_permutes_with_its_nodes_and_their_noise(noise_into: str, smoothing: int) -> None:
     rng = np.random.default_rng(5)
-    model = sampling_model(noise_into=noise_into)
+    model = sampling_model(noise_into=noise_into, noise_smoothing=smoothing)
     pairs = make_pairs(rng, sizes=(9, 6))
     perms = [rng.permutation(p.num_nodes) for p in pairs]
     permuted = [FramePair(p.positions[s], p.velocities[s], p.target_positions[s], p.node_attrs[s])
@@ -149,6 +153,49 @@ def test_a_speed_gated_jump_draws_nothing_for_nodes_at_rest(noise_into: str) -> 
 
     with pytest.raises(ValueError, match="noise_gate speed gates a sampled jump's noise: it needs noise_channels"):
         TrainConfig(noise_gate="speed")
+    with pytest.raises(ValueError, match="noise_smoothing smooths a sampled jump's noise: it needs noise_channels"):
+        TrainConfig(noise_smoothing=1)
+    with pytest.raises(ValueError, match="noise_smoothing must be >= 0"):
+        TrainConfig(noise_channels=1, noise_smoothing=-1)
+    with pytest.raises(ValueError, match="noise_smoothing"):
+        build_model("fastegnn", node_features=2, edge_features=2, noise_channels=1, noise_smoothing=-1)
+
+
+def test_smoothed_noise_sums_each_neighbourhood_and_keeps_unit_variance() -> None:
+    """`smooth_noise`: one pass gives (eps_i + sum_j eps_j) / sqrt(1 + degree_i); an isolated node
+    keeps its own; i.i.d. standard-normal noise keeps unit variance per node, and neighbours
+    become correlated."""
+    from fastegnn_md.models.fastegnn import smooth_noise
+    from fastegnn_md.models.kernels import EdgeContext
+
+    # A path 0 - 1 - 2 and an isolated node 3 (edges both ways, sorted by receiver).
+    positions = torch.zeros((4, 3), dtype=torch.float64)
+    edges = torch.tensor([[0, 1, 1, 2], [1, 0, 2, 1]])
+
+    ctx = EdgeContext(SimpleNamespace(edge_index=edges, positions=positions))
+    eps = torch.arange(24, dtype=torch.float64).reshape(4, 2, 3)
+    once = smooth_noise(eps, ctx, 1)
+    close(once[0].numpy(), ((eps[0] + eps[1]) / np.sqrt(2)).numpy())
+    close(once[1].numpy(), ((eps[1] + eps[0] + eps[2]) / np.sqrt(3)).numpy())
+    close(once[3].numpy(), eps[3].numpy())
+    close(smooth_noise(eps[..., 0], ctx, 1).numpy(), once[..., 0].numpy())  # scalars as vectors' components
+    gen = torch.Generator().manual_seed(0)
+    draws = smooth_noise(torch.randn(20000, 4, 1, 3, generator=gen, dtype=torch.float64).transpose(0, 1).reshape(4, -1, 3),
+                         ctx, 1).reshape(4, -1)
+    variance = draws.var(dim=1)
+    assert torch.allclose(variance, torch.ones(4, dtype=torch.float64), atol=0.05)
+    correlation = float((draws[0] * draws[1]).mean())
+    assert correlation == pytest.approx(2 / np.sqrt(6), abs=0.05)  # two shared of 2 and 3 summed
+    # The model smooths what it draws: the same weights and draw give another jump unsmoothed.
+    pairs = make_pairs(np.random.default_rng(9))
+    noise = np.random.default_rng(10).normal(size=(sum(p.num_nodes for p in pairs), CHANNELS, 3))
+    jumps = []
+    for passes in (0, 1):
+        model = sampling_model(noise_smoothing=passes)
+        with torch.no_grad():
+            with_noise(model, noise)
+            jumps.append(run(model, pairs)[0])
+    assert np.abs(jumps[0] - jumps[1]).max() > 1e-3
 
 
 def test_energy_score_of_a_point_is_its_distance_and_the_true_law_scores_lower() -> None:
