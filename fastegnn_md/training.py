@@ -52,9 +52,9 @@ class TrainConfig:
 
     sigma is in the data's length unit; mmd_weight is lambda of Eq. 11 (0 disables MMD, the
     paper's "w/o MMD" ablation); patience is the number of epochs without a better validation
-    MSE (energy score, for a run trained by it) before early stopping; grad_clip, if set, caps the global gradient norm of every step
-    (off by default, as in the paper; it guards against the early divergence FastEGNN<1,0> showed
-    in benchmarks/RESULTS.md). gravity_axis (a 3-vector, stored normalised; None = no term)
+    MSE (energy score, for a run trained by it) before early stopping; grad_clip, if set, caps
+    the global gradient norm of every step (off by default, as in the paper; it guards against
+    the early divergence FastEGNN<1,0> showed in benchmarks/RESULTS.md). gravity_axis (a 3-vector, stored normalised; None = no term)
     switches on the models' learned gravity term (`fastegnn_md.models.contract.JumpModel`); the
     checkpoint's data spec records it. The CLI takes it from the dataset (SPH: metadata or −y).
     time_scale (the data's time unit, or "jump" = the data's jump Δt; default 1) is the time that
@@ -570,8 +570,9 @@ class Trainer:
             "shuffle_rng": self.shuffle_rng.get_state(),
             "mmd_rng": self.mmd_rng.get_state(),
             "rollout_rng": self.rollout_training.state(),
-            # A sampled jump draws its noise from torch's global generator (`draw_noise`).
-            **({"torch_rng": torch.get_rng_state()} if self.config.noise_channels > 0 else {}),
+            # A sampled jump draws its noise from torch's global generator (`draw_noise`): the
+            # CPU's, or the device's on CUDA.
+            **({"torch_rng": self._noise_rng_state()} if self.config.noise_channels > 0 else {}),
             "epoch": self.state.epoch,
             "best_valid_mse": self.state.best_valid_mse,
             "best_valid_score": self.state.best_valid_score,
@@ -579,6 +580,17 @@ class Trainer:
             "epochs_since_best": self.state.epochs_since_best,
             "config": asdict(self.config),
         }
+
+    def _noise_rng_state(self) -> torch.Tensor:
+        device = torch.device(self.config.device)
+        return torch.cuda.get_rng_state(device) if device.type == "cuda" else torch.get_rng_state()
+
+    def _set_noise_rng_state(self, state: torch.Tensor) -> None:
+        device = torch.device(self.config.device)
+        if device.type == "cuda":
+            torch.cuda.set_rng_state(state, device)
+        else:
+            torch.set_rng_state(state)
 
     def _inference_weights(self) -> Any:
         """Context in which the model holds the weights validated and saved: the average
@@ -624,7 +636,7 @@ class Trainer:
         if "rollout_rng" in ckpt.resume:
             self.rollout_training.set_state(ckpt.resume["rollout_rng"])
         if "torch_rng" in ckpt.resume:
-            torch.set_rng_state(ckpt.resume["torch_rng"])
+            self._set_noise_rng_state(ckpt.resume["torch_rng"])
         self.state = TrainState(
             epoch=int(ckpt.resume["epoch"]),
             best_valid_mse=float(ckpt.resume["best_valid_mse"]),
