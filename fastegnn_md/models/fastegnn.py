@@ -175,12 +175,10 @@ def smooth_noise(noise: torch.Tensor, ctx: EdgeContext, passes: int) -> torch.Te
     if not ctx.has_edges:
         return noise
     flat = noise.reshape(noise.shape[0], -1)
-    ones = flat.new_ones((ctx.num_edges, 1))
-    degree = ctx.mean_over_neighbours(ones) / ctx.inv_degree.to(flat.dtype)  # 0 for isolated nodes
+    degree = ctx.sum_over_neighbours(flat.new_ones((ctx.num_edges, 1)))
     scale = torch.rsqrt(1.0 + degree)
     for _ in range(passes):
-        neighbours = ctx.mean_over_neighbours(flat.index_select(0, ctx.senders)) / ctx.inv_degree.to(flat.dtype)
-        flat = (flat + neighbours) * scale
+        flat = (flat + ctx.sum_over_neighbours(flat.index_select(0, ctx.senders))) * scale
     return flat.reshape(noise.shape)
 
 

@@ -115,12 +115,16 @@ class EdgeContext:
         self.has_edges = self.num_edges > 0
         self._chunks: Optional[list[EdgeChunk]] = None
 
-    def mean_over_neighbours(self, values: torch.Tensor) -> torch.Tensor:
-        """(E, K) edge values -> (N, K) mean over each receiver's incoming edges."""
+    def sum_over_neighbours(self, values: torch.Tensor) -> torch.Tensor:
+        """(E, K) edge values -> (N, K) sum over each receiver's incoming edges (0 if none)."""
         out = values.new_zeros((self.num_nodes, values.shape[1]))
         for chunk in self.chunks():
             chunk.by_receiver.sum_into(out, values[chunk.rows])
-        return out * self.inv_degree
+        return out
+
+    def mean_over_neighbours(self, values: torch.Tensor) -> torch.Tensor:
+        """(E, K) edge values -> (N, K) mean over each receiver's incoming edges."""
+        return self.sum_over_neighbours(values) * self.inv_degree
 
     def relative(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(x_i - x_j) per edge (E, 3) and its squared length (E, 1)."""

@@ -231,8 +231,8 @@ def run_rollout(
         predictor.require_spread()
     case.prepare(predictor, progress)
     drawn_by_model = model_samples(predictor)
-    if drawn_by_model:  # the model draws its own noise (torch's generator): seeded, so a rerun repeats it
-        torch.manual_seed(0 if seed is None else seed)
+    if drawn_by_model and seed is not None:  # the model draws its own noise (torch's generator):
+        torch.manual_seed(seed)                # seeded as the loop's generator is, so a rerun repeats it
     if jump is None and sample:
         jump = SampledJump(predictor, case.held_pairs)
     elif jump is None and hold_geometry:
