@@ -54,9 +54,10 @@ class TrainConfig:
     paper's "w/o MMD" ablation); patience is the number of epochs without a better validation
     MSE (energy score, for a run trained by it) before early stopping; grad_clip, if set, caps
     the global gradient norm of every step (off by default, as in the paper; it guards against
-    the early divergence FastEGNN<1,0> showed in benchmarks/RESULTS.md). gravity_axis (a 3-vector, stored normalised; None = no term)
-    switches on the models' learned gravity term (`fastegnn_md.models.contract.JumpModel`); the
-    checkpoint's data spec records it. The CLI takes it from the dataset (SPH: metadata or −y).
+    the early divergence FastEGNN<1,0> showed in benchmarks/RESULTS.md). gravity_axis (a
+    3-vector, stored normalised; None = no term) switches on the models' learned gravity term
+    (`fastegnn_md.models.contract.JumpModel`); the checkpoint's data spec records it. The CLI
+    takes it from the dataset (SPH: metadata or −y).
     time_scale (the data's time unit, or "jump" = the data's jump Δt; default 1) is the time that
     becomes 1 inside the model (`JumpModel.set_time_scale`): the velocities it sees are then the
     constant-velocity displacement over that time, so the velocity term starts at the right size.

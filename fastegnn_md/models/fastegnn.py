@@ -175,8 +175,7 @@ def smooth_noise(noise: torch.Tensor, ctx: EdgeContext, passes: int) -> torch.Te
     if not ctx.has_edges:
         return noise
     flat = noise.reshape(noise.shape[0], -1)
-    degree = ctx.sum_over_neighbours(flat.new_ones((ctx.num_edges, 1)))
-    scale = torch.rsqrt(1.0 + degree)
+    scale = torch.rsqrt(1.0 + ctx.degree.to(flat.dtype))
     for _ in range(passes):
         flat = (flat + ctx.sum_over_neighbours(flat.index_select(0, ctx.senders))) * scale
     return flat.reshape(noise.shape)

@@ -96,7 +96,7 @@ class EdgeChunk:
 
 
 class EdgeContext:
-    """Per-forward constants of a graph: receivers, senders, 1/degree, edge chunks.
+    """Per-forward constants of a graph: receivers, senders, degree and 1/degree, edge chunks.
 
     Built once per forward pass and shared by all layers. Sums over each receiver's edges are
     fastest with edges sorted by receiver, as the batch contract has them (`Segments`).
@@ -110,8 +110,9 @@ class EdgeContext:
         dtype = batch.positions.dtype
         degree = torch.zeros(self.num_nodes, dtype=dtype, device=batch.positions.device)
         degree.index_add_(0, self.receivers, torch.ones_like(self.receivers, dtype=dtype))
+        self.degree = degree.unsqueeze(1)  # (N, 1) incoming edges per node
         # Isolated nodes get mean 0 over their (empty) neighbourhood.
-        self.inv_degree = (1.0 / degree.clamp(min=1.0)).unsqueeze(1)
+        self.inv_degree = 1.0 / self.degree.clamp(min=1.0)
         self.has_edges = self.num_edges > 0
         self._chunks: Optional[list[EdgeChunk]] = None
 

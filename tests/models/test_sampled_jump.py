@@ -180,8 +180,7 @@ def test_smoothed_noise_sums_each_neighbourhood_and_keeps_unit_variance() -> Non
     close(once[3].numpy(), eps[3].numpy())
     close(smooth_noise(eps[..., 0], ctx, 1).numpy(), once[..., 0].numpy())  # scalars as vectors' components
     gen = torch.Generator().manual_seed(0)
-    draws = smooth_noise(torch.randn(20000, 4, 1, 3, generator=gen, dtype=torch.float64).transpose(0, 1).reshape(4, -1, 3),
-                         ctx, 1).reshape(4, -1)
+    draws = smooth_noise(torch.randn(4, 20000, 3, generator=gen, dtype=torch.float64), ctx, 1).reshape(4, -1)
     variance = draws.var(dim=1)
     assert torch.allclose(variance, torch.ones(4, dtype=torch.float64), atol=0.05)
     correlation = float((draws[0] * draws[1]).mean())
